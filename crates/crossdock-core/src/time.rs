@@ -1,0 +1,67 @@
+//! Points in time as whole microseconds since the Unix epoch, the one form crossdock stores.
+
+use std::fmt;
+
+/// A point in time with microsecond precision, UTC.
+///
+/// Stored as `i64` microseconds so that it sorts the same in SQLite and PostgreSQL and in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
+
+    pub const fn from_unix_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    pub const fn unix_micros(self) -> i64 {
+        self.0
+    }
+
+    pub const fn unix_millis(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// Parses an RFC 3339 timestamp such as `2026-11-26T14:05:00.123Z` or `…+01:00`.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
+        let ts: jiff::Timestamp = text
+            .parse()
+            .map_err(|e| format!("not an RFC 3339 timestamp ({e})"))?;
+        Ok(Timestamp(ts.as_microsecond()))
+    }
+
+    /// Adds a number of milliseconds, saturating at the ends of the range.
+    pub const fn plus_millis(self, millis: i64) -> Self {
+        Timestamp(self.0.saturating_add(millis.saturating_mul(1000)))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// Formats as RFC 3339 in UTC with the precision the value needs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match jiff::Timestamp::from_microsecond(self.0) {
+            Ok(ts) => write!(f, "{ts}"),
+            Err(_) => write!(f, "@{}us", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_with_microseconds() {
+        let ts = Timestamp::parse_rfc3339("2026-11-26T14:05:00.123456Z").unwrap();
+        assert_eq!(ts.to_string(), "2026-11-26T14:05:00.123456Z");
+        let offset = Timestamp::parse_rfc3339("2026-11-26T15:05:00+01:00").unwrap();
+        assert_eq!(offset.to_string(), "2026-11-26T14:05:00Z");
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        let err = Timestamp::parse_rfc3339("yesterday").unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
+}

@@ -1,0 +1,390 @@
+//! crossdock's persistence: the inbox, the event log, consumer positions and projections, the
+//! outbox with its attempts and dead letters. One API, two backends: an embedded SQLite file (the
+//! default) and PostgreSQL (for several nodes). This is the only crate that writes SQL.
+//!
+//! Every time value crosses this API as a [`Timestamp`] supplied by the caller: the store never
+//! reads the clock, so tests drive time explicitly.
+
+/// The inbox columns both backends select, in the order their row readers expect.
+macro_rules! inbox_columns {
+    () => {
+        "id, source, protocol, headers, body, received_at, status, error, attempts, processed_at, correlation_id"
+    };
+}
+
+/// The outbox columns both backends select, in the order their row readers expect.
+macro_rules! action_columns {
+    () => {
+        "id, target, idempotency_key, coalesce_key, priority, payload, status, attempts, \
+         attempts - attempts_base, next_attempt_at, created_at, updated_at, last_error, correlation_id, \
+         causation_id, superseded_by, drop_reason"
+    };
+}
+
+mod migrate;
+mod model;
+mod pg;
+mod sqlite;
+
+use std::sync::Arc;
+
+use crossdock_core::activity::{ActivityDelta, ActivityEntry, ActivityKey};
+use crossdock_core::{NewEvent, RetryPolicy, StoredEvent, Timestamp};
+
+pub use migrate::MigrationReport;
+pub use model::*;
+
+/// How hard a commit works to survive a power failure (SQLite only; PostgreSQL follows its own
+/// `synchronous_commit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is synced to disk before it is acknowledged (`synchronous=FULL`).
+    Full,
+    /// Commits survive a crash of crossdock but the last ones may be lost in a power failure
+    /// (`synchronous=NORMAL` in WAL mode).
+    Normal,
+}
+
+/// Where and how to open the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// A SQLite file path (`crossdock.db`, `sqlite://path`) or a `postgres://…` URL.
+    pub database: String,
+    pub durability: Durability,
+    /// Appends waiting together are committed together, up to this many events per commit.
+    pub group_commit_events_max: usize,
+    /// Read connections (SQLite) or pool size (PostgreSQL).
+    pub connections_max: u32,
+    /// Write requests waiting for the writer before callers are made to wait.
+    pub write_queue_max: usize,
+}
+
+impl StoreOptions {
+    pub fn new(database: impl Into<String>) -> Self {
+        StoreOptions {
+            database: database.into(),
+            durability: Durability::Full,
+            group_commit_events_max: 10_000,
+            connections_max: 8,
+            write_queue_max: 4096,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.starts_with("postgres://") || self.database.starts_with("postgresql://")
+    }
+}
+
+/// What went wrong in the store. Clonable because one failed group commit fails many callers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database cannot be reached or failed: {0}")]
+    Unavailable(String),
+    #[error("the database schema is at version {found}, newer than this crossdock knows ({known}); upgrade crossdock")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("migrations are not applied: the schema is at version {found} of {known}; run `crossdock migrate`")]
+    NotMigrated { found: i64, known: i64 },
+    #[error("consumer {name} was expected at position {expected} but is at {actual}")]
+    PositionMoved {
+        name: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("invalid request to the store: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(pg::PgStore),
+}
+
+/// The handle every part of crossdock uses to reach storage. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend_name())
+            .finish()
+    }
+}
+
+/// Calls the same method on whichever backend this store has.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &*$self.backend {
+            Backend::Sqlite(b) => b.$method($($arg),*).await,
+            Backend::Postgres(b) => b.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub async fn open(options: &StoreOptions) -> Result<Store> {
+        let store = Store::connect(options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database without touching its schema.
+    pub async fn connect(options: &StoreOptions) -> Result<Store> {
+        let backend = if options.is_postgres() {
+            Backend::Postgres(pg::PgStore::connect(options).await?)
+        } else {
+            Backend::Sqlite(sqlite::SqliteStore::open(options).await?)
+        };
+        Ok(Store {
+            backend: Arc::new(backend),
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match &*self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies every migration this build knows and the database lacks.
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        dispatch!(self.migrate())
+    }
+
+    /// Succeeds when the database answers and its schema is exactly what this build expects.
+    pub async fn check_ready(&self) -> Result<()> {
+        dispatch!(self.check_ready())
+    }
+
+    /// Waits for queued writes to finish and closes connections.
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+
+    // ---- inbox ----
+
+    /// Keeps an inbound message exactly as received. Returns its inbox id.
+    pub async fn inbox_put(&self, message: InboxMessage) -> Result<i64> {
+        dispatch!(self.inbox_put(message))
+    }
+
+    /// Records what became of an inbox message.
+    pub async fn inbox_mark(
+        &self,
+        id: i64,
+        status: InboxStatus,
+        error: Option<String>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        dispatch!(self.inbox_mark(id, status, error, now))
+    }
+
+    pub async fn inbox_list(&self, query: InboxQuery) -> Result<Vec<InboxRecord>> {
+        dispatch!(self.inbox_list(query))
+    }
+
+    pub async fn inbox_get(&self, id: i64) -> Result<Option<InboxRecord>> {
+        dispatch!(self.inbox_get(id))
+    }
+
+    // ---- event log ----
+
+    /// Appends events, skipping any whose `(source, id)` is already in the log. Returns once the
+    /// events are durable; concurrent callers share commits.
+    pub async fn append(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<AppendOutcome> {
+        if events.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        dispatch!(self.append(events, now))
+    }
+
+    /// Events with `seq > after`, in order, at most `limit` of them.
+    pub async fn read_events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        dispatch!(self.read_events(after, limit))
+    }
+
+    /// The highest sequence number in the log (0 when empty).
+    pub async fn head_seq(&self) -> Result<i64> {
+        dispatch!(self.head_seq())
+    }
+
+    /// The highest sequence number recorded strictly before `time` (0 if none).
+    pub async fn seq_before(&self, time: Timestamp) -> Result<i64> {
+        dispatch!(self.seq_before(time))
+    }
+
+    // ---- consumers and projections ----
+
+    pub async fn consumers(&self) -> Result<Vec<ConsumerPosition>> {
+        dispatch!(self.consumers())
+    }
+
+    /// The consumer's position, registering it at 0 if it is new.
+    pub async fn consumer_position(&self, name: &str, now: Timestamp) -> Result<i64> {
+        dispatch!(self.consumer_position(name, now))
+    }
+
+    /// Moves a consumer to `position`; it re-applies everything after it.
+    pub async fn reset_consumer(&self, name: &str, position: i64, now: Timestamp) -> Result<()> {
+        dispatch!(self.reset_consumer(name, position, now))
+    }
+
+    /// Applies a projection's changes and moves its position from `from` to `to` in one
+    /// transaction. Fails with [`StoreError::PositionMoved`] (changing nothing) when the consumer
+    /// is no longer at `from`, so a batch is applied once even if two runners race.
+    pub async fn commit_projection(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        writes: ProjectionWrites,
+        now: Timestamp,
+    ) -> Result<()> {
+        dispatch!(self.commit_projection(name, from, to, writes, now))
+    }
+
+    /// Clears a projection's state and sets its position to 0, in one transaction, so that it
+    /// is rebuilt from the whole log.
+    pub async fn clear_projection(&self, projection: Projection, now: Timestamp) -> Result<()> {
+        dispatch!(self.clear_projection(projection, now))
+    }
+
+    pub async fn source_activity(&self) -> Result<Vec<(ActivityKey, ActivityEntry)>> {
+        dispatch!(self.source_activity())
+    }
+
+    // ---- outbox ----
+
+    /// Queues actions for delivery. An action whose `(target, idempotency_key)` is already queued
+    /// is a no-op; one with a coalescing key replaces the pending action with the same key.
+    pub async fn enqueue(
+        &self,
+        actions: Vec<NewAction>,
+        now: Timestamp,
+    ) -> Result<Vec<EnqueueResult>> {
+        if actions.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.enqueue(actions, now))
+    }
+
+    /// Takes up to `limit` due actions of one target for delivery, keeping at most
+    /// `in_flight_max` in flight for that target and never two with the same coalescing key.
+    /// Actions whose lease expired count as a failed attempt first.
+    pub async fn claim(&self, claim: ClaimRequest<'_>) -> Result<Vec<ClaimedAction>> {
+        dispatch!(self.claim(claim))
+    }
+
+    /// Records a successful delivery. `false` if the lease was lost meanwhile.
+    pub async fn ack(&self, id: i64, attempt: i64, now: Timestamp) -> Result<bool> {
+        dispatch!(self.ack(id, attempt, now))
+    }
+
+    /// Records a failed delivery and schedules a retry or dead-letters it.
+    pub async fn fail(&self, failure: DeliveryFailure) -> Result<bool> {
+        dispatch!(self.fail(failure))
+    }
+
+    /// The earliest `next_attempt_at` among pending actions of a target.
+    pub async fn next_due(&self, target: &str) -> Result<Option<Timestamp>> {
+        dispatch!(self.next_due(target))
+    }
+
+    /// Counts of open actions (pending, in flight, dead) by target and status.
+    pub async fn outbox_counts(&self) -> Result<Vec<OutboxCount>> {
+        dispatch!(self.outbox_counts())
+    }
+
+    pub async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
+        dispatch!(self.action(id))
+    }
+
+    pub async fn attempts(&self, id: i64) -> Result<Vec<AttemptRecord>> {
+        dispatch!(self.attempts(id))
+    }
+
+    /// Deletes delivered, superseded and dropped actions last touched before `before`.
+    pub async fn purge_finished(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        dispatch!(self.purge_finished(before, limit))
+    }
+
+    // ---- dead letters ----
+
+    pub async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<ActionRecord>> {
+        dispatch!(self.dead_letters(query))
+    }
+
+    /// Puts a dead letter back to pending with a fresh attempt budget and the same idempotency
+    /// key, unless a newer action with the same coalescing key has replaced it.
+    pub async fn replay_dead_letter(&self, id: i64, now: Timestamp) -> Result<ReplayOutcome> {
+        dispatch!(self.replay_dead_letter(id, now))
+    }
+
+    /// Gives up on a dead letter for good, recording why.
+    pub async fn drop_dead_letter(
+        &self,
+        id: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<DropOutcome> {
+        dispatch!(self.drop_dead_letter(id, reason, now))
+    }
+}
+
+/// Helper for backends: the retry decision for an action whose lease ran out.
+pub(crate) fn lease_expired_decision(
+    policy: &RetryPolicy,
+    attempts_in_budget: i64,
+    now: Timestamp,
+) -> crossdock_core::FailureDecision {
+    let made = u32::try_from(attempts_in_budget.max(0)).unwrap_or(u32::MAX);
+    // The worker vanished mid-delivery; retry promptly rather than after a backoff.
+    match policy.after_failure(made, false, now, 0.0) {
+        crossdock_core::FailureDecision::RetryAt(_) => {
+            crossdock_core::FailureDecision::RetryAt(now)
+        }
+        dead => dead,
+    }
+}
+
+/// The projection state a batch changes, by projection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProjectionWrites {
+    /// A consumer with no state of its own: only its position moves.
+    None,
+    SourceActivity(ActivityDelta),
+}
+
+/// The projections whose state lives in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Projection {
+    SourceActivity,
+}
+
+impl Projection {
+    pub const fn consumer_name(self) -> &'static str {
+        match self {
+            Projection::SourceActivity => "source_activity",
+        }
+    }
+
+    pub fn from_consumer_name(name: &str) -> Option<Projection> {
+        match name {
+            "source_activity" => Some(Projection::SourceActivity),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,50 @@
+//! Schema migrations: one ordered list per backend, embedded in the binary, applied at startup
+//! and by `crossdock migrate`. Each is applied in its own transaction and recorded in
+//! `crossdock_migrations`.
+
+/// One schema step.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sql: include_str!("../migrations/sqlite/0001_foundation.sql"),
+}];
+
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sql: include_str!("../migrations/pg/0001_foundation.sql"),
+}];
+
+pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS crossdock_migrations (\
+    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+/// What `migrate` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The versions applied by this call, in order.
+    pub applied: Vec<(i64, &'static str)>,
+    /// The schema version afterwards.
+    pub version: i64,
+}
+
+pub(crate) fn latest(migrations: &[Migration]) -> i64 {
+    migrations.last().map_or(0, |m| m.version)
+}
+
+/// Compares the database's version with what this build knows.
+pub(crate) fn check_version(found: i64, migrations: &[Migration]) -> crate::Result<()> {
+    let known = latest(migrations);
+    if found > known {
+        Err(crate::StoreError::SchemaTooNew { found, known })
+    } else if found < known {
+        Err(crate::StoreError::NotMigrated { found, known })
+    } else {
+        Ok(())
+    }
+}

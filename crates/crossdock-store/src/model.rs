@@ -1,0 +1,272 @@
+//! The records that cross the store's API: inbox messages, append results, consumer positions,
+//! outbox actions, attempts and dead letters.
+
+use crossdock_core::{FailureDecision, RetryPolicy, Timestamp};
+
+/// An inbound message exactly as it arrived, before any parsing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxMessage {
+    /// Who sent it: a connector name, `api`, a partner id.
+    pub source: String,
+    /// How it arrived and how to read it: `http+cloudevents`, `shopify-webhook`, `x12`…
+    pub protocol: String,
+    /// Transport headers worth keeping, as `(name, value)` pairs.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub received_at: Timestamp,
+    pub status: InboxStatus,
+    pub error: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboxStatus {
+    /// Kept, not yet turned into events.
+    Received,
+    /// Turned into events.
+    Processed,
+    /// Could not be turned into events; kept for a fix and a replay.
+    Rejected,
+}
+
+impl InboxStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Received => "received",
+            InboxStatus::Processed => "processed",
+            InboxStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "received" => Some(InboxStatus::Received),
+            "processed" => Some(InboxStatus::Processed),
+            "rejected" => Some(InboxStatus::Rejected),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxRecord {
+    pub id: i64,
+    pub message: InboxMessage,
+    pub attempts: i64,
+    pub processed_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct InboxQuery {
+    pub status: Option<InboxStatus>,
+    pub after_id: i64,
+    pub limit: usize,
+}
+
+/// What happened to one event of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendResult {
+    /// Newly recorded at this sequence number.
+    Appended(i64),
+    /// Its `(source, id)` was already in the log; nothing changed.
+    Duplicate,
+}
+
+/// The results of an append, in the order the events were given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub results: Vec<AppendResult>,
+}
+
+impl AppendOutcome {
+    pub fn appended(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r, AppendResult::Appended(_)))
+            .count()
+    }
+
+    pub fn duplicates(&self) -> usize {
+        self.results.len() - self.appended()
+    }
+
+    /// The lowest and highest sequence numbers assigned, if any event was new.
+    pub fn seq_range(&self) -> Option<(i64, i64)> {
+        let seqs = self.results.iter().filter_map(|r| match r {
+            AppendResult::Appended(seq) => Some(*seq),
+            AppendResult::Duplicate => None,
+        });
+        seqs.fold(None, |range, seq| match range {
+            None => Some((seq, seq)),
+            Some((lo, hi)) => Some((lo.min(seq), hi.max(seq))),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerPosition {
+    pub name: String,
+    pub position: i64,
+    pub updated_at: Timestamp,
+}
+
+/// An action for an external system, on its way into the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAction {
+    /// The delivery target (a configured system), such as `webhook:crm`.
+    pub target: String,
+    /// Stable across retries and replays; sent to the target so it can drop repeats.
+    pub idempotency_key: String,
+    /// A newer pending action with the same key replaces an older one (latest value wins).
+    pub coalesce_key: Option<String>,
+    /// Higher is delivered first.
+    pub priority: i32,
+    /// The action itself, as JSON text.
+    pub payload: String,
+    /// Not before this time (a hold), usually now.
+    pub not_before: Timestamp,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnqueueResult {
+    /// Queued under this id; `replaced` is the pending action it superseded, if any.
+    Queued { id: i64, replaced: Option<i64> },
+    /// Already queued (same target and idempotency key).
+    Duplicate,
+}
+
+/// The arguments of [`crate::Store::claim`].
+#[derive(Clone, Debug)]
+pub struct ClaimRequest<'a> {
+    pub target: &'a str,
+    pub limit: usize,
+    pub in_flight_max: usize,
+    pub lease_ms: i64,
+    pub policy: RetryPolicy,
+    pub now: Timestamp,
+}
+
+/// An action taken for delivery. `attempt` identifies this try in acks and failures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedAction {
+    pub id: i64,
+    pub target: String,
+    pub idempotency_key: String,
+    pub coalesce_key: Option<String>,
+    pub priority: i32,
+    pub payload: String,
+    pub attempt: i64,
+    /// Attempts made since the action was queued or last replayed, this one included.
+    pub attempts_in_budget: i64,
+    pub correlation_id: Option<String>,
+}
+
+/// The arguments of [`crate::Store::fail`].
+#[derive(Clone, Debug)]
+pub struct DeliveryFailure {
+    pub id: i64,
+    pub attempt: i64,
+    pub error: String,
+    pub decision: FailureDecision,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionStatus {
+    Pending,
+    InFlight,
+    Delivered,
+    Dead,
+    Dropped,
+    Superseded,
+}
+
+impl ActionStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Pending => "pending",
+            ActionStatus::InFlight => "in_flight",
+            ActionStatus::Delivered => "delivered",
+            ActionStatus::Dead => "dead",
+            ActionStatus::Dropped => "dropped",
+            ActionStatus::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => ActionStatus::Pending,
+            "in_flight" => ActionStatus::InFlight,
+            "delivered" => ActionStatus::Delivered,
+            "dead" => ActionStatus::Dead,
+            "dropped" => ActionStatus::Dropped,
+            "superseded" => ActionStatus::Superseded,
+            _ => return None,
+        })
+    }
+}
+
+/// An outbox action as stored, for operators (dead letters, traces).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub target: String,
+    pub idempotency_key: String,
+    pub coalesce_key: Option<String>,
+    pub priority: i32,
+    pub payload: String,
+    pub status: ActionStatus,
+    pub attempts: i64,
+    pub attempts_in_budget: i64,
+    pub next_attempt_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_error: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub superseded_by: Option<i64>,
+    pub drop_reason: Option<String>,
+}
+
+/// One delivery attempt of an action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// `in_flight`, `delivered`, `failed` or `lease_expired`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterQuery {
+    pub target: Option<String>,
+    pub after_id: i64,
+    pub limit: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Replayed,
+    /// A newer action with the same coalescing key exists; replaying would send stale data.
+    Superseded { by: i64 },
+    NotFound,
+    NotDead,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropOutcome {
+    Dropped,
+    NotFound,
+    NotDead,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxCount {
+    pub target: String,
+    pub status: ActionStatus,
+    pub count: i64,
+}

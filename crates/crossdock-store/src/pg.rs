@@ -1,0 +1,1187 @@
+//! The PostgreSQL backend, for several crossdock nodes sharing one database.
+//!
+//! Appends from one node are group-committed by a single appender task. Appends from all nodes
+//! are serialized by a transaction-scoped advisory lock, inside which the next sequence numbers
+//! are taken: a transaction becomes visible before it releases the lock, so sequence numbers
+//! become visible in order and a reader following `seq > last` never skips a row that commits
+//! late. Outbox claims are serialized per target by another advisory lock, which makes the
+//! per-target in-flight limit exact across nodes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crossdock_core::activity::{ActivityEntry, ActivityKey};
+use crossdock_core::{EventData, FailureDecision, NewEvent, StoredEvent, Timestamp};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::migrate::{self, MigrationReport};
+use crate::model::*;
+use crate::{Projection, ProjectionWrites, Result, StoreError, StoreOptions};
+
+/// Advisory lock keys; arbitrary constants that other applications are unlikely to use.
+const LOCK_MIGRATE: i64 = 0x0C05_5D0C_0000_0001;
+const LOCK_APPEND: i64 = 0x0C05_5D0C_0000_0002;
+
+fn pgerr(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+struct AppendRequest {
+    events: Vec<NewEvent>,
+    now: Timestamp,
+    reply: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+pub(crate) struct PgStore {
+    pool: PgPool,
+    appender: mpsc::Sender<AppendRequest>,
+}
+
+impl PgStore {
+    pub(crate) async fn connect(options: &StoreOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.connections_max.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&options.database)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let (tx, rx) = mpsc::channel(options.write_queue_max.max(1));
+        tokio::spawn(appender_loop(
+            pool.clone(),
+            rx,
+            options.group_commit_events_max.max(1),
+        ));
+        Ok(PgStore { pool, appender: tx })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<MigrationReport> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin migration"))?;
+        // Nodes starting together must not apply the same migration twice.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOCK_MIGRATE)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("lock migrations"))?;
+        sqlx::raw_sql(migrate::CREATE_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("create migrations table"))?;
+        let mut version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM crossdock_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pgerr("read schema version"))?;
+        let mut applied = Vec::new();
+        let start = version;
+            for m in migrate::POSTGRES.iter().filter(|m| m.version > start) {
+            sqlx::raw_sql(m.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "migration {} ({}) failed: {e}",
+                        m.version, m.name
+                    ))
+                })?;
+            sqlx::query(
+                "INSERT INTO crossdock_migrations (version, name, applied_at) \
+                 VALUES ($1, $2, (extract(epoch from now()) * 1000000)::bigint)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("record migration"))?;
+            applied.push((m.version, m.name));
+            version = m.version;
+        }
+        migrate::check_version(version, migrate::POSTGRES)?;
+        tx.commit().await.map_err(pgerr("commit migration"))?;
+        Ok(MigrationReport { applied, version })
+    }
+
+    pub(crate) async fn check_ready(&self) -> Result<()> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass('crossdock_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(pgerr("read schema"))?;
+        let found: i64 = if exists {
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM crossdock_migrations")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(pgerr("read schema version"))?
+        } else {
+            0
+        };
+        migrate::check_version(found, migrate::POSTGRES)
+    }
+
+    // ---- inbox ----
+
+    pub(crate) async fn inbox_put(&self, m: InboxMessage) -> Result<i64> {
+        let headers = serde_json::to_string(&m.headers)
+            .map_err(|e| StoreError::Invalid(format!("headers: {e}")))?;
+        sqlx::query_scalar(
+            "INSERT INTO inbox (source, protocol, headers, body, received_at, status, error, correlation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(m.source)
+        .bind(m.protocol)
+        .bind(headers)
+        .bind(m.body)
+        .bind(m.received_at.unix_micros())
+        .bind(m.status.as_str())
+        .bind(m.error)
+        .bind(m.correlation_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pgerr("keep inbound message"))
+    }
+
+    pub(crate) async fn inbox_mark(
+        &self,
+        id: i64,
+        status: InboxStatus,
+        error: Option<String>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE inbox SET status = $2, error = $3, processed_at = $4, attempts = attempts + 1 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(pgerr("update inbox message"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn inbox_list(&self, q: InboxQuery) -> Result<Vec<InboxRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            inbox_columns!(),
+            " FROM inbox WHERE id > $1 AND ($2::text IS NULL OR status = $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(q.after_id)
+        .bind(q.status.map(InboxStatus::as_str))
+        .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("list inbox"))?;
+        rows.iter().map(inbox_row).collect()
+    }
+
+    pub(crate) async fn inbox_get(&self, id: i64) -> Result<Option<InboxRecord>> {
+        let row = sqlx::query(concat!("SELECT ", inbox_columns!(), " FROM inbox WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pgerr("read inbox message"))?;
+        row.as_ref().map(inbox_row).transpose()
+    }
+
+    // ---- event log ----
+
+    pub(crate) async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> Result<AppendOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.appender
+            .send(AppendRequest { events, now, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn read_events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, source, id, kind, subject, time, datacontenttype, dataschema, data, data_base64, \
+             extensions, correlation_id, causation_id, recorded_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("read events"))?;
+        rows.iter().map(event_row).collect()
+    }
+
+    pub(crate) async fn head_seq(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pgerr("read log head"))
+    }
+
+    pub(crate) async fn seq_before(&self, time: Timestamp) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE recorded_at < $1")
+            .bind(time.unix_micros())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pgerr("find position by time"))
+    }
+
+    // ---- consumers and projections ----
+
+    pub(crate) async fn consumers(&self) -> Result<Vec<ConsumerPosition>> {
+        let rows = sqlx::query("SELECT name, position, updated_at FROM consumers ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pgerr("list consumers"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConsumerPosition {
+                    name: r.try_get(0)?,
+                    position: r.try_get(1)?,
+                    updated_at: Timestamp::from_unix_micros(r.try_get(2)?),
+                })
+            })
+            .collect::<sqlx::Result<_>>()
+            .map_err(pgerr("list consumers"))
+    }
+
+    pub(crate) async fn consumer_position(&self, name: &str, now: Timestamp) -> Result<i64> {
+        sqlx::query(
+            "INSERT INTO consumers (name, position, updated_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(pgerr("register consumer"))?;
+        sqlx::query_scalar("SELECT position FROM consumers WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pgerr("read consumer position"))
+    }
+
+    pub(crate) async fn reset_consumer(
+        &self,
+        name: &str,
+        position: i64,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        set_position(&mut tx, name, position, now).await?;
+        tx.commit().await.map_err(pgerr("commit consumer reset"))
+    }
+
+    pub(crate) async fn commit_projection(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        writes: ProjectionWrites,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        sqlx::query(
+            "INSERT INTO consumers (name, position, updated_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now.unix_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("register consumer"))?;
+        let actual: i64 =
+            sqlx::query_scalar("SELECT position FROM consumers WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pgerr("read consumer position"))?;
+        if actual != from {
+            return Err(StoreError::PositionMoved {
+                name: name.to_owned(),
+                expected: from,
+                actual,
+            });
+        }
+        match writes {
+            ProjectionWrites::None => {}
+            ProjectionWrites::SourceActivity(delta) => {
+                let n = delta.entries.len();
+                let (mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                let (mut first, mut last) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                let (mut first_at, mut last_at) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                for ((source, kind), e) in delta.entries {
+                    sources.push(source);
+                    kinds.push(kind);
+                    first.push(e.first_seq);
+                    last.push(e.last_seq);
+                    first_at.push(e.first_recorded_at.unix_micros());
+                    last_at.push(e.last_recorded_at.unix_micros());
+                }
+                sqlx::query(
+                    "INSERT INTO source_activity (source, kind, first_seq, last_seq, first_recorded_at, last_recorded_at) \
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+                     ON CONFLICT (source, kind) DO UPDATE SET \
+                     first_seq = LEAST(source_activity.first_seq, EXCLUDED.first_seq), \
+                     last_seq = GREATEST(source_activity.last_seq, EXCLUDED.last_seq), \
+                     first_recorded_at = LEAST(source_activity.first_recorded_at, EXCLUDED.first_recorded_at), \
+                     last_recorded_at = GREATEST(source_activity.last_recorded_at, EXCLUDED.last_recorded_at)",
+                )
+                .bind(sources)
+                .bind(kinds)
+                .bind(first)
+                .bind(last)
+                .bind(first_at)
+                .bind(last_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(pgerr("write source activity"))?;
+            }
+        }
+        set_position(&mut tx, name, to, now).await?;
+        tx.commit().await.map_err(pgerr("commit projection"))
+    }
+
+    pub(crate) async fn clear_projection(
+        &self,
+        projection: Projection,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        match projection {
+            Projection::SourceActivity => {
+                sqlx::query("DELETE FROM source_activity")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pgerr("clear source activity"))?;
+            }
+        }
+        set_position(&mut tx, projection.consumer_name(), 0, now).await?;
+        tx.commit().await.map_err(pgerr("commit projection reset"))
+    }
+
+    pub(crate) async fn source_activity(&self) -> Result<Vec<(ActivityKey, ActivityEntry)>> {
+        let rows = sqlx::query(
+            "SELECT source, kind, first_seq, last_seq, first_recorded_at, last_recorded_at \
+             FROM source_activity ORDER BY source, kind",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("read source activity"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    (r.try_get(0)?, r.try_get(1)?),
+                    ActivityEntry {
+                        first_seq: r.try_get(2)?,
+                        last_seq: r.try_get(3)?,
+                        first_recorded_at: Timestamp::from_unix_micros(r.try_get(4)?),
+                        last_recorded_at: Timestamp::from_unix_micros(r.try_get(5)?),
+                    },
+                ))
+            })
+            .collect::<sqlx::Result<_>>()
+            .map_err(pgerr("read source activity"))
+    }
+
+    // ---- outbox ----
+
+    pub(crate) async fn enqueue(
+        &self,
+        actions: Vec<NewAction>,
+        now: Timestamp,
+    ) -> Result<Vec<EnqueueResult>> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let mut results = Vec::with_capacity(actions.len());
+        for a in actions {
+            if let Some(key) = &a.coalesce_key {
+                lock_coalesce_key(&mut tx, &a.target, key).await?;
+            }
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE target = $1 AND idempotency_key = $2)",
+            )
+            .bind(&a.target)
+            .bind(&a.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pgerr("check action"))?;
+            if exists {
+                results.push(EnqueueResult::Duplicate);
+                continue;
+            }
+            let replaced: Option<i64> = match &a.coalesce_key {
+                None => None,
+                Some(key) => sqlx::query_scalar(
+                    "UPDATE outbox SET status = 'superseded', updated_at = $3 \
+                     WHERE target = $1 AND coalesce_key = $2 AND status = 'pending' RETURNING id",
+                )
+                .bind(&a.target)
+                .bind(key)
+                .bind(now.unix_micros())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pgerr("supersede action"))?,
+            };
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (target, idempotency_key, coalesce_key, priority, payload, status, \
+                 next_attempt_at, created_at, updated_at, correlation_id, causation_id) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8, $9) RETURNING id",
+            )
+            .bind(&a.target)
+            .bind(&a.idempotency_key)
+            .bind(&a.coalesce_key)
+            .bind(a.priority)
+            .bind(&a.payload)
+            .bind(a.not_before.unix_micros())
+            .bind(now.unix_micros())
+            .bind(&a.correlation_id)
+            .bind(&a.causation_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pgerr("queue action"))?;
+            if let Some(old) = replaced {
+                sqlx::query("UPDATE outbox SET superseded_by = $2 WHERE id = $1")
+                    .bind(old)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pgerr("supersede action"))?;
+            }
+            results.push(EnqueueResult::Queued { id, replaced });
+        }
+        tx.commit().await.map_err(pgerr("commit enqueue"))?;
+        Ok(results)
+    }
+
+    pub(crate) async fn claim(&self, c: ClaimRequest<'_>) -> Result<Vec<ClaimedAction>> {
+        let now_us = c.now.unix_micros();
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crossdock.outbox.claim:' || $1, 0))")
+            .bind(c.target)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("lock target"))?;
+        let expired: Vec<(i64, i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, attempts, attempts_base, coalesce_key FROM outbox \
+             WHERE target = $1 AND status = 'in_flight' AND lease_until < $2 FOR UPDATE",
+        )
+        .bind(c.target)
+        .bind(now_us)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pgerr("find expired leases"))?;
+        for (id, attempts, base, coalesce_key) in expired {
+            let decision = crate::lease_expired_decision(&c.policy, attempts - base, c.now);
+            let error = "the delivery did not finish before its lease expired (the worker stopped or hung)";
+            let failure = DeliveryFailure {
+                id,
+                attempt: attempts,
+                error: error.to_owned(),
+                decision,
+                now: c.now,
+            };
+            finish_failure(&mut tx, c.target, coalesce_key.as_deref(), &failure, "lease_expired")
+                .await?;
+        }
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE target = $1 AND status = 'in_flight'",
+        )
+        .bind(c.target)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pgerr("count in-flight actions"))?;
+        let room = i64::try_from(c.in_flight_max).unwrap_or(i64::MAX) - in_flight;
+        let take = room.min(i64::try_from(c.limit).unwrap_or(i64::MAX));
+        if take <= 0 {
+            tx.commit().await.map_err(pgerr("commit claim"))?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "WITH due AS (SELECT id FROM outbox o WHERE target = $1 AND status = 'pending' AND next_attempt_at <= $2 \
+             AND (coalesce_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.target = o.target \
+             AND b.coalesce_key = o.coalesce_key AND b.status = 'in_flight')) \
+             ORDER BY priority DESC, next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox SET status = 'in_flight', attempts = attempts + 1, lease_until = $4, updated_at = $2 \
+             FROM due WHERE outbox.id = due.id RETURNING outbox.id, target, idempotency_key, coalesce_key, \
+             priority, payload, attempts, attempts - attempts_base, correlation_id",
+        )
+        .bind(c.target)
+        .bind(now_us)
+        .bind(take)
+        .bind(now_us.saturating_add(c.lease_ms.saturating_mul(1000)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pgerr("claim actions"))?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(ClaimedAction {
+                    id: r.try_get(0)?,
+                    target: r.try_get(1)?,
+                    idempotency_key: r.try_get(2)?,
+                    coalesce_key: r.try_get(3)?,
+                    priority: r.try_get(4)?,
+                    payload: r.try_get(5)?,
+                    attempt: r.try_get(6)?,
+                    attempts_in_budget: r.try_get(7)?,
+                    correlation_id: r.try_get(8)?,
+                })
+            })
+            .collect::<sqlx::Result<Vec<_>>>()
+            .map_err(pgerr("claim actions"))?;
+        claimed.sort_by_key(|a| (-a.priority, a.id));
+        let ids: Vec<i64> = claimed.iter().map(|a| a.id).collect();
+        let attempts: Vec<i64> = claimed.iter().map(|a| a.attempt).collect();
+        sqlx::query(
+            "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, outcome) \
+             SELECT id, attempt, $3, 'in_flight' FROM UNNEST($1::bigint[], $2::bigint[]) AS t(id, attempt)",
+        )
+        .bind(ids)
+        .bind(attempts)
+        .bind(now_us)
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("record attempts"))?;
+        tx.commit().await.map_err(pgerr("commit claim"))?;
+        Ok(claimed)
+    }
+
+    pub(crate) async fn ack(&self, id: i64, attempt: i64, now: Timestamp) -> Result<bool> {
+        let now_us = now.unix_micros();
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let done: Option<(String, Option<String>)> = sqlx::query_as(
+            "UPDATE outbox SET status = 'delivered', lease_until = NULL, updated_at = $3, last_error = NULL \
+             WHERE id = $1 AND status = 'in_flight' AND attempts = $2 RETURNING target, coalesce_key",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(now_us)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pgerr("acknowledge delivery"))?;
+        let Some((target, coalesce_key)) = done else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE outbox_attempts SET outcome = 'delivered', finished_at = $3 WHERE outbox_id = $1 AND attempt = $2",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(now_us)
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("record attempt"))?;
+        if let Some(key) = coalesce_key {
+            // A newer value reached the target, so older dead letters for the key are moot.
+            sqlx::query(
+                "UPDATE outbox SET status = 'superseded', superseded_by = $3, updated_at = $4 \
+                 WHERE target = $1 AND coalesce_key = $2 AND status = 'dead' AND id < $3",
+            )
+            .bind(&target)
+            .bind(&key)
+            .bind(id)
+            .bind(now_us)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("resolve older dead letters"))?;
+        }
+        tx.commit().await.map_err(pgerr("commit acknowledgement"))?;
+        Ok(true)
+    }
+
+    pub(crate) async fn fail(&self, f: DeliveryFailure) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let current: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT target, coalesce_key FROM outbox WHERE id = $1 AND status = 'in_flight' AND attempts = $2",
+        )
+        .bind(f.id)
+        .bind(f.attempt)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pgerr("read action"))?;
+        let Some((target, coalesce_key)) = current else {
+            return Ok(false);
+        };
+        if let Some(key) = &coalesce_key {
+            lock_coalesce_key(&mut tx, &target, key).await?;
+        }
+        // Re-check under the lock: the lease may have been taken over meanwhile.
+        let still: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM outbox WHERE id = $1 AND status = 'in_flight' AND attempts = $2 FOR UPDATE",
+        )
+        .bind(f.id)
+        .bind(f.attempt)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pgerr("read action"))?;
+        if still.is_none() {
+            return Ok(false);
+        }
+        finish_failure(&mut tx, &target, coalesce_key.as_deref(), &f, "failed").await?;
+        tx.commit().await.map_err(pgerr("commit failure"))?;
+        Ok(true)
+    }
+
+    pub(crate) async fn next_due(&self, target: &str) -> Result<Option<Timestamp>> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT LEAST((SELECT min(next_attempt_at) FROM outbox WHERE target = $1 AND status = 'pending'), \
+             (SELECT min(lease_until) FROM outbox WHERE target = $1 AND status = 'in_flight'))",
+        )
+        .bind(target)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pgerr("find next due action"))?;
+        Ok(due.map(Timestamp::from_unix_micros))
+    }
+
+    pub(crate) async fn outbox_counts(&self) -> Result<Vec<OutboxCount>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT target, status, count(*) FROM outbox WHERE status IN ('pending', 'in_flight', 'dead') \
+             GROUP BY target, status ORDER BY target, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("count actions"))?;
+        rows.into_iter()
+            .map(|(target, status, count)| {
+                let status = ActionStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown action status {status}")))?;
+                Ok(OutboxCount {
+                    target,
+                    status,
+                    count,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
+        let row = sqlx::query(concat!("SELECT ", action_columns!(), " FROM outbox WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pgerr("read action"))?;
+        row.as_ref().map(action_row).transpose()
+    }
+
+    pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptRecord>> {
+        let rows: Vec<(i64, i64, Option<i64>, String, Option<String>)> = sqlx::query_as(
+            "SELECT attempt, started_at, finished_at, outcome, error FROM outbox_attempts \
+             WHERE outbox_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("read attempts"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(attempt, started, finished, outcome, error)| AttemptRecord {
+                attempt,
+                started_at: Timestamp::from_unix_micros(started),
+                finished_at: finished.map(Timestamp::from_unix_micros),
+                outcome,
+                error,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn purge_finished(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM outbox WHERE status IN ('delivered', 'superseded', 'dropped') AND updated_at < $1 \
+             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before.unix_micros())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pgerr("find finished actions"))?;
+        sqlx::query("DELETE FROM outbox_attempts WHERE outbox_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("purge attempts"))?;
+        let done = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("purge actions"))?;
+        tx.commit().await.map_err(pgerr("commit purge"))?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- dead letters ----
+
+    pub(crate) async fn dead_letters(&self, q: DeadLetterQuery) -> Result<Vec<ActionRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            action_columns!(),
+            " FROM outbox WHERE status = 'dead' AND id > $1 AND ($2::text IS NULL OR target = $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(q.after_id)
+        .bind(q.target)
+        .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("list dead letters"))?;
+        rows.iter().map(action_row).collect()
+    }
+
+    pub(crate) async fn replay_dead_letter(&self, id: i64, now: Timestamp) -> Result<ReplayOutcome> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let row: Option<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT status, target, coalesce_key FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pgerr("read dead letter"))?;
+        let Some((_, target, coalesce_key)) = row else {
+            return Ok(ReplayOutcome::NotFound);
+        };
+        if let Some(key) = &coalesce_key {
+            lock_coalesce_key(&mut tx, &target, key).await?;
+        }
+        let status: String = sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pgerr("read dead letter"))?;
+        if status != ActionStatus::Dead.as_str() {
+            return Ok(ReplayOutcome::NotDead);
+        }
+        if let Some(key) = coalesce_key {
+            let newer: Option<i64> = sqlx::query_scalar(
+                "SELECT max(id) FROM outbox WHERE target = $1 AND coalesce_key = $2 AND id > $3 \
+                 AND status IN ('pending', 'in_flight', 'delivered')",
+            )
+            .bind(&target)
+            .bind(&key)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pgerr("find newer action"))?;
+            if let Some(by) = newer {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'superseded', superseded_by = $2, updated_at = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(by)
+                .bind(now.unix_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(pgerr("supersede dead letter"))?;
+                tx.commit().await.map_err(pgerr("commit replay"))?;
+                return Ok(ReplayOutcome::Superseded { by });
+            }
+        }
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts_base = attempts, next_attempt_at = $2, updated_at = $2, \
+             lease_until = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now.unix_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("replay dead letter"))?;
+        tx.commit().await.map_err(pgerr("commit replay"))?;
+        Ok(ReplayOutcome::Replayed)
+    }
+
+    pub(crate) async fn drop_dead_letter(
+        &self,
+        id: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<DropOutcome> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pgerr("read dead letter"))?;
+        let outcome = match status.as_deref() {
+            None => DropOutcome::NotFound,
+            Some(s) if s != ActionStatus::Dead.as_str() => DropOutcome::NotDead,
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'dropped', drop_reason = $2, updated_at = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(reason)
+                .bind(now.unix_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(pgerr("drop dead letter"))?;
+                DropOutcome::Dropped
+            }
+        };
+        tx.commit().await.map_err(pgerr("commit drop"))?;
+        Ok(outcome)
+    }
+}
+
+/// Serializes every change to the actions of one coalescing key, across nodes.
+async fn lock_coalesce_key(
+    tx: &mut Transaction<'static, Postgres>,
+    target: &str,
+    key: &str,
+) -> Result<()> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('crossdock.outbox.coalesce:' || $1 || chr(1) || $2, 0))",
+    )
+    .bind(target)
+    .bind(key)
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("lock coalescing key"))?;
+    Ok(())
+}
+
+async fn finish_failure(
+    tx: &mut Transaction<'static, Postgres>,
+    target: &str,
+    coalesce_key: Option<&str>,
+    f: &DeliveryFailure,
+    outcome: &str,
+) -> Result<()> {
+    let now_us = f.now.unix_micros();
+    sqlx::query(
+        "UPDATE outbox_attempts SET outcome = $3, error = $4, finished_at = $5 WHERE outbox_id = $1 AND attempt = $2",
+    )
+    .bind(f.id)
+    .bind(f.attempt)
+    .bind(outcome)
+    .bind(&f.error)
+    .bind(now_us)
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("record attempt"))?;
+    match f.decision {
+        FailureDecision::RetryAt(at) => {
+            // Only one action per coalescing key may be pending; a newer one makes this stale.
+            let newer: Option<i64> = match coalesce_key {
+                None => None,
+                Some(key) => sqlx::query_scalar(
+                    "SELECT id FROM outbox WHERE target = $1 AND coalesce_key = $2 AND status = 'pending'",
+                )
+                .bind(target)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(pgerr("find newer action"))?,
+            };
+            if let Some(by) = newer {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'superseded', superseded_by = $2, lease_until = NULL, \
+                     last_error = $3, updated_at = $4 WHERE id = $1",
+                )
+                .bind(f.id)
+                .bind(by)
+                .bind(&f.error)
+                .bind(now_us)
+                .execute(&mut **tx)
+                .await
+                .map_err(pgerr("supersede action"))?;
+            } else {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = $2, lease_until = NULL, \
+                     last_error = $3, updated_at = $4 WHERE id = $1",
+                )
+                .bind(f.id)
+                .bind(at.unix_micros())
+                .bind(&f.error)
+                .bind(now_us)
+                .execute(&mut **tx)
+                .await
+                .map_err(pgerr("schedule retry"))?;
+            }
+        }
+        FailureDecision::DeadLetter => {
+            sqlx::query(
+                "UPDATE outbox SET status = 'dead', lease_until = NULL, last_error = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(f.id)
+            .bind(&f.error)
+            .bind(now_us)
+            .execute(&mut **tx)
+            .await
+            .map_err(pgerr("dead-letter action"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_position(
+    tx: &mut Transaction<'static, Postgres>,
+    name: &str,
+    position: i64,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO consumers (name, position, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(name)
+    .bind(position)
+    .bind(now.unix_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("move consumer position"))?;
+    Ok(())
+}
+
+/// The appender task: takes waiting appends together and commits them in one transaction.
+async fn appender_loop(pool: PgPool, mut rx: mpsc::Receiver<AppendRequest>, group_max: usize) {
+    while let Some(first) = rx.recv().await {
+        let mut weight = first.events.len();
+        let mut group = vec![first];
+        while weight < group_max {
+            match rx.try_recv() {
+                Ok(next) => {
+                    weight += next.events.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        match append_group(&pool, &group).await {
+            Ok(outcomes) => {
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for request in group {
+                    let _ = request.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<AppendOutcome>> {
+    let mut tx = pool.begin().await.map_err(pgerr("begin append"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(LOCK_APPEND)
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("lock the event log"))?;
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pgerr("read log head"))?;
+    let total: usize = group.iter().map(|r| r.events.len()).sum();
+    let (mut sources, mut ids) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    for e in group.iter().flat_map(|r| &r.events) {
+        sources.push(e.source());
+        ids.push(e.id());
+    }
+    let existing: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.source, e.id FROM events e JOIN UNNEST($1::text[], $2::text[]) AS t(source, id) \
+         ON e.source = t.source AND e.id = t.id",
+    )
+    .bind(&sources)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(pgerr("check for duplicates"))?;
+    let mut seen: HashSet<(&str, &str)> = existing
+        .iter()
+        .map(|(s, i)| (s.as_str(), i.as_str()))
+        .collect();
+
+    let mut next = head;
+    let mut cols = EventColumns::with_capacity(total);
+    let mut outcomes = Vec::with_capacity(group.len());
+    for request in group {
+        let mut results = Vec::with_capacity(request.events.len());
+        for e in &request.events {
+            if !seen.insert((e.source(), e.id())) {
+                results.push(AppendResult::Duplicate);
+                continue;
+            }
+            next += 1;
+            cols.push(next, e, request.now);
+            results.push(AppendResult::Appended(next));
+        }
+        outcomes.push(AppendOutcome { results });
+    }
+    if !cols.seq.is_empty() {
+        sqlx::query(
+            "INSERT INTO events (seq, source, id, kind, subject, time, datacontenttype, dataschema, data, \
+             data_base64, extensions, correlation_id, causation_id, recorded_at) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+             $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::bigint[])",
+        )
+        .bind(cols.seq)
+        .bind(cols.source)
+        .bind(cols.id)
+        .bind(cols.kind)
+        .bind(cols.subject)
+        .bind(cols.time)
+        .bind(cols.datacontenttype)
+        .bind(cols.dataschema)
+        .bind(cols.data)
+        .bind(cols.data_base64)
+        .bind(cols.extensions)
+        .bind(cols.correlation_id)
+        .bind(cols.causation_id)
+        .bind(cols.recorded_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("append events"))?;
+    }
+    tx.commit().await.map_err(pgerr("commit append"))?;
+    Ok(outcomes)
+}
+
+/// Events laid out column by column for one `UNNEST` insert.
+struct EventColumns<'a> {
+    seq: Vec<i64>,
+    source: Vec<&'a str>,
+    id: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    subject: Vec<Option<&'a str>>,
+    time: Vec<Option<i64>>,
+    datacontenttype: Vec<Option<&'a str>>,
+    dataschema: Vec<Option<&'a str>>,
+    data: Vec<Option<&'a str>>,
+    data_base64: Vec<bool>,
+    extensions: Vec<Option<&'a str>>,
+    correlation_id: Vec<Option<&'a str>>,
+    causation_id: Vec<Option<&'a str>>,
+    recorded_at: Vec<i64>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        EventColumns {
+            seq: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            id: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            subject: Vec::with_capacity(n),
+            time: Vec::with_capacity(n),
+            datacontenttype: Vec::with_capacity(n),
+            dataschema: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            data_base64: Vec::with_capacity(n),
+            extensions: Vec::with_capacity(n),
+            correlation_id: Vec::with_capacity(n),
+            causation_id: Vec::with_capacity(n),
+            recorded_at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, seq: i64, e: &'a NewEvent, now: Timestamp) {
+        self.seq.push(seq);
+        self.source.push(e.source());
+        self.id.push(e.id());
+        self.kind.push(e.kind());
+        self.subject.push(e.subject());
+        self.time.push(e.time().map(Timestamp::unix_micros));
+        self.datacontenttype.push(e.datacontenttype());
+        self.dataschema.push(e.dataschema());
+        self.data.push(e.data().map(EventData::as_text));
+        self.data_base64.push(e.data().is_some_and(EventData::is_base64));
+        self.extensions.push(e.extensions());
+        self.correlation_id.push(e.correlation_id());
+        self.causation_id.push(e.causation_id());
+        self.recorded_at.push(now.unix_micros());
+    }
+}
+
+fn inbox_row(r: &PgRow) -> Result<InboxRecord> {
+    let read = || -> sqlx::Result<(InboxRecord, String, String)> {
+        let headers: String = r.try_get(3)?;
+        let status: String = r.try_get(6)?;
+        let record = InboxRecord {
+            id: r.try_get(0)?,
+            message: InboxMessage {
+                source: r.try_get(1)?,
+                protocol: r.try_get(2)?,
+                headers: Vec::new(),
+                body: r.try_get(4)?,
+                received_at: Timestamp::from_unix_micros(r.try_get(5)?),
+                status: InboxStatus::Received,
+                error: r.try_get(7)?,
+                correlation_id: r.try_get(10)?,
+            },
+            attempts: r.try_get(8)?,
+            processed_at: r.try_get::<Option<i64>, _>(9)?.map(Timestamp::from_unix_micros),
+        };
+        Ok((record, headers, status))
+    };
+    let (mut record, headers, status) = read().map_err(pgerr("read inbox row"))?;
+    record.message.status = InboxStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown inbox status {status}")))?;
+    record.message.headers = serde_json::from_str(&headers)
+        .map_err(|e| StoreError::Corrupt(format!("inbox headers: {e}")))?;
+    Ok(record)
+}
+
+fn event_row(r: &PgRow) -> Result<StoredEvent> {
+    let read = || -> sqlx::Result<(StoredEvent, Option<String>, bool)> {
+        let event = StoredEvent {
+            seq: r.try_get(0)?,
+            recorded_at: Timestamp::from_unix_micros(r.try_get(13)?),
+            event: NewEvent::from_stored(
+                r.try_get(2)?,
+                r.try_get(1)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+                r.try_get::<Option<i64>, _>(5)?.map(Timestamp::from_unix_micros),
+                r.try_get(6)?,
+                r.try_get(7)?,
+                None,
+                r.try_get(10)?,
+                r.try_get(11)?,
+                r.try_get(12)?,
+            ),
+        };
+        Ok((event, r.try_get(8)?, r.try_get(9)?))
+    };
+    let (mut stored, data, base64) = read().map_err(pgerr("read event row"))?;
+    if let Some(text) = data {
+        let data = EventData::from_stored(text, base64).ok_or_else(|| {
+            StoreError::Corrupt(format!("event {} has unreadable data", stored.seq))
+        })?;
+        stored.event = stored.event.with_data(data);
+    }
+    Ok(stored)
+}
+
+fn action_row(r: &PgRow) -> Result<ActionRecord> {
+    let read = || -> sqlx::Result<(ActionRecord, String)> {
+        let record = ActionRecord {
+            id: r.try_get(0)?,
+            target: r.try_get(1)?,
+            idempotency_key: r.try_get(2)?,
+            coalesce_key: r.try_get(3)?,
+            priority: r.try_get(4)?,
+            payload: r.try_get(5)?,
+            status: ActionStatus::Pending,
+            attempts: r.try_get(7)?,
+            attempts_in_budget: r.try_get(8)?,
+            next_attempt_at: Timestamp::from_unix_micros(r.try_get(9)?),
+            created_at: Timestamp::from_unix_micros(r.try_get(10)?),
+            updated_at: Timestamp::from_unix_micros(r.try_get(11)?),
+            last_error: r.try_get(12)?,
+            correlation_id: r.try_get(13)?,
+            causation_id: r.try_get(14)?,
+            superseded_by: r.try_get(15)?,
+            drop_reason: r.try_get(16)?,
+        };
+        Ok((record, r.try_get(6)?))
+    };
+    let (mut record, status) = read().map_err(pgerr("read action row"))?;
+    record.status = ActionStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown action status {status}")))?;
+    Ok(record)
+}

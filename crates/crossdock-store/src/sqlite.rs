@@ -1,0 +1,1171 @@
+//! The SQLite backend: one file in WAL mode, one writer thread, a small pool of readers.
+//!
+//! SQLite allows one writer at a time, so crossdock gives it exactly one: a dedicated thread owns
+//! the write connection and takes jobs from a bounded queue. Jobs waiting together run inside one
+//! transaction, each under its own savepoint, and are answered only after the shared commit is
+//! durable (group commit). Reads run on separate connections and never wait for the writer.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use crossdock_core::activity::{ActivityEntry, ActivityKey};
+use crossdock_core::{EventData, FailureDecision, NewEvent, StoredEvent, Timestamp};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::migrate::{self, MigrationReport};
+use crate::model::*;
+use crate::{Durability, Projection, ProjectionWrites, Result, StoreError, StoreOptions};
+
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+/// A unit of work for the writer thread.
+trait Job: Send {
+    /// Runs inside the group's transaction; errors roll back only this job's savepoint.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the group's commit has succeeded or failed.
+    fn finish(self: Box<Self>, commit: Result<()>);
+    /// How much of the group this job takes up (events appended, or 1).
+    fn weight(&self) -> usize;
+}
+
+struct FnJob<F, R> {
+    work: Option<F>,
+    outcome: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+    weight: usize,
+}
+
+impl<F, R> Job for FnJob<F, R>
+where
+    F: FnOnce(&Connection) -> Result<R> + Send,
+    R: Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        // A panic in one job must not take the writer (and every other caller) down with it.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(
+            |_| Err(StoreError::Corrupt("a store operation panicked; it was rolled back".into())),
+        );
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<()>) {
+        let answer = match (commit, self.outcome) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(outcome)) => outcome,
+            (Ok(()), None) => Err(StoreError::Closed),
+        };
+        // The caller may have gone away (a cancelled request); its work is committed regardless.
+        let _ = self.reply.send(answer);
+    }
+
+    fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
+enum WriterMessage {
+    Job(Box<dyn Job>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct SqliteStore {
+    writer: mpsc::Sender<WriterMessage>,
+    readers: ReaderPool,
+}
+
+struct ReaderPool {
+    path: String,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+fn sqlite_path(database: &str) -> &str {
+    database
+        .strip_prefix("sqlite://")
+        .or_else(|| database.strip_prefix("sqlite:"))
+        .unwrap_or(database)
+}
+
+fn open_connection(path: &str, durability: Durability, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database {path}: {e}")))?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(db("set busy timeout"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    if !read_only {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(db("enable WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "SQLite database {path} cannot use WAL mode (got {mode}); is it on a network share?"
+            )));
+        }
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;"
+        ))
+        .map_err(db("set pragmas"))?;
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(options: &StoreOptions) -> Result<Self> {
+        let path = sqlite_path(&options.database).to_owned();
+        let durability = options.durability;
+        let group_max = options.group_commit_events_max.max(1);
+        let (tx, rx) = mpsc::channel(options.write_queue_max.max(1));
+        let writer_path = path.clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("crossdock-sqlite-writer".into())
+            .spawn(move || {
+                match open_connection(&writer_path, durability, false) {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(()));
+                        writer_loop(&conn, rx, group_max);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        ready_rx.await.map_err(|_| StoreError::Closed)??;
+        let readers_max = options.connections_max.max(1) as usize;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(readers_max)),
+            },
+        })
+    }
+
+    /// Runs `work` on the writer thread inside the next group commit.
+    async fn write<R, F>(&self, weight: usize, work: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = FnJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+            weight,
+        };
+        self.writer
+            .send(WriterMessage::Job(Box::new(job)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `work` on a read connection on the blocking pool.
+    async fn read<R, F>(&self, work: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let permit = self
+            .readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let conn = self.readers.idle.lock().map_or(None, |mut idle| idle.pop());
+        let path = self.readers.path.clone();
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match conn {
+                Some(c) => c,
+                None => match open_connection(&path, Durability::Full, true) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let result = work(&conn);
+            (Some(conn), result)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?;
+        if let (Some(conn), Ok(mut idle)) = (conn, self.readers.idle.lock()) {
+            idle.push(conn);
+        }
+        drop(permit);
+        result
+    }
+
+    pub(crate) async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.writer.send(WriterMessage::Shutdown(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        if let Ok(mut idle) = self.readers.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<MigrationReport> {
+        self.write(1, |conn| {
+            conn.execute_batch(migrate::CREATE_TABLE)
+                .map_err(db("create migrations table"))?;
+            let mut version = schema_version(conn)?;
+            let mut applied = Vec::new();
+            let start = version;
+            for m in migrate::SQLITE.iter().filter(|m| m.version > start) {
+                conn.execute_batch(m.sql).map_err(|e| {
+                    StoreError::Unavailable(format!("migration {} ({}) failed: {e}", m.version, m.name))
+                })?;
+                conn.execute(
+                    "INSERT INTO crossdock_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now') * 1000000)",
+                    params![m.version, m.name],
+                )
+                .map_err(db("record migration"))?;
+                applied.push((m.version, m.name));
+                version = m.version;
+            }
+            migrate::check_version(version, migrate::SQLITE)?;
+            Ok(MigrationReport { applied, version })
+        })
+        .await
+    }
+
+    pub(crate) async fn check_ready(&self) -> Result<()> {
+        self.read(|conn| {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'crossdock_migrations')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db("read schema"))?;
+            let found = if exists { schema_version(conn)? } else { 0 };
+            migrate::check_version(found, migrate::SQLITE)
+        })
+        .await
+    }
+
+    // ---- inbox ----
+
+    pub(crate) async fn inbox_put(&self, m: InboxMessage) -> Result<i64> {
+        let headers = serde_json::to_string(&m.headers)
+            .map_err(|e| StoreError::Invalid(format!("headers: {e}")))?;
+        self.write(1, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO inbox (source, protocol, headers, body, received_at, status, error, correlation_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    m.source,
+                    m.protocol,
+                    headers,
+                    m.body,
+                    m.received_at.unix_micros(),
+                    m.status.as_str(),
+                    m.error,
+                    m.correlation_id
+                ])
+            })
+            .map_err(db("keep inbound message"))?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    pub(crate) async fn inbox_mark(
+        &self,
+        id: i64,
+        status: InboxStatus,
+        error: Option<String>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.write(1, move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE inbox SET status = ?2, error = ?3, processed_at = ?4, attempts = attempts + 1 WHERE id = ?1",
+                    params![id, status.as_str(), error, now.unix_micros()],
+                )
+                .map_err(db("update inbox message"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub(crate) async fn inbox_list(&self, q: InboxQuery) -> Result<Vec<InboxRecord>> {
+        self.read(move |conn| {
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let status = q.status.map(InboxStatus::as_str);
+            let mut stmt = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    inbox_columns!(),
+                    " FROM inbox WHERE id > ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3"
+                ))
+                .map_err(db("list inbox"))?;
+            let rows = stmt
+                .query_map(params![q.after_id, status, limit], inbox_row)
+                .map_err(db("list inbox"))?;
+            rows.map(|r| r.map_err(db("read inbox row"))?).collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn inbox_get(&self, id: i64) -> Result<Option<InboxRecord>> {
+        self.read(move |conn| {
+            conn.query_row(
+                concat!("SELECT ", inbox_columns!(), " FROM inbox WHERE id = ?1"),
+                [id],
+                inbox_row,
+            )
+            .optional()
+            .map_err(db("read inbox message"))?
+            .transpose()
+        })
+        .await
+    }
+
+    // ---- event log ----
+
+    pub(crate) async fn append(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<AppendOutcome> {
+        self.write(events.len(), move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO events (source, id, kind, subject, time, datacontenttype, dataschema, data, \
+                     data_base64, extensions, correlation_id, causation_id, recorded_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (source, id) DO NOTHING",
+                )
+                .map_err(db("prepare append"))?;
+            let mut results = Vec::with_capacity(events.len());
+            for e in &events {
+                let changed = stmt
+                    .execute(params![
+                        e.source(),
+                        e.id(),
+                        e.kind(),
+                        e.subject(),
+                        e.time().map(Timestamp::unix_micros),
+                        e.datacontenttype(),
+                        e.dataschema(),
+                        e.data().map(EventData::as_text),
+                        e.data().is_some_and(EventData::is_base64),
+                        e.extensions(),
+                        e.correlation_id(),
+                        e.causation_id(),
+                        now.unix_micros(),
+                    ])
+                    .map_err(db("append event"))?;
+                results.push(if changed == 1 {
+                    AppendResult::Appended(conn.last_insert_rowid())
+                } else {
+                    AppendResult::Duplicate
+                });
+            }
+            Ok(AppendOutcome { results })
+        })
+        .await
+    }
+
+    pub(crate) async fn read_events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, source, id, kind, subject, time, datacontenttype, dataschema, data, data_base64, \
+                     extensions, correlation_id, causation_id, recorded_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(db("read events"))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = stmt.query(params![after, limit]).map_err(db("read events"))?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().map_err(db("read events"))? {
+                events.push(event_row(row).map_err(db("read event row"))??);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    pub(crate) async fn head_seq(&self) -> Result<i64> {
+        self.read(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                .map_err(db("read log head"))
+        })
+        .await
+    }
+
+    pub(crate) async fn seq_before(&self, time: Timestamp) -> Result<i64> {
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE recorded_at < ?1",
+                [time.unix_micros()],
+                |r| r.get(0),
+            )
+            .map_err(db("find position by time"))
+        })
+        .await
+    }
+
+    // ---- consumers and projections ----
+
+    pub(crate) async fn consumers(&self) -> Result<Vec<ConsumerPosition>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, position, updated_at FROM consumers ORDER BY name")
+                .map_err(db("list consumers"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ConsumerPosition {
+                        name: r.get(0)?,
+                        position: r.get(1)?,
+                        updated_at: Timestamp::from_unix_micros(r.get(2)?),
+                    })
+                })
+                .map_err(db("list consumers"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db("list consumers"))
+        })
+        .await
+    }
+
+    pub(crate) async fn consumer_position(&self, name: &str, now: Timestamp) -> Result<i64> {
+        let name = name.to_owned();
+        self.write(1, move |conn| {
+            conn.execute(
+                "INSERT INTO consumers (name, position, updated_at) VALUES (?1, 0, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, now.unix_micros()],
+            )
+            .map_err(db("register consumer"))?;
+            position_of(conn, &name)
+        })
+        .await
+    }
+
+    pub(crate) async fn reset_consumer(&self, name: &str, position: i64, now: Timestamp) -> Result<()> {
+        let name = name.to_owned();
+        self.write(1, move |conn| set_position(conn, &name, position, now))
+            .await
+    }
+
+    pub(crate) async fn commit_projection(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        writes: ProjectionWrites,
+        now: Timestamp,
+    ) -> Result<()> {
+        let name = name.to_owned();
+        self.write(1, move |conn| {
+            let actual = position_of(conn, &name)?;
+            if actual != from {
+                return Err(StoreError::PositionMoved { name, expected: from, actual });
+            }
+            match writes {
+                ProjectionWrites::None => {}
+                ProjectionWrites::SourceActivity(delta) => {
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "INSERT INTO source_activity (source, kind, first_seq, last_seq, first_recorded_at, last_recorded_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, kind) DO UPDATE SET \
+                             first_seq = min(first_seq, excluded.first_seq), last_seq = max(last_seq, excluded.last_seq), \
+                             first_recorded_at = min(first_recorded_at, excluded.first_recorded_at), \
+                             last_recorded_at = max(last_recorded_at, excluded.last_recorded_at)",
+                        )
+                        .map_err(db("write source activity"))?;
+                    for ((source, kind), e) in &delta.entries {
+                        stmt.execute(params![
+                            source,
+                            kind,
+                            e.first_seq,
+                            e.last_seq,
+                            e.first_recorded_at.unix_micros(),
+                            e.last_recorded_at.unix_micros()
+                        ])
+                        .map_err(db("write source activity"))?;
+                    }
+                }
+            }
+            set_position(conn, &name, to, now)
+        })
+        .await
+    }
+
+    pub(crate) async fn clear_projection(&self, projection: Projection, now: Timestamp) -> Result<()> {
+        self.write(1, move |conn| {
+            match projection {
+                Projection::SourceActivity => conn
+                    .execute("DELETE FROM source_activity", [])
+                    .map_err(db("clear source activity"))?,
+            };
+            set_position(conn, projection.consumer_name(), 0, now)
+        })
+        .await
+    }
+
+    pub(crate) async fn source_activity(&self) -> Result<Vec<(ActivityKey, ActivityEntry)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT source, kind, first_seq, last_seq, first_recorded_at, last_recorded_at \
+                     FROM source_activity ORDER BY source, kind",
+                )
+                .map_err(db("read source activity"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        (r.get(0)?, r.get(1)?),
+                        ActivityEntry {
+                            first_seq: r.get(2)?,
+                            last_seq: r.get(3)?,
+                            first_recorded_at: Timestamp::from_unix_micros(r.get(4)?),
+                            last_recorded_at: Timestamp::from_unix_micros(r.get(5)?),
+                        },
+                    ))
+                })
+                .map_err(db("read source activity"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db("read source activity"))
+        })
+        .await
+    }
+
+    // ---- outbox ----
+
+    pub(crate) async fn enqueue(&self, actions: Vec<NewAction>, now: Timestamp) -> Result<Vec<EnqueueResult>> {
+        self.write(actions.len(), move |conn| {
+            let mut results = Vec::with_capacity(actions.len());
+            for a in &actions {
+                let exists: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE target = ?1 AND idempotency_key = ?2)")
+                    .and_then(|mut s| s.query_row(params![a.target, a.idempotency_key], |r| r.get(0)))
+                    .map_err(db("check action"))?;
+                if exists {
+                    results.push(EnqueueResult::Duplicate);
+                    continue;
+                }
+                let replaced: Option<i64> = match &a.coalesce_key {
+                    None => None,
+                    Some(key) => conn
+                        .prepare_cached(
+                            "SELECT id FROM outbox WHERE target = ?1 AND coalesce_key = ?2 AND status = 'pending'",
+                        )
+                        .and_then(|mut s| s.query_row(params![a.target, key], |r| r.get(0)).optional())
+                        .map_err(db("find coalesced action"))?,
+                };
+                if let Some(old) = replaced {
+                    conn.execute(
+                        "UPDATE outbox SET status = 'superseded', updated_at = ?2 WHERE id = ?1",
+                        params![old, now.unix_micros()],
+                    )
+                    .map_err(db("supersede action"))?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO outbox (target, idempotency_key, coalesce_key, priority, payload, status, \
+                     next_attempt_at, created_at, updated_at, correlation_id, causation_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?7, ?8, ?9)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        a.target,
+                        a.idempotency_key,
+                        a.coalesce_key,
+                        a.priority,
+                        a.payload,
+                        a.not_before.unix_micros(),
+                        now.unix_micros(),
+                        a.correlation_id,
+                        a.causation_id
+                    ])
+                })
+                .map_err(db("queue action"))?;
+                let id = conn.last_insert_rowid();
+                if let Some(old) = replaced {
+                    conn.execute("UPDATE outbox SET superseded_by = ?2 WHERE id = ?1", params![old, id])
+                        .map_err(db("supersede action"))?;
+                }
+                results.push(EnqueueResult::Queued { id, replaced });
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    pub(crate) async fn claim(&self, c: ClaimRequest<'_>) -> Result<Vec<ClaimedAction>> {
+        let target = c.target.to_owned();
+        let (limit, in_flight_max, lease_ms, policy, now) =
+            (c.limit, c.in_flight_max, c.lease_ms, c.policy, c.now);
+        self.write(1, move |conn| {
+            let now_us = now.unix_micros();
+            // Leases that ran out belong to a worker that stopped mid-delivery.
+            let expired: Vec<(i64, i64, i64, Option<String>)> = {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, attempts, attempts_base, coalesce_key FROM outbox \
+                         WHERE target = ?1 AND status = 'in_flight' AND lease_until < ?2",
+                    )
+                    .map_err(db("find expired leases"))?;
+                let rows = stmt
+                    .query_map(params![target, now_us], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .map_err(db("find expired leases"))?;
+                rows.collect::<rusqlite::Result<_>>().map_err(db("find expired leases"))?
+            };
+            for (id, attempts, base, coalesce_key) in expired {
+                let decision = crate::lease_expired_decision(&policy, attempts - base, now);
+                let error = "the delivery did not finish before its lease expired (the worker stopped or hung)";
+                finish_failure(conn, &target, id, attempts, coalesce_key.as_deref(), error, decision, now, "lease_expired")?;
+            }
+            let in_flight: i64 = conn
+                .prepare_cached("SELECT count(*) FROM outbox WHERE target = ?1 AND status = 'in_flight'")
+                .and_then(|mut s| s.query_row([&target], |r| r.get(0)))
+                .map_err(db("count in-flight actions"))?;
+            let room = i64::try_from(in_flight_max).unwrap_or(i64::MAX) - in_flight;
+            let take = room.min(i64::try_from(limit).unwrap_or(i64::MAX));
+            if take <= 0 {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<i64> = {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id FROM outbox o WHERE target = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
+                         AND (coalesce_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.target = o.target \
+                         AND b.coalesce_key = o.coalesce_key AND b.status = 'in_flight')) \
+                         ORDER BY priority DESC, next_attempt_at, id LIMIT ?3",
+                    )
+                    .map_err(db("find due actions"))?;
+                let rows = stmt
+                    .query_map(params![target, now_us, take], |r| r.get(0))
+                    .map_err(db("find due actions"))?;
+                rows.collect::<rusqlite::Result<_>>().map_err(db("find due actions"))?
+            };
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let action = conn
+                    .prepare_cached(
+                        "UPDATE outbox SET status = 'in_flight', attempts = attempts + 1, lease_until = ?2, updated_at = ?3 \
+                         WHERE id = ?1 RETURNING id, target, idempotency_key, coalesce_key, priority, payload, attempts, \
+                         attempts - attempts_base, correlation_id",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![id, now_us.saturating_add(lease_ms.saturating_mul(1000)), now_us], |r| {
+                            Ok(ClaimedAction {
+                                id: r.get(0)?,
+                                target: r.get(1)?,
+                                idempotency_key: r.get(2)?,
+                                coalesce_key: r.get(3)?,
+                                priority: r.get(4)?,
+                                payload: r.get(5)?,
+                                attempt: r.get(6)?,
+                                attempts_in_budget: r.get(7)?,
+                                correlation_id: r.get(8)?,
+                            })
+                        })
+                    })
+                    .map_err(db("claim action"))?;
+                conn.prepare_cached(
+                    "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, outcome) VALUES (?1, ?2, ?3, 'in_flight')",
+                )
+                .and_then(|mut s| s.execute(params![action.id, action.attempt, now_us]))
+                .map_err(db("record attempt"))?;
+                claimed.push(action);
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    pub(crate) async fn ack(&self, id: i64, attempt: i64, now: Timestamp) -> Result<bool> {
+        self.write(1, move |conn| {
+            let now_us = now.unix_micros();
+            let done: Option<(String, Option<String>)> = conn
+                .prepare_cached(
+                    "UPDATE outbox SET status = 'delivered', lease_until = NULL, updated_at = ?3, last_error = NULL \
+                     WHERE id = ?1 AND status = 'in_flight' AND attempts = ?2 RETURNING target, coalesce_key",
+                )
+                .and_then(|mut s| s.query_row(params![id, attempt, now_us], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(db("acknowledge delivery"))?;
+            let Some((target, coalesce_key)) = done else {
+                return Ok(false);
+            };
+            conn.prepare_cached(
+                "UPDATE outbox_attempts SET outcome = 'delivered', finished_at = ?3 WHERE outbox_id = ?1 AND attempt = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, attempt, now_us]))
+            .map_err(db("record attempt"))?;
+            if let Some(key) = coalesce_key {
+                // A newer value reached the target, so older dead letters for the key are moot.
+                conn.prepare_cached(
+                    "UPDATE outbox SET status = 'superseded', superseded_by = ?3, updated_at = ?4 \
+                     WHERE target = ?1 AND coalesce_key = ?2 AND status = 'dead' AND id < ?3",
+                )
+                .and_then(|mut s| s.execute(params![target, key, id, now_us]))
+                .map_err(db("resolve older dead letters"))?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(crate) async fn fail(&self, f: DeliveryFailure) -> Result<bool> {
+        self.write(1, move |conn| {
+            let current: Option<(String, Option<String>)> = conn
+                .prepare_cached(
+                    "SELECT target, coalesce_key FROM outbox WHERE id = ?1 AND status = 'in_flight' AND attempts = ?2",
+                )
+                .and_then(|mut s| s.query_row(params![f.id, f.attempt], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(db("read action"))?;
+            let Some((target, coalesce_key)) = current else {
+                return Ok(false);
+            };
+            finish_failure(conn, &target, f.id, f.attempt, coalesce_key.as_deref(), &f.error, f.decision, f.now, "failed")?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(crate) async fn next_due(&self, target: &str) -> Result<Option<Timestamp>> {
+        let target = target.to_owned();
+        self.read(move |conn| {
+            let due: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM outbox WHERE target = ?1 AND status = 'pending' \
+                     UNION ALL SELECT min(lease_until) FROM outbox WHERE target = ?1 AND status = 'in_flight')",
+                )
+                .and_then(|mut s| s.query_row([&target], |r| r.get(0)))
+                .map_err(db("find next due action"))?;
+            Ok(due.map(Timestamp::from_unix_micros))
+        })
+        .await
+    }
+
+    pub(crate) async fn outbox_counts(&self) -> Result<Vec<OutboxCount>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT target, status, count(*) FROM outbox WHERE status IN ('pending', 'in_flight', 'dead') \
+                     GROUP BY target, status ORDER BY target, status",
+                )
+                .map_err(db("count actions"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+                .map_err(db("count actions"))?;
+            let mut counts = Vec::new();
+            for row in rows {
+                let (target, status, count) = row.map_err(db("count actions"))?;
+                let status = ActionStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown action status {status}")))?;
+                counts.push(OutboxCount { target, status, count });
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    pub(crate) async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
+        self.read(move |conn| {
+            conn.query_row(concat!("SELECT ", action_columns!(), " FROM outbox WHERE id = ?1"), [id], action_row)
+                .optional()
+                .map_err(db("read action"))?
+                .transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT attempt, started_at, finished_at, outcome, error FROM outbox_attempts \
+                     WHERE outbox_id = ?1 ORDER BY attempt",
+                )
+                .map_err(db("read attempts"))?;
+            let rows = stmt
+                .query_map([id], |r| {
+                    Ok(AttemptRecord {
+                        attempt: r.get(0)?,
+                        started_at: Timestamp::from_unix_micros(r.get(1)?),
+                        finished_at: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_unix_micros),
+                        outcome: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                })
+                .map_err(db("read attempts"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db("read attempts"))
+        })
+        .await
+    }
+
+    pub(crate) async fn purge_finished(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.write(1, move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            conn.execute(
+                "DELETE FROM outbox_attempts WHERE outbox_id IN (SELECT id FROM outbox WHERE status IN \
+                 ('delivered', 'superseded', 'dropped') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
+                params![before.unix_micros(), limit],
+            )
+            .map_err(db("purge attempts"))?;
+            let n = conn
+                .execute(
+                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status IN \
+                     ('delivered', 'superseded', 'dropped') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
+                    params![before.unix_micros(), limit],
+                )
+                .map_err(db("purge actions"))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    // ---- dead letters ----
+
+    pub(crate) async fn dead_letters(&self, q: DeadLetterQuery) -> Result<Vec<ActionRecord>> {
+        self.read(move |conn| {
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let mut stmt = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    action_columns!(),
+                    " FROM outbox WHERE status = 'dead' AND id > ?1 AND (?2 IS NULL OR target = ?2) ORDER BY id LIMIT ?3"
+                ))
+                .map_err(db("list dead letters"))?;
+            let rows = stmt
+                .query_map(params![q.after_id, q.target, limit], action_row)
+                .map_err(db("list dead letters"))?;
+            rows.map(|r| r.map_err(db("read dead letter"))?).collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn replay_dead_letter(&self, id: i64, now: Timestamp) -> Result<ReplayOutcome> {
+        self.write(1, move |conn| {
+            let row: Option<(String, String, Option<String>)> = conn
+                .query_row(
+                    "SELECT status, target, coalesce_key FROM outbox WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db("read dead letter"))?;
+            let Some((status, target, coalesce_key)) = row else {
+                return Ok(ReplayOutcome::NotFound);
+            };
+            if status != ActionStatus::Dead.as_str() {
+                return Ok(ReplayOutcome::NotDead);
+            }
+            if let Some(key) = coalesce_key {
+                let newer: Option<i64> = conn
+                    .query_row(
+                        "SELECT max(id) FROM outbox WHERE target = ?1 AND coalesce_key = ?2 AND id > ?3 \
+                         AND status IN ('pending', 'in_flight', 'delivered')",
+                        params![target, key, id],
+                        |r| r.get(0),
+                    )
+                    .map_err(db("find newer action"))?;
+                if let Some(by) = newer {
+                    conn.execute(
+                        "UPDATE outbox SET status = 'superseded', superseded_by = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![id, by, now.unix_micros()],
+                    )
+                    .map_err(db("supersede dead letter"))?;
+                    return Ok(ReplayOutcome::Superseded { by });
+                }
+            }
+            conn.execute(
+                "UPDATE outbox SET status = 'pending', attempts_base = attempts, next_attempt_at = ?2, updated_at = ?2, \
+                 lease_until = NULL WHERE id = ?1",
+                params![id, now.unix_micros()],
+            )
+            .map_err(db("replay dead letter"))?;
+            Ok(ReplayOutcome::Replayed)
+        })
+        .await
+    }
+
+    pub(crate) async fn drop_dead_letter(&self, id: i64, reason: &str, now: Timestamp) -> Result<DropOutcome> {
+        let reason = reason.to_owned();
+        self.write(1, move |conn| {
+            let status: Option<String> = conn
+                .query_row("SELECT status FROM outbox WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(db("read dead letter"))?;
+            match status.as_deref() {
+                None => Ok(DropOutcome::NotFound),
+                Some(s) if s != ActionStatus::Dead.as_str() => Ok(DropOutcome::NotDead),
+                Some(_) => {
+                    conn.execute(
+                        "UPDATE outbox SET status = 'dropped', drop_reason = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![id, reason, now.unix_micros()],
+                    )
+                    .map_err(db("drop dead letter"))?;
+                    Ok(DropOutcome::Dropped)
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Records a failed or abandoned attempt and applies the retry decision.
+#[allow(clippy::too_many_arguments)]
+fn finish_failure(
+    conn: &Connection,
+    target: &str,
+    id: i64,
+    attempt: i64,
+    coalesce_key: Option<&str>,
+    error: &str,
+    decision: FailureDecision,
+    now: Timestamp,
+    outcome: &str,
+) -> Result<()> {
+    let now_us = now.unix_micros();
+    conn.prepare_cached(
+        "UPDATE outbox_attempts SET outcome = ?3, error = ?4, finished_at = ?5 WHERE outbox_id = ?1 AND attempt = ?2",
+    )
+    .and_then(|mut s| s.execute(params![id, attempt, outcome, error, now_us]))
+    .map_err(db("record attempt"))?;
+    match decision {
+        FailureDecision::RetryAt(at) => {
+            // Only one action per coalescing key may be pending; a newer one makes this stale.
+            let newer: Option<i64> = match coalesce_key {
+                None => None,
+                Some(key) => conn
+                    .prepare_cached(
+                        "SELECT id FROM outbox WHERE target = ?1 AND coalesce_key = ?2 AND status = 'pending'",
+                    )
+                    .and_then(|mut s| s.query_row(params![target, key], |r| r.get(0)).optional())
+                    .map_err(db("find newer action"))?,
+            };
+            if let Some(by) = newer {
+                conn.prepare_cached(
+                    "UPDATE outbox SET status = 'superseded', superseded_by = ?2, lease_until = NULL, last_error = ?3, \
+                     updated_at = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, by, error, now_us]))
+                .map_err(db("supersede action"))?;
+            } else {
+                conn.prepare_cached(
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = ?2, lease_until = NULL, last_error = ?3, \
+                     updated_at = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, at.unix_micros(), error, now_us]))
+                .map_err(db("schedule retry"))?;
+            }
+        }
+        FailureDecision::DeadLetter => {
+            conn.prepare_cached(
+                "UPDATE outbox SET status = 'dead', lease_until = NULL, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, error, now_us]))
+            .map_err(db("dead-letter action"))?;
+        }
+    }
+    Ok(())
+}
+
+fn schema_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM crossdock_migrations", [], |r| r.get(0))
+        .map_err(db("read schema version"))
+}
+
+fn position_of(conn: &Connection, name: &str) -> Result<i64> {
+    conn.prepare_cached("SELECT position FROM consumers WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+        .map_err(db("read consumer position"))
+        .map(|p| p.unwrap_or(0))
+}
+
+fn set_position(conn: &Connection, name: &str, position: i64, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO consumers (name, position, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| s.execute(params![name, position, now.unix_micros()]))
+    .map_err(db("move consumer position"))?;
+    Ok(())
+}
+
+
+fn inbox_row(r: &Row<'_>) -> rusqlite::Result<Result<InboxRecord>> {
+    let headers: String = r.get(3)?;
+    let status: String = r.get(6)?;
+    let Some(status) = InboxStatus::parse(&status) else {
+        return Ok(Err(StoreError::Corrupt(format!("unknown inbox status {status}"))));
+    };
+    let headers = match serde_json::from_str(&headers) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(StoreError::Corrupt(format!("inbox headers: {e}")))),
+    };
+    Ok(Ok(InboxRecord {
+        id: r.get(0)?,
+        message: InboxMessage {
+            source: r.get(1)?,
+            protocol: r.get(2)?,
+            headers,
+            body: r.get(4)?,
+            received_at: Timestamp::from_unix_micros(r.get(5)?),
+            status,
+            error: r.get(7)?,
+            correlation_id: r.get(10)?,
+        },
+        attempts: r.get(8)?,
+        processed_at: r.get::<_, Option<i64>>(9)?.map(Timestamp::from_unix_micros),
+    }))
+}
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredEvent>> {
+    let seq: i64 = r.get(0)?;
+    let data = match r.get::<_, Option<String>>(8)? {
+        None => None,
+        Some(text) => match EventData::from_stored(text, r.get(9)?) {
+            Some(d) => Some(d),
+            None => return Ok(Err(StoreError::Corrupt(format!("event {seq} has unreadable data")))),
+        },
+    };
+    Ok(Ok(StoredEvent {
+        seq,
+        recorded_at: Timestamp::from_unix_micros(r.get(13)?),
+        event: NewEvent::from_stored(
+            r.get(2)?,
+            r.get(1)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get::<_, Option<i64>>(5)?.map(Timestamp::from_unix_micros),
+            r.get(6)?,
+            r.get(7)?,
+            data,
+            r.get(10)?,
+            r.get(11)?,
+            r.get(12)?,
+        ),
+    }))
+}
+
+
+
+fn action_row(r: &Row<'_>) -> rusqlite::Result<Result<ActionRecord>> {
+    let status: String = r.get(6)?;
+    let Some(status) = ActionStatus::parse(&status) else {
+        return Ok(Err(StoreError::Corrupt(format!("unknown action status {status}"))));
+    };
+    Ok(Ok(ActionRecord {
+        id: r.get(0)?,
+        target: r.get(1)?,
+        idempotency_key: r.get(2)?,
+        coalesce_key: r.get(3)?,
+        priority: r.get(4)?,
+        payload: r.get(5)?,
+        status,
+        attempts: r.get(7)?,
+        attempts_in_budget: r.get(8)?,
+        next_attempt_at: Timestamp::from_unix_micros(r.get(9)?),
+        created_at: Timestamp::from_unix_micros(r.get(10)?),
+        updated_at: Timestamp::from_unix_micros(r.get(11)?),
+        last_error: r.get(12)?,
+        correlation_id: r.get(13)?,
+        causation_id: r.get(14)?,
+        superseded_by: r.get(15)?,
+        drop_reason: r.get(16)?,
+    }))
+}
+
+/// The writer thread: gathers waiting jobs into one transaction, commits, then answers them.
+fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<WriterMessage>, group_max: usize) {
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    while shutdown.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+        let mut weight = 0;
+        match first {
+            WriterMessage::Job(job) => {
+                weight += job.weight();
+                jobs.push(job);
+            }
+            WriterMessage::Shutdown(done) => shutdown = Some(done),
+        }
+        // Take whatever else is already waiting, up to the group bound.
+        while weight < group_max && shutdown.is_none() {
+            match rx.try_recv() {
+                Ok(WriterMessage::Job(job)) => {
+                    weight += job.weight();
+                    jobs.push(job);
+                }
+                Ok(WriterMessage::Shutdown(done)) => shutdown = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            run_group(conn, jobs);
+        }
+    }
+    // Jobs that arrived after the shutdown request are answered with an error, never dropped
+    // silently.
+    rx.close();
+    while let Ok(message) = rx.try_recv() {
+        if let WriterMessage::Job(job) = message {
+            job.finish(Err(StoreError::Closed));
+        }
+    }
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+}
+
+fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = StoreError::Unavailable(format!("cannot begin a write transaction: {e}"));
+        for job in jobs {
+            job.finish(Err(err.clone()));
+        }
+        return;
+    }
+    // A job whose savepoint cannot be opened is not run: it could not be rolled back alone.
+    let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(jobs.len());
+    for job in &mut jobs {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            refused.push(Some(StoreError::Unavailable(format!("cannot open a savepoint: {e}"))));
+            continue;
+        }
+        let ok = job.run(conn);
+        let end = if ok {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        refused.push(end.err().map(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}"))));
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::Unavailable(format!("commit failed: {e}"))
+    });
+    for (job, refused) in jobs.into_iter().zip(refused) {
+        job.finish(match refused {
+            Some(e) => Err(e),
+            None => commit.clone(),
+        });
+    }
+}

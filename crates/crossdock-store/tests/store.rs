@@ -1,0 +1,599 @@
+//! The store conformance suite: every test runs unchanged against SQLite and PostgreSQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crossdock_core::activity::ActivityDelta;
+use crossdock_core::{FailureDecision, NewEvent, RetryPolicy, Timestamp};
+use crossdock_store::testkit::TestDb;
+use crossdock_store::*;
+
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crossdock_store::testkit::TestDb::sqlite();
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = crossdock_store::testkit::TestDb::postgres().await else {
+                        return;
+                    };
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    appended_events_read_back_exactly_in_sequence,
+    duplicate_appends_change_nothing,
+    duplicates_are_still_detected_after_reopening,
+    concurrent_appenders_never_duplicate_and_leave_no_gaps,
+    a_reader_following_the_log_never_skips_a_late_commit,
+    migrations_are_idempotent_and_readiness_checks_the_schema,
+    the_inbox_keeps_raw_bytes_and_their_fate,
+    a_projection_batch_applies_once_even_when_runners_race,
+    a_rebuilt_projection_equals_the_live_one,
+    positions_can_be_found_by_time,
+    enqueue_is_idempotent_and_coalescing_keeps_the_newest,
+    claims_respect_priority_and_the_in_flight_limit,
+    a_coalesced_action_waits_while_its_predecessor_is_in_flight,
+    failures_back_off_then_dead_letter_with_their_history,
+    dead_letters_replay_once_or_drop_with_a_reason,
+    a_newer_delivery_resolves_older_dead_letters,
+    an_expired_lease_counts_as_a_failed_attempt,
+    finished_actions_are_purged,
+);
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_micros(1_800_000_000_000_000 + seconds * 1_000_000)
+}
+
+fn event(source: &str, id: &str) -> NewEvent {
+    NewEvent::new(
+        id,
+        source,
+        "inventory.adjusted",
+        Some(&serde_json::json!({"sku": "A-1", "delta": -1, "id": id})),
+    )
+    .unwrap()
+}
+
+fn events(source: &str, range: std::ops::Range<usize>) -> Vec<NewEvent> {
+    range.map(|i| event(source, &format!("e-{i}"))).collect()
+}
+
+async fn appended_events_read_back_exactly_in_sequence(db: &TestDb) {
+    let store = db.open().await;
+    let batch = vec![
+        event("/wms", "1").with_subject("A-1").unwrap().with_time(at(-5)),
+        event("/wms", "2").with_causation("1"),
+    ];
+    let outcome = store.append(batch.clone(), at(0)).await.unwrap();
+    assert_eq!(
+        outcome.results,
+        vec![AppendResult::Appended(1), AppendResult::Appended(2)]
+    );
+    assert_eq!(outcome.seq_range(), Some((1, 2)));
+    let read = store.read_events(0, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].event, batch[0]);
+    assert_eq!(read[1].event, batch[1]);
+    assert_eq!(read[0].recorded_at, at(0));
+    assert_eq!(store.read_events(1, 10).await.unwrap()[0].seq, 2);
+    assert_eq!(store.read_events(0, 1).await.unwrap().len(), 1);
+    assert_eq!(store.head_seq().await.unwrap(), 2);
+}
+
+async fn duplicate_appends_change_nothing(db: &TestDb) {
+    let store = db.open().await;
+    store.append(events("/a", 0..3), at(0)).await.unwrap();
+    // The same ids again, one new id, and a repeat inside the batch itself.
+    let mut again = events("/a", 1..4);
+    again.push(event("/a", "e-3"));
+    let outcome = store.append(again, at(1)).await.unwrap();
+    assert_eq!(
+        outcome.results,
+        vec![
+            AppendResult::Duplicate,
+            AppendResult::Duplicate,
+            AppendResult::Appended(4),
+            AppendResult::Duplicate
+        ]
+    );
+    // The same id from another source is another event.
+    let other = store.append(events("/b", 0..1), at(2)).await.unwrap();
+    assert_eq!(other.appended(), 1);
+    let all = store.read_events(0, 100).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[3].recorded_at, at(1));
+}
+
+async fn duplicates_are_still_detected_after_reopening(db: &TestDb) {
+    {
+        let store = db.open().await;
+        store.append(events("/a", 0..10), at(0)).await.unwrap();
+        store.close().await;
+    }
+    let store = db.open().await;
+    let outcome = store.append(events("/a", 5..15), at(1)).await.unwrap();
+    assert_eq!(outcome.duplicates(), 5);
+    assert_eq!(outcome.seq_range(), Some((11, 15)));
+}
+
+async fn concurrent_appenders_never_duplicate_and_leave_no_gaps(db: &TestDb) {
+    let store = db.open().await;
+    let mut tasks = Vec::new();
+    for writer in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut appended = 0;
+            for round in 0..10 {
+                // Every writer sends the same shared events plus its own.
+                let mut batch = events("/shared", round * 20..round * 20 + 20);
+                batch.extend(events(&format!("/w{writer}"), round * 5..round * 5 + 5));
+                appended += store.append(batch, at(0)).await.unwrap().appended();
+            }
+            appended
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 200 + 16 * 50);
+    let all = store.read_events(0, 10_000).await.unwrap();
+    assert_eq!(all.len(), total);
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=total as i64).collect::<Vec<_>>());
+    let keys: BTreeSet<(String, String)> = all
+        .iter()
+        .map(|e| (e.event.source().to_owned(), e.event.id().to_owned()))
+        .collect();
+    assert_eq!(keys.len(), total);
+}
+
+async fn a_reader_following_the_log_never_skips_a_late_commit(db: &TestDb) {
+    let store = db.open().await;
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..25 {
+                    let batch = events(&format!("/w{w}"), round * 4..round * 4 + 4);
+                    store.append(batch, at(0)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut last = 0;
+            while seen.len() < 800 {
+                for e in store.read_events(last, 50).await.unwrap() {
+                    last = e.seq;
+                    seen.push(e.seq);
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(seen, (1..=800).collect::<Vec<i64>>());
+}
+
+async fn migrations_are_idempotent_and_readiness_checks_the_schema(db: &TestDb) {
+    let bare = Store::connect(&db.options()).await.unwrap();
+    assert!(matches!(
+        bare.check_ready().await,
+        Err(StoreError::NotMigrated { found: 0, .. })
+    ));
+    let first = bare.migrate().await.unwrap();
+    assert!(!first.applied.is_empty());
+    let second = bare.migrate().await.unwrap();
+    assert!(second.applied.is_empty());
+    assert_eq!(first.version, second.version);
+    bare.check_ready().await.unwrap();
+}
+
+async fn the_inbox_keeps_raw_bytes_and_their_fate(db: &TestDb) {
+    let store = db.open().await;
+    let body = vec![0xff, 0x00, b'{', 0xfe];
+    let id = store
+        .inbox_put(InboxMessage {
+            source: "api".into(),
+            protocol: "http+cloudevents".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.clone(),
+            received_at: at(0),
+            status: InboxStatus::Received,
+            error: None,
+            correlation_id: Some("c-1".into()),
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .inbox_mark(id, InboxStatus::Rejected, Some("not UTF-8".into()), at(1))
+            .await
+            .unwrap()
+    );
+    let record = store.inbox_get(id).await.unwrap().unwrap();
+    assert_eq!(record.message.body, body);
+    assert_eq!(record.message.status, InboxStatus::Rejected);
+    assert_eq!(record.message.error.as_deref(), Some("not UTF-8"));
+    assert_eq!(record.message.headers[0].1, "application/json");
+    assert_eq!(record.processed_at, Some(at(1)));
+    let rejected = store
+        .inbox_list(InboxQuery {
+            status: Some(InboxStatus::Rejected),
+            after_id: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 1);
+    let processed = store
+        .inbox_list(InboxQuery {
+            status: Some(InboxStatus::Processed),
+            after_id: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(processed.is_empty());
+    assert!(store.inbox_get(id + 100).await.unwrap().is_none());
+}
+
+fn activity_of(events: &[crossdock_core::StoredEvent]) -> ActivityDelta {
+    let mut delta = ActivityDelta::default();
+    for e in events {
+        delta.apply(e);
+    }
+    delta
+}
+
+async fn a_projection_batch_applies_once_even_when_runners_race(db: &TestDb) {
+    let store = db.open().await;
+    store.append(events("/a", 0..10), at(0)).await.unwrap();
+    let name = Projection::SourceActivity.consumer_name();
+    assert_eq!(store.consumer_position(name, at(0)).await.unwrap(), 0);
+    let batch = store.read_events(0, 10).await.unwrap();
+    let delta = activity_of(&batch);
+    store
+        .commit_projection(name, 0, 10, ProjectionWrites::SourceActivity(delta.clone()), at(1))
+        .await
+        .unwrap();
+    // A second runner that read the same batch loses and changes nothing.
+    let late = store
+        .commit_projection(name, 0, 10, ProjectionWrites::SourceActivity(delta), at(2))
+        .await;
+    assert_eq!(
+        late,
+        Err(StoreError::PositionMoved {
+            name: name.into(),
+            expected: 0,
+            actual: 10
+        })
+    );
+    let consumers = store.consumers().await.unwrap();
+    assert_eq!(consumers.len(), 1);
+    assert_eq!((consumers[0].position, consumers[0].updated_at), (10, at(1)));
+    let activity = store.source_activity().await.unwrap();
+    assert_eq!(activity.len(), 1);
+    assert_eq!((activity[0].1.first_seq, activity[0].1.last_seq), (1, 10));
+}
+
+async fn a_rebuilt_projection_equals_the_live_one(db: &TestDb) {
+    let store = db.open().await;
+    let name = Projection::SourceActivity.consumer_name();
+    // Live: apply in small batches while events keep arriving from several sources.
+    for round in 0..6 {
+        for source in ["/wms", "/erp", "/shopify"] {
+            store
+                .append(events(source, round * 7..round * 7 + 7), at(round as i64))
+                .await
+                .unwrap();
+        }
+        let from = store.consumer_position(name, at(0)).await.unwrap();
+        let batch = store.read_events(from, 5).await.unwrap();
+        let to = batch.last().map_or(from, |e| e.seq);
+        store
+            .commit_projection(name, from, to, ProjectionWrites::SourceActivity(activity_of(&batch)), at(0))
+            .await
+            .unwrap();
+    }
+    let drain = |store: Store| async move {
+        loop {
+            let from = store.consumer_position(name, at(0)).await.unwrap();
+            let batch = store.read_events(from, 13).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            store
+                .commit_projection(name, from, last.seq, ProjectionWrites::SourceActivity(activity_of(&batch)), at(0))
+                .await
+                .unwrap();
+        }
+    };
+    drain(store.clone()).await;
+    let live = store.source_activity().await.unwrap();
+    assert_eq!(live.len(), 3);
+
+    // Re-applying from the middle changes nothing: the projection is idempotent.
+    store.reset_consumer(name, 40, at(9)).await.unwrap();
+    drain(store.clone()).await;
+    assert_eq!(store.source_activity().await.unwrap(), live);
+
+    // A full rebuild from an empty state gives the same state.
+    store.clear_projection(Projection::SourceActivity, at(10)).await.unwrap();
+    assert!(store.source_activity().await.unwrap().is_empty());
+    drain(store.clone()).await;
+    assert_eq!(store.source_activity().await.unwrap(), live);
+}
+
+async fn positions_can_be_found_by_time(db: &TestDb) {
+    let store = db.open().await;
+    store.append(events("/a", 0..3), at(0)).await.unwrap();
+    store.append(events("/a", 3..5), at(10)).await.unwrap();
+    assert_eq!(store.seq_before(at(0)).await.unwrap(), 0);
+    assert_eq!(store.seq_before(at(5)).await.unwrap(), 3);
+    assert_eq!(store.seq_before(at(11)).await.unwrap(), 5);
+}
+
+fn action(key: &str, coalesce: Option<&str>, priority: i32) -> NewAction {
+    NewAction {
+        target: "webhook:crm".into(),
+        idempotency_key: key.into(),
+        coalesce_key: coalesce.map(Into::into),
+        priority,
+        payload: format!(r#"{{"key":"{key}"}}"#),
+        not_before: at(0),
+        correlation_id: Some("corr".into()),
+        causation_id: None,
+    }
+}
+
+fn claim_request(limit: usize, in_flight_max: usize, now: Timestamp) -> ClaimRequest<'static> {
+    ClaimRequest {
+        target: "webhook:crm",
+        limit,
+        in_flight_max,
+        lease_ms: 30_000,
+        policy: POLICY,
+        now,
+    }
+}
+
+const POLICY: RetryPolicy = RetryPolicy {
+    attempts_max: 3,
+    backoff_base_ms: 1000,
+    backoff_max_ms: 10_000,
+};
+
+async fn enqueue_is_idempotent_and_coalescing_keeps_the_newest(db: &TestDb) {
+    let store = db.open().await;
+    let first = store
+        .enqueue(vec![action("k1", Some("sku:A"), 0), action("k2", None, 0)], at(0))
+        .await
+        .unwrap();
+    let EnqueueResult::Queued { id: k1, replaced: None } = first[0] else {
+        panic!("{first:?}");
+    };
+    let again = store.enqueue(vec![action("k1", Some("sku:A"), 0)], at(1)).await.unwrap();
+    assert_eq!(again, vec![EnqueueResult::Duplicate]);
+    let newer = store.enqueue(vec![action("k3", Some("sku:A"), 0)], at(2)).await.unwrap();
+    let EnqueueResult::Queued { id: k3, replaced } = newer[0] else {
+        panic!("{newer:?}");
+    };
+    assert_eq!(replaced, Some(k1));
+    let old = store.action(k1).await.unwrap().unwrap();
+    assert_eq!((old.status, old.superseded_by), (ActionStatus::Superseded, Some(k3)));
+    let claimed = store.claim(claim_request(10, 10, at(3))).await.unwrap();
+    let keys: BTreeSet<String> = claimed.iter().map(|a| a.idempotency_key.clone()).collect();
+    assert_eq!(keys, BTreeSet::from(["k2".to_owned(), "k3".to_owned()]));
+}
+
+async fn claims_respect_priority_and_the_in_flight_limit(db: &TestDb) {
+    let store = db.open().await;
+    let mut batch: Vec<NewAction> = (0..5).map(|i| action(&format!("low{i}"), None, 0)).collect();
+    batch.push(action("high", None, 10));
+    let mut later = action("later", None, 100);
+    later.not_before = at(60);
+    batch.push(later);
+    store.enqueue(batch, at(0)).await.unwrap();
+    let first = store.claim(claim_request(10, 3, at(1))).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(first[0].idempotency_key, "high");
+    assert!(first.iter().all(|a| a.attempt == 1 && a.correlation_id.as_deref() == Some("corr")));
+    assert!(store.claim(claim_request(10, 3, at(1))).await.unwrap().is_empty());
+    assert!(store.ack(first[0].id, first[0].attempt, at(2)).await.unwrap());
+    // Acknowledging twice, or with a stale attempt number, is refused.
+    assert!(!store.ack(first[0].id, first[0].attempt, at(2)).await.unwrap());
+    let next = store.claim(claim_request(10, 3, at(2))).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].idempotency_key, "later");
+    // Two low-priority actions are still due; the earliest due time is the past one.
+    assert_eq!(store.next_due("webhook:crm").await.unwrap(), Some(at(0)));
+    let counts: BTreeMap<String, i64> = store
+        .outbox_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.status.as_str().to_owned(), c.count))
+        .collect();
+    assert_eq!(counts, BTreeMap::from([("in_flight".into(), 3), ("pending".into(), 3)]));
+}
+
+async fn a_coalesced_action_waits_while_its_predecessor_is_in_flight(db: &TestDb) {
+    let store = db.open().await;
+    store.enqueue(vec![action("v1", Some("sku:A"), 0)], at(0)).await.unwrap();
+    let first = store.claim(claim_request(10, 10, at(1))).await.unwrap();
+    assert_eq!(first.len(), 1);
+    store.enqueue(vec![action("v2", Some("sku:A"), 0)], at(2)).await.unwrap();
+    // v2 must not overtake v1, or the target could end on the older value.
+    assert!(store.claim(claim_request(10, 10, at(3))).await.unwrap().is_empty());
+    // v1 fails and would retry, but v2 is newer: v1 is superseded instead.
+    let failure = DeliveryFailure {
+        id: first[0].id,
+        attempt: first[0].attempt,
+        error: "503".into(),
+        decision: FailureDecision::RetryAt(at(4)),
+        now: at(4),
+    };
+    assert!(store.fail(failure).await.unwrap());
+    assert_eq!(store.action(first[0].id).await.unwrap().unwrap().status, ActionStatus::Superseded);
+    let second = store.claim(claim_request(10, 10, at(5))).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].idempotency_key, "v2");
+}
+
+async fn failures_back_off_then_dead_letter_with_their_history(db: &TestDb) {
+    let store = db.open().await;
+    store.enqueue(vec![action("k", None, 0)], at(0)).await.unwrap();
+    let mut now = at(0);
+    let mut id = 0;
+    for attempt in 1..=3u32 {
+        let claimed = store.claim(claim_request(1, 1, now)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "attempt {attempt}");
+        id = claimed[0].id;
+        let decision = POLICY.after_failure(attempt, false, now, 0.0);
+        let failure = DeliveryFailure {
+            id,
+            attempt: claimed[0].attempt,
+            error: format!("HTTP 503 on attempt {attempt}"),
+            decision,
+            now,
+        };
+        store.fail(failure).await.unwrap();
+        if let FailureDecision::RetryAt(next) = decision {
+            // Not due before its backoff has passed.
+            assert!(store.claim(claim_request(1, 1, next.plus_millis(-1))).await.unwrap().is_empty());
+            now = next;
+        }
+    }
+    let dead = store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, id);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 503 on attempt 3"));
+    let history = store.attempts(id).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(history.iter().all(|a| a.outcome == "failed" && a.finished_at.is_some()));
+    assert_eq!(history[0].error.as_deref(), Some("HTTP 503 on attempt 1"));
+    let other_target = store
+        .dead_letters(DeadLetterQuery { target: Some("erp".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(other_target.is_empty());
+}
+
+async fn dead_letters_replay_once_or_drop_with_a_reason(db: &TestDb) {
+    let store = db.open().await;
+    store.enqueue(vec![action("a", None, 0), action("b", None, 0)], at(0)).await.unwrap();
+    for claimed in store.claim(claim_request(10, 10, at(0))).await.unwrap() {
+        let failure = DeliveryFailure {
+            id: claimed.id,
+            attempt: claimed.attempt,
+            error: "400 bad request".into(),
+            decision: FailureDecision::DeadLetter,
+            now: at(1),
+        };
+        store.fail(failure).await.unwrap();
+    }
+    let dead = store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let (a, b) = (dead[0].id, dead[1].id);
+    assert_eq!(store.replay_dead_letter(a, at(2)).await.unwrap(), ReplayOutcome::Replayed);
+    assert_eq!(store.replay_dead_letter(a, at(2)).await.unwrap(), ReplayOutcome::NotDead);
+    assert_eq!(store.replay_dead_letter(999, at(2)).await.unwrap(), ReplayOutcome::NotFound);
+    let replayed = store.claim(claim_request(10, 10, at(3))).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].idempotency_key, "a");
+    assert_eq!(replayed[0].attempts_in_budget, 1, "a replay gets a fresh attempt budget");
+    assert!(store.ack(replayed[0].id, replayed[0].attempt, at(4)).await.unwrap());
+    assert_eq!(store.drop_dead_letter(b, "customer deleted", at(5)).await.unwrap(), DropOutcome::Dropped);
+    assert_eq!(store.drop_dead_letter(b, "again", at(5)).await.unwrap(), DropOutcome::NotDead);
+    let dropped = store.action(b).await.unwrap().unwrap();
+    assert_eq!((dropped.status, dropped.drop_reason.as_deref()), (ActionStatus::Dropped, Some("customer deleted")));
+    assert!(store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+}
+
+async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
+    let store = db.open().await;
+    store.enqueue(vec![action("v1", Some("sku:A"), 0)], at(0)).await.unwrap();
+    let c = store.claim(claim_request(1, 1, at(0))).await.unwrap().remove(0);
+    let failure = DeliveryFailure {
+        id: c.id,
+        attempt: c.attempt,
+        error: "timeout".into(),
+        decision: FailureDecision::DeadLetter,
+        now: at(1),
+    };
+    store.fail(failure).await.unwrap();
+    store.enqueue(vec![action("v2", Some("sku:A"), 0)], at(2)).await.unwrap();
+    // Replaying v1 now would send a stale value after v2: it is superseded instead.
+    assert_eq!(
+        store.replay_dead_letter(c.id, at(3)).await.unwrap(),
+        ReplayOutcome::Superseded { by: c.id + 1 }
+    );
+
+    store.enqueue(vec![action("w1", Some("sku:B"), 0)], at(4)).await.unwrap();
+    let claimed = store.claim(claim_request(10, 10, at(4))).await.unwrap();
+    let (w1, v2): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|a| a.idempotency_key == "w1");
+    let (w1, v2) = (w1[0].clone(), v2[0].clone());
+    assert!(store.ack(v2.id, v2.attempt, at(4)).await.unwrap());
+    let failure = DeliveryFailure {
+        id: w1.id,
+        attempt: w1.attempt,
+        error: "timeout".into(),
+        decision: FailureDecision::DeadLetter,
+        now: at(5),
+    };
+    store.fail(failure).await.unwrap();
+    store.enqueue(vec![action("w2", Some("sku:B"), 0)], at(6)).await.unwrap();
+    let claimed = store.claim(claim_request(10, 10, at(7))).await.unwrap();
+    for a in claimed {
+        store.ack(a.id, a.attempt, at(8)).await.unwrap();
+    }
+    assert_eq!(store.action(w1.id).await.unwrap().unwrap().status, ActionStatus::Superseded);
+    assert!(store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+}
+
+async fn an_expired_lease_counts_as_a_failed_attempt(db: &TestDb) {
+    let store = db.open().await;
+    store.enqueue(vec![action("k", None, 0)], at(0)).await.unwrap();
+    let first = store.claim(claim_request(1, 1, at(0))).await.unwrap().remove(0);
+    // The worker vanished; 30 s later the lease is gone and another worker takes over.
+    let second = store.claim(claim_request(1, 1, at(31))).await.unwrap().remove(0);
+    assert_eq!((second.id, second.attempt), (first.id, 2));
+    // The first worker wakes up late: its acknowledgement is refused.
+    assert!(!store.ack(first.id, first.attempt, at(32)).await.unwrap());
+    assert!(store.ack(second.id, second.attempt, at(32)).await.unwrap());
+    let history = store.attempts(first.id).await.unwrap();
+    let outcomes: Vec<&str> = history.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["lease_expired", "delivered"]);
+}
+
+async fn finished_actions_are_purged(db: &TestDb) {
+    let store = db.open().await;
+    store.enqueue(vec![action("a", None, 0), action("b", None, 0)], at(0)).await.unwrap();
+    let claimed = store.claim(claim_request(1, 1, at(0))).await.unwrap().remove(0);
+    store.ack(claimed.id, claimed.attempt, at(1)).await.unwrap();
+    assert_eq!(store.purge_finished(at(1), 100).await.unwrap(), 0);
+    assert_eq!(store.purge_finished(at(2), 100).await.unwrap(), 1);
+    assert!(store.action(claimed.id).await.unwrap().is_none());
+    assert!(store.attempts(claimed.id).await.unwrap().is_empty());
+    assert_eq!(store.outbox_counts().await.unwrap().len(), 1);
+}
