@@ -369,7 +369,9 @@ pub fn parse_event_batch(
         }
         Some(b'{') => {
             let item: &RawValue = serde_json::from_str(text).map_err(malformed)?;
-            parse_one(item, "", limits, &mut errors).into_iter().collect()
+            parse_one(item, "", limits, &mut errors)
+                .into_iter()
+                .collect()
         }
         Some(_) => {
             // Valid JSON of the wrong shape gets a shape error; anything else a syntax error.
@@ -631,15 +633,19 @@ fn parse_one(
         ("source", source.is_some()),
         ("type", kind.is_some()),
     ] {
-        let already = errors.iter().skip(errors_before).any(|e| e.pointer == at(name));
+        let already = errors
+            .iter()
+            .skip(errors_before)
+            .any(|e| e.pointer == at(name));
         if !present && !already {
             errors.push(FieldError::new(at(name), "is required"));
         }
     }
-    if let Some(src) = &source {
-        if let Err(e) = check_uri_reference(&at("source"), src, SOURCE_LEN_MAX) {
-            errors.push(e);
-        }
+    if let Some(Err(e)) = source
+        .as_ref()
+        .map(|src| check_uri_reference(&at("source"), src, SOURCE_LEN_MAX))
+    {
+        errors.push(e);
     }
     if data.is_some() && data_base64.is_some() {
         errors.push(FieldError::new(
@@ -716,7 +722,10 @@ fn check_text(at: &str, text: &str, len_max: usize) -> Result<(), FieldError> {
     if text.len() > len_max {
         return Err(FieldError::new(
             at,
-            format!("is {} bytes long; at most {len_max} are accepted", text.len()),
+            format!(
+                "is {} bytes long; at most {len_max} are accepted",
+                text.len()
+            ),
         ));
     }
     if text.chars().any(char::is_control) {
@@ -831,7 +840,10 @@ mod tests {
         let events = parse(GOOD).unwrap();
         assert_eq!(events.len(), 1);
         let e = &events[0];
-        assert_eq!((e.id(), e.source(), e.kind()), ("e-1", "/wms/east", "inventory.adjusted"));
+        assert_eq!(
+            (e.id(), e.source(), e.kind()),
+            ("e-1", "/wms/east", "inventory.adjusted")
+        );
         assert_eq!(e.time().unwrap().to_string(), "2026-11-26T10:00:00Z");
         assert_eq!(e.data().unwrap().as_text(), r#"{"sku":"A-1","delta":-2}"#);
     }
@@ -859,7 +871,10 @@ mod tests {
         );
         check(
             r#"[{"specversion":"1.0","source":"/s","type":"t"},{"specversion":"1.0","id":7,"source":"/s","type":"t"}]"#,
-            &["/0/id: is required", "/1/id: must be a string, not a number"],
+            &[
+                "/0/id: is required",
+                "/1/id: must be a string, not a number",
+            ],
         );
         check(
             r#"{"specversion":"1.0","id":"","source":"has space","type":"t","time":"noon"}"#,
@@ -941,7 +956,9 @@ mod tests {
         let mut obj = json.as_object().unwrap().clone();
         obj.remove("seq");
         obj.remove("recordedtime");
-        let again = parse(&serde_json::to_string(&obj).unwrap()).unwrap().remove(0);
+        let again = parse(&serde_json::to_string(&obj).unwrap())
+            .unwrap()
+            .remove(0);
         assert_eq!(again, original);
     }
 

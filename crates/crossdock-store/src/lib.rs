@@ -21,6 +21,7 @@ macro_rules! action_columns {
     };
 }
 
+pub mod baseline;
 mod migrate;
 mod model;
 mod pg;
@@ -80,9 +81,13 @@ impl StoreOptions {
 pub enum StoreError {
     #[error("the database cannot be reached or failed: {0}")]
     Unavailable(String),
-    #[error("the database schema is at version {found}, newer than this crossdock knows ({known}); upgrade crossdock")]
+    #[error(
+        "the database schema is at version {found}, newer than this crossdock knows ({known}); upgrade crossdock"
+    )]
     SchemaTooNew { found: i64, known: i64 },
-    #[error("migrations are not applied: the schema is at version {found} of {known}; run `crossdock migrate`")]
+    #[error(
+        "migrations are not applied: the schema is at version {found} of {known}; run `crossdock migrate`"
+    )]
     NotMigrated { found: i64, known: i64 },
     #[error("consumer {name} was expected at position {expected} but is at {actual}")]
     PositionMoved {

@@ -252,7 +252,9 @@ pub struct DeadLetterQuery {
 pub enum ReplayOutcome {
     Replayed,
     /// A newer action with the same coalescing key exists; replaying would send stale data.
-    Superseded { by: i64 },
+    Superseded {
+        by: i64,
+    },
     NotFound,
     NotDead,
 }

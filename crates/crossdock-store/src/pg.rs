@@ -79,16 +79,10 @@ impl PgStore {
                 .map_err(pgerr("read schema version"))?;
         let mut applied = Vec::new();
         let start = version;
-            for m in migrate::POSTGRES.iter().filter(|m| m.version > start) {
-            sqlx::raw_sql(m.sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "migration {} ({}) failed: {e}",
-                        m.version, m.name
-                    ))
-                })?;
+        for m in migrate::POSTGRES.iter().filter(|m| m.version > start) {
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
+                StoreError::Unavailable(format!("migration {} ({}) failed: {e}", m.version, m.name))
+            })?;
             sqlx::query(
                 "INSERT INTO crossdock_migrations (version, name, applied_at) \
                  VALUES ($1, $2, (extract(epoch from now()) * 1000000)::bigint)",
@@ -181,11 +175,15 @@ impl PgStore {
     }
 
     pub(crate) async fn inbox_get(&self, id: i64) -> Result<Option<InboxRecord>> {
-        let row = sqlx::query(concat!("SELECT ", inbox_columns!(), " FROM inbox WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(pgerr("read inbox message"))?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            inbox_columns!(),
+            " FROM inbox WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pgerr("read inbox message"))?;
         row.as_ref().map(inbox_row).transpose()
     }
 
@@ -461,11 +459,13 @@ impl PgStore {
     pub(crate) async fn claim(&self, c: ClaimRequest<'_>) -> Result<Vec<ClaimedAction>> {
         let now_us = c.now.unix_micros();
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crossdock.outbox.claim:' || $1, 0))")
-            .bind(c.target)
-            .execute(&mut *tx)
-            .await
-            .map_err(pgerr("lock target"))?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('crossdock.outbox.claim:' || $1, 0))",
+        )
+        .bind(c.target)
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("lock target"))?;
         let expired: Vec<(i64, i64, i64, Option<String>)> = sqlx::query_as(
             "SELECT id, attempts, attempts_base, coalesce_key FROM outbox \
              WHERE target = $1 AND status = 'in_flight' AND lease_until < $2 FOR UPDATE",
@@ -477,7 +477,8 @@ impl PgStore {
         .map_err(pgerr("find expired leases"))?;
         for (id, attempts, base, coalesce_key) in expired {
             let decision = crate::lease_expired_decision(&c.policy, attempts - base, c.now);
-            let error = "the delivery did not finish before its lease expired (the worker stopped or hung)";
+            let error =
+                "the delivery did not finish before its lease expired (the worker stopped or hung)";
             let failure = DeliveryFailure {
                 id,
                 attempt: attempts,
@@ -485,8 +486,14 @@ impl PgStore {
                 decision,
                 now: c.now,
             };
-            finish_failure(&mut tx, c.target, coalesce_key.as_deref(), &failure, "lease_expired")
-                .await?;
+            finish_failure(
+                &mut tx,
+                c.target,
+                coalesce_key.as_deref(),
+                &failure,
+                "lease_expired",
+            )
+            .await?;
         }
         let in_flight: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM outbox WHERE target = $1 AND status = 'in_flight'",
@@ -649,8 +656,9 @@ impl PgStore {
         .map_err(pgerr("count actions"))?;
         rows.into_iter()
             .map(|(target, status, count)| {
-                let status = ActionStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("unknown action status {status}")))?;
+                let status = ActionStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown action status {status}"))
+                })?;
                 Ok(OutboxCount {
                     target,
                     status,
@@ -661,16 +669,20 @@ impl PgStore {
     }
 
     pub(crate) async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
-        let row = sqlx::query(concat!("SELECT ", action_columns!(), " FROM outbox WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(pgerr("read action"))?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            action_columns!(),
+            " FROM outbox WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pgerr("read action"))?;
         row.as_ref().map(action_row).transpose()
     }
 
     pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptRecord>> {
-        let rows: Vec<(i64, i64, Option<i64>, String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<AttemptRow> = sqlx::query_as(
             "SELECT attempt, started_at, finished_at, outcome, error FROM outbox_attempts \
              WHERE outbox_id = $1 ORDER BY attempt",
         )
@@ -680,13 +692,15 @@ impl PgStore {
         .map_err(pgerr("read attempts"))?;
         Ok(rows
             .into_iter()
-            .map(|(attempt, started, finished, outcome, error)| AttemptRecord {
-                attempt,
-                started_at: Timestamp::from_unix_micros(started),
-                finished_at: finished.map(Timestamp::from_unix_micros),
-                outcome,
-                error,
-            })
+            .map(
+                |(attempt, started, finished, outcome, error)| AttemptRecord {
+                    attempt,
+                    started_at: Timestamp::from_unix_micros(started),
+                    finished_at: finished.map(Timestamp::from_unix_micros),
+                    outcome,
+                    error,
+                },
+            )
             .collect())
     }
 
@@ -732,7 +746,11 @@ impl PgStore {
         rows.iter().map(action_row).collect()
     }
 
-    pub(crate) async fn replay_dead_letter(&self, id: i64, now: Timestamp) -> Result<ReplayOutcome> {
+    pub(crate) async fn replay_dead_letter(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<ReplayOutcome> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         let row: Option<(String, String, Option<String>)> =
             sqlx::query_as("SELECT status, target, coalesce_key FROM outbox WHERE id = $1")
@@ -746,11 +764,12 @@ impl PgStore {
         if let Some(key) = &coalesce_key {
             lock_coalesce_key(&mut tx, &target, key).await?;
         }
-        let status: String = sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pgerr("read dead letter"))?;
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pgerr("read dead letter"))?;
         if status != ActionStatus::Dead.as_str() {
             return Ok(ReplayOutcome::NotDead);
         }
@@ -825,6 +844,9 @@ impl PgStore {
         Ok(outcome)
     }
 }
+
+/// `outbox_attempts` columns: attempt, started, finished, outcome, error.
+type AttemptRow = (i64, i64, Option<i64>, String, Option<String>);
 
 /// Serializes every change to the actions of one coalescing key, across nodes.
 async fn lock_coalesce_key(
@@ -1089,7 +1111,8 @@ impl<'a> EventColumns<'a> {
         self.datacontenttype.push(e.datacontenttype());
         self.dataschema.push(e.dataschema());
         self.data.push(e.data().map(EventData::as_text));
-        self.data_base64.push(e.data().is_some_and(EventData::is_base64));
+        self.data_base64
+            .push(e.data().is_some_and(EventData::is_base64));
         self.extensions.push(e.extensions());
         self.correlation_id.push(e.correlation_id());
         self.causation_id.push(e.causation_id());
@@ -1114,7 +1137,9 @@ fn inbox_row(r: &PgRow) -> Result<InboxRecord> {
                 correlation_id: r.try_get(10)?,
             },
             attempts: r.try_get(8)?,
-            processed_at: r.try_get::<Option<i64>, _>(9)?.map(Timestamp::from_unix_micros),
+            processed_at: r
+                .try_get::<Option<i64>, _>(9)?
+                .map(Timestamp::from_unix_micros),
         };
         Ok((record, headers, status))
     };
@@ -1136,7 +1161,8 @@ fn event_row(r: &PgRow) -> Result<StoredEvent> {
                 r.try_get(1)?,
                 r.try_get(3)?,
                 r.try_get(4)?,
-                r.try_get::<Option<i64>, _>(5)?.map(Timestamp::from_unix_micros),
+                r.try_get::<Option<i64>, _>(5)?
+                    .map(Timestamp::from_unix_micros),
                 r.try_get(6)?,
                 r.try_get(7)?,
                 None,

@@ -51,9 +51,12 @@ where
             return false;
         };
         // A panic in one job must not take the writer (and every other caller) down with it.
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(
-            |_| Err(StoreError::Corrupt("a store operation panicked; it was rolled back".into())),
-        );
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+                Err(StoreError::Corrupt(
+                    "a store operation panicked; it was rolled back".into(),
+                ))
+            });
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
@@ -141,8 +144,8 @@ impl SqliteStore {
         let (ready_tx, ready_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("crossdock-sqlite-writer".into())
-            .spawn(move || {
-                match open_connection(&writer_path, durability, false) {
+            .spawn(
+                move || match open_connection(&writer_path, durability, false) {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
                         writer_loop(&conn, rx, group_max);
@@ -150,8 +153,8 @@ impl SqliteStore {
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
-                }
-            })
+                },
+            )
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
         let readers_max = options.connections_max.max(1) as usize;
@@ -222,7 +225,12 @@ impl SqliteStore {
 
     pub(crate) async fn close(&self) {
         let (done, wait) = oneshot::channel();
-        if self.writer.send(WriterMessage::Shutdown(done)).await.is_ok() {
+        if self
+            .writer
+            .send(WriterMessage::Shutdown(done))
+            .await
+            .is_ok()
+        {
             let _ = wait.await;
         }
         if let Ok(mut idle) = self.readers.idle.lock() {
@@ -352,7 +360,11 @@ impl SqliteStore {
 
     // ---- event log ----
 
-    pub(crate) async fn append(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<AppendOutcome> {
+    pub(crate) async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> Result<AppendOutcome> {
         self.write(events.len(), move |conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -446,7 +458,8 @@ impl SqliteStore {
                     })
                 })
                 .map_err(db("list consumers"))?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db("list consumers"))
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(db("list consumers"))
         })
         .await
     }
@@ -464,7 +477,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn reset_consumer(&self, name: &str, position: i64, now: Timestamp) -> Result<()> {
+    pub(crate) async fn reset_consumer(
+        &self,
+        name: &str,
+        position: i64,
+        now: Timestamp,
+    ) -> Result<()> {
         let name = name.to_owned();
         self.write(1, move |conn| set_position(conn, &name, position, now))
             .await
@@ -514,7 +532,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn clear_projection(&self, projection: Projection, now: Timestamp) -> Result<()> {
+    pub(crate) async fn clear_projection(
+        &self,
+        projection: Projection,
+        now: Timestamp,
+    ) -> Result<()> {
         self.write(1, move |conn| {
             match projection {
                 Projection::SourceActivity => conn
@@ -547,14 +569,19 @@ impl SqliteStore {
                     ))
                 })
                 .map_err(db("read source activity"))?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db("read source activity"))
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(db("read source activity"))
         })
         .await
     }
 
     // ---- outbox ----
 
-    pub(crate) async fn enqueue(&self, actions: Vec<NewAction>, now: Timestamp) -> Result<Vec<EnqueueResult>> {
+    pub(crate) async fn enqueue(
+        &self,
+        actions: Vec<NewAction>,
+        now: Timestamp,
+    ) -> Result<Vec<EnqueueResult>> {
         self.write(actions.len(), move |conn| {
             let mut results = Vec::with_capacity(actions.len());
             for a in &actions {
@@ -785,10 +812,14 @@ impl SqliteStore {
 
     pub(crate) async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
         self.read(move |conn| {
-            conn.query_row(concat!("SELECT ", action_columns!(), " FROM outbox WHERE id = ?1"), [id], action_row)
-                .optional()
-                .map_err(db("read action"))?
-                .transpose()
+            conn.query_row(
+                concat!("SELECT ", action_columns!(), " FROM outbox WHERE id = ?1"),
+                [id],
+                action_row,
+            )
+            .optional()
+            .map_err(db("read action"))?
+            .transpose()
         })
         .await
     }
@@ -812,7 +843,8 @@ impl SqliteStore {
                     })
                 })
                 .map_err(db("read attempts"))?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db("read attempts"))
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(db("read attempts"))
         })
         .await
     }
@@ -858,7 +890,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn replay_dead_letter(&self, id: i64, now: Timestamp) -> Result<ReplayOutcome> {
+    pub(crate) async fn replay_dead_letter(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<ReplayOutcome> {
         self.write(1, move |conn| {
             let row: Option<(String, String, Option<String>)> = conn
                 .query_row(
@@ -903,7 +939,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn drop_dead_letter(&self, id: i64, reason: &str, now: Timestamp) -> Result<DropOutcome> {
+    pub(crate) async fn drop_dead_letter(
+        &self,
+        id: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<DropOutcome> {
         let reason = reason.to_owned();
         self.write(1, move |conn| {
             let status: Option<String> = conn
@@ -986,8 +1027,12 @@ fn finish_failure(
 }
 
 fn schema_version(conn: &Connection) -> Result<i64> {
-    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM crossdock_migrations", [], |r| r.get(0))
-        .map_err(db("read schema version"))
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM crossdock_migrations",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db("read schema version"))
 }
 
 fn position_of(conn: &Connection, name: &str) -> Result<i64> {
@@ -1007,12 +1052,13 @@ fn set_position(conn: &Connection, name: &str, position: i64, now: Timestamp) ->
     Ok(())
 }
 
-
 fn inbox_row(r: &Row<'_>) -> rusqlite::Result<Result<InboxRecord>> {
     let headers: String = r.get(3)?;
     let status: String = r.get(6)?;
     let Some(status) = InboxStatus::parse(&status) else {
-        return Ok(Err(StoreError::Corrupt(format!("unknown inbox status {status}"))));
+        return Ok(Err(StoreError::Corrupt(format!(
+            "unknown inbox status {status}"
+        ))));
     };
     let headers = match serde_json::from_str(&headers) {
         Ok(h) => h,
@@ -1041,7 +1087,11 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredEvent>> {
         None => None,
         Some(text) => match EventData::from_stored(text, r.get(9)?) {
             Some(d) => Some(d),
-            None => return Ok(Err(StoreError::Corrupt(format!("event {seq} has unreadable data")))),
+            None => {
+                return Ok(Err(StoreError::Corrupt(format!(
+                    "event {seq} has unreadable data"
+                ))));
+            }
         },
     };
     Ok(Ok(StoredEvent {
@@ -1063,12 +1113,12 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredEvent>> {
     }))
 }
 
-
-
 fn action_row(r: &Row<'_>) -> rusqlite::Result<Result<ActionRecord>> {
     let status: String = r.get(6)?;
     let Some(status) = ActionStatus::parse(&status) else {
-        return Ok(Err(StoreError::Corrupt(format!("unknown action status {status}"))));
+        return Ok(Err(StoreError::Corrupt(format!(
+            "unknown action status {status}"
+        ))));
     };
     Ok(Ok(ActionRecord {
         id: r.get(0)?,
@@ -1147,7 +1197,9 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(jobs.len());
     for job in &mut jobs {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            refused.push(Some(StoreError::Unavailable(format!("cannot open a savepoint: {e}"))));
+            refused.push(Some(StoreError::Unavailable(format!(
+                "cannot open a savepoint: {e}"
+            ))));
             continue;
         }
         let ok = job.run(conn);
@@ -1156,7 +1208,10 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         } else {
             conn.execute_batch("ROLLBACK TO job; RELEASE job")
         };
-        refused.push(end.err().map(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}"))));
+        refused.push(
+            end.err()
+                .map(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}"))),
+        );
     }
     let commit = conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");

@@ -5,15 +5,14 @@
 
 use std::io::Write;
 use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::baseline::ScratchSchema;
 use crate::{Store, StoreOptions};
 
 /// The environment variable that enables PostgreSQL-backed tests.
 pub const POSTGRES_URL_VAR: &str = "CROSSDOCK_TEST_POSTGRES_URL";
 
 static SKIP_NOTICE: Once = Once::new();
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -46,7 +45,7 @@ pub struct TestDb {
     /// What to pass as `--database` or `StoreOptions::database`.
     pub url: String,
     dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
+    pg: Option<ScratchSchema>,
 }
 
 impl std::fmt::Debug for TestDb {
@@ -70,28 +69,15 @@ impl TestDb {
     /// A fresh PostgreSQL schema, or `None` when PostgreSQL tests are not enabled.
     pub async fn postgres() -> Option<TestDb> {
         let admin = postgres_url()?;
-        let schema = format!(
-            "t_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        );
-        let pool = sqlx::PgPool::connect(&admin)
+        let schema = ScratchSchema::create(&admin, "t")
             .await
-            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but PostgreSQL is unreachable: {e}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&pool)
-            .await
-            .expect("create a test schema");
-        pool.close().await;
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{sep}options=-c%20search_path%3D{schema}");
+            .unwrap_or_else(|e| {
+                panic!("{POSTGRES_URL_VAR} is set but PostgreSQL is unusable: {e}")
+            });
         Some(TestDb {
-            url,
+            url: schema.url.clone(),
             dir: None,
-            pg: Some((admin, schema)),
+            pg: Some(schema),
         })
     }
 
@@ -101,7 +87,9 @@ impl TestDb {
 
     /// Opens and migrates the store.
     pub async fn open(&self) -> Store {
-        Store::open(&self.options()).await.expect("open the test store")
+        Store::open(&self.options())
+            .await
+            .expect("open the test store")
     }
 
     /// The directory holding a SQLite test database.
@@ -112,24 +100,17 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin, schema)) = self.pg.take() else {
+        let Some(schema) = self.pg.take() else {
             return;
         };
         // Drop may run inside a runtime; do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                    )))
-                    .execute(&pool)
-                    .await;
-                    pool.close().await;
-                }
-            });
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(schema.drop());
+            }
         })
         .join();
     }

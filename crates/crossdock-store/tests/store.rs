@@ -74,7 +74,10 @@ fn events(source: &str, range: std::ops::Range<usize>) -> Vec<NewEvent> {
 async fn appended_events_read_back_exactly_in_sequence(db: &TestDb) {
     let store = db.open().await;
     let batch = vec![
-        event("/wms", "1").with_subject("A-1").unwrap().with_time(at(-5)),
+        event("/wms", "1")
+            .with_subject("A-1")
+            .unwrap()
+            .with_time(at(-5)),
         event("/wms", "2").with_causation("1"),
     ];
     let outcome = store.append(batch.clone(), at(0)).await.unwrap();
@@ -275,7 +278,13 @@ async fn a_projection_batch_applies_once_even_when_runners_race(db: &TestDb) {
     let batch = store.read_events(0, 10).await.unwrap();
     let delta = activity_of(&batch);
     store
-        .commit_projection(name, 0, 10, ProjectionWrites::SourceActivity(delta.clone()), at(1))
+        .commit_projection(
+            name,
+            0,
+            10,
+            ProjectionWrites::SourceActivity(delta.clone()),
+            at(1),
+        )
         .await
         .unwrap();
     // A second runner that read the same batch loses and changes nothing.
@@ -292,7 +301,10 @@ async fn a_projection_batch_applies_once_even_when_runners_race(db: &TestDb) {
     );
     let consumers = store.consumers().await.unwrap();
     assert_eq!(consumers.len(), 1);
-    assert_eq!((consumers[0].position, consumers[0].updated_at), (10, at(1)));
+    assert_eq!(
+        (consumers[0].position, consumers[0].updated_at),
+        (10, at(1))
+    );
     let activity = store.source_activity().await.unwrap();
     assert_eq!(activity.len(), 1);
     assert_eq!((activity[0].1.first_seq, activity[0].1.last_seq), (1, 10));
@@ -313,7 +325,13 @@ async fn a_rebuilt_projection_equals_the_live_one(db: &TestDb) {
         let batch = store.read_events(from, 5).await.unwrap();
         let to = batch.last().map_or(from, |e| e.seq);
         store
-            .commit_projection(name, from, to, ProjectionWrites::SourceActivity(activity_of(&batch)), at(0))
+            .commit_projection(
+                name,
+                from,
+                to,
+                ProjectionWrites::SourceActivity(activity_of(&batch)),
+                at(0),
+            )
             .await
             .unwrap();
     }
@@ -323,7 +341,13 @@ async fn a_rebuilt_projection_equals_the_live_one(db: &TestDb) {
             let batch = store.read_events(from, 13).await.unwrap();
             let Some(last) = batch.last() else { break };
             store
-                .commit_projection(name, from, last.seq, ProjectionWrites::SourceActivity(activity_of(&batch)), at(0))
+                .commit_projection(
+                    name,
+                    from,
+                    last.seq,
+                    ProjectionWrites::SourceActivity(activity_of(&batch)),
+                    at(0),
+                )
                 .await
                 .unwrap();
         }
@@ -338,7 +362,10 @@ async fn a_rebuilt_projection_equals_the_live_one(db: &TestDb) {
     assert_eq!(store.source_activity().await.unwrap(), live);
 
     // A full rebuild from an empty state gives the same state.
-    store.clear_projection(Projection::SourceActivity, at(10)).await.unwrap();
+    store
+        .clear_projection(Projection::SourceActivity, at(10))
+        .await
+        .unwrap();
     assert!(store.source_activity().await.unwrap().is_empty());
     drain(store.clone()).await;
     assert_eq!(store.source_activity().await.unwrap(), live);
@@ -386,21 +413,37 @@ const POLICY: RetryPolicy = RetryPolicy {
 async fn enqueue_is_idempotent_and_coalescing_keeps_the_newest(db: &TestDb) {
     let store = db.open().await;
     let first = store
-        .enqueue(vec![action("k1", Some("sku:A"), 0), action("k2", None, 0)], at(0))
+        .enqueue(
+            vec![action("k1", Some("sku:A"), 0), action("k2", None, 0)],
+            at(0),
+        )
         .await
         .unwrap();
-    let EnqueueResult::Queued { id: k1, replaced: None } = first[0] else {
+    let EnqueueResult::Queued {
+        id: k1,
+        replaced: None,
+    } = first[0]
+    else {
         panic!("{first:?}");
     };
-    let again = store.enqueue(vec![action("k1", Some("sku:A"), 0)], at(1)).await.unwrap();
+    let again = store
+        .enqueue(vec![action("k1", Some("sku:A"), 0)], at(1))
+        .await
+        .unwrap();
     assert_eq!(again, vec![EnqueueResult::Duplicate]);
-    let newer = store.enqueue(vec![action("k3", Some("sku:A"), 0)], at(2)).await.unwrap();
+    let newer = store
+        .enqueue(vec![action("k3", Some("sku:A"), 0)], at(2))
+        .await
+        .unwrap();
     let EnqueueResult::Queued { id: k3, replaced } = newer[0] else {
         panic!("{newer:?}");
     };
     assert_eq!(replaced, Some(k1));
     let old = store.action(k1).await.unwrap().unwrap();
-    assert_eq!((old.status, old.superseded_by), (ActionStatus::Superseded, Some(k3)));
+    assert_eq!(
+        (old.status, old.superseded_by),
+        (ActionStatus::Superseded, Some(k3))
+    );
     let claimed = store.claim(claim_request(10, 10, at(3))).await.unwrap();
     let keys: BTreeSet<String> = claimed.iter().map(|a| a.idempotency_key.clone()).collect();
     assert_eq!(keys, BTreeSet::from(["k2".to_owned(), "k3".to_owned()]));
@@ -408,7 +451,9 @@ async fn enqueue_is_idempotent_and_coalescing_keeps_the_newest(db: &TestDb) {
 
 async fn claims_respect_priority_and_the_in_flight_limit(db: &TestDb) {
     let store = db.open().await;
-    let mut batch: Vec<NewAction> = (0..5).map(|i| action(&format!("low{i}"), None, 0)).collect();
+    let mut batch: Vec<NewAction> = (0..5)
+        .map(|i| action(&format!("low{i}"), None, 0))
+        .collect();
     batch.push(action("high", None, 10));
     let mut later = action("later", None, 100);
     later.not_before = at(60);
@@ -417,11 +462,31 @@ async fn claims_respect_priority_and_the_in_flight_limit(db: &TestDb) {
     let first = store.claim(claim_request(10, 3, at(1))).await.unwrap();
     assert_eq!(first.len(), 3);
     assert_eq!(first[0].idempotency_key, "high");
-    assert!(first.iter().all(|a| a.attempt == 1 && a.correlation_id.as_deref() == Some("corr")));
-    assert!(store.claim(claim_request(10, 3, at(1))).await.unwrap().is_empty());
-    assert!(store.ack(first[0].id, first[0].attempt, at(2)).await.unwrap());
+    assert!(
+        first
+            .iter()
+            .all(|a| a.attempt == 1 && a.correlation_id.as_deref() == Some("corr"))
+    );
+    assert!(
+        store
+            .claim(claim_request(10, 3, at(1)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .ack(first[0].id, first[0].attempt, at(2))
+            .await
+            .unwrap()
+    );
     // Acknowledging twice, or with a stale attempt number, is refused.
-    assert!(!store.ack(first[0].id, first[0].attempt, at(2)).await.unwrap());
+    assert!(
+        !store
+            .ack(first[0].id, first[0].attempt, at(2))
+            .await
+            .unwrap()
+    );
     let next = store.claim(claim_request(10, 3, at(2))).await.unwrap();
     assert_eq!(next.len(), 1);
     assert_ne!(next[0].idempotency_key, "later");
@@ -434,17 +499,32 @@ async fn claims_respect_priority_and_the_in_flight_limit(db: &TestDb) {
         .into_iter()
         .map(|c| (c.status.as_str().to_owned(), c.count))
         .collect();
-    assert_eq!(counts, BTreeMap::from([("in_flight".into(), 3), ("pending".into(), 3)]));
+    assert_eq!(
+        counts,
+        BTreeMap::from([("in_flight".into(), 3), ("pending".into(), 3)])
+    );
 }
 
 async fn a_coalesced_action_waits_while_its_predecessor_is_in_flight(db: &TestDb) {
     let store = db.open().await;
-    store.enqueue(vec![action("v1", Some("sku:A"), 0)], at(0)).await.unwrap();
+    store
+        .enqueue(vec![action("v1", Some("sku:A"), 0)], at(0))
+        .await
+        .unwrap();
     let first = store.claim(claim_request(10, 10, at(1))).await.unwrap();
     assert_eq!(first.len(), 1);
-    store.enqueue(vec![action("v2", Some("sku:A"), 0)], at(2)).await.unwrap();
+    store
+        .enqueue(vec![action("v2", Some("sku:A"), 0)], at(2))
+        .await
+        .unwrap();
     // v2 must not overtake v1, or the target could end on the older value.
-    assert!(store.claim(claim_request(10, 10, at(3))).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(claim_request(10, 10, at(3)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // v1 fails and would retry, but v2 is newer: v1 is superseded instead.
     let failure = DeliveryFailure {
         id: first[0].id,
@@ -454,7 +534,10 @@ async fn a_coalesced_action_waits_while_its_predecessor_is_in_flight(db: &TestDb
         now: at(4),
     };
     assert!(store.fail(failure).await.unwrap());
-    assert_eq!(store.action(first[0].id).await.unwrap().unwrap().status, ActionStatus::Superseded);
+    assert_eq!(
+        store.action(first[0].id).await.unwrap().unwrap().status,
+        ActionStatus::Superseded
+    );
     let second = store.claim(claim_request(10, 10, at(5))).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].idempotency_key, "v2");
@@ -462,7 +545,10 @@ async fn a_coalesced_action_waits_while_its_predecessor_is_in_flight(db: &TestDb
 
 async fn failures_back_off_then_dead_letter_with_their_history(db: &TestDb) {
     let store = db.open().await;
-    store.enqueue(vec![action("k", None, 0)], at(0)).await.unwrap();
+    store
+        .enqueue(vec![action("k", None, 0)], at(0))
+        .await
+        .unwrap();
     let mut now = at(0);
     let mut id = 0;
     for attempt in 1..=3u32 {
@@ -480,21 +566,41 @@ async fn failures_back_off_then_dead_letter_with_their_history(db: &TestDb) {
         store.fail(failure).await.unwrap();
         if let FailureDecision::RetryAt(next) = decision {
             // Not due before its backoff has passed.
-            assert!(store.claim(claim_request(1, 1, next.plus_millis(-1))).await.unwrap().is_empty());
+            assert!(
+                store
+                    .claim(claim_request(1, 1, next.plus_millis(-1)))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
             now = next;
         }
     }
-    let dead = store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let dead = store
+        .dead_letters(DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, id);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 503 on attempt 3"));
     let history = store.attempts(id).await.unwrap();
     assert_eq!(history.len(), 3);
-    assert!(history.iter().all(|a| a.outcome == "failed" && a.finished_at.is_some()));
+    assert!(
+        history
+            .iter()
+            .all(|a| a.outcome == "failed" && a.finished_at.is_some())
+    );
     assert_eq!(history[0].error.as_deref(), Some("HTTP 503 on attempt 1"));
     let other_target = store
-        .dead_letters(DeadLetterQuery { target: Some("erp".into()), limit: 10, ..Default::default() })
+        .dead_letters(DeadLetterQuery {
+            target: Some("erp".into()),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(other_target.is_empty());
@@ -502,7 +608,10 @@ async fn failures_back_off_then_dead_letter_with_their_history(db: &TestDb) {
 
 async fn dead_letters_replay_once_or_drop_with_a_reason(db: &TestDb) {
     let store = db.open().await;
-    store.enqueue(vec![action("a", None, 0), action("b", None, 0)], at(0)).await.unwrap();
+    store
+        .enqueue(vec![action("a", None, 0), action("b", None, 0)], at(0))
+        .await
+        .unwrap();
     for claimed in store.claim(claim_request(10, 10, at(0))).await.unwrap() {
         let failure = DeliveryFailure {
             id: claimed.id,
@@ -513,27 +622,78 @@ async fn dead_letters_replay_once_or_drop_with_a_reason(db: &TestDb) {
         };
         store.fail(failure).await.unwrap();
     }
-    let dead = store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let dead = store
+        .dead_letters(DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let (a, b) = (dead[0].id, dead[1].id);
-    assert_eq!(store.replay_dead_letter(a, at(2)).await.unwrap(), ReplayOutcome::Replayed);
-    assert_eq!(store.replay_dead_letter(a, at(2)).await.unwrap(), ReplayOutcome::NotDead);
-    assert_eq!(store.replay_dead_letter(999, at(2)).await.unwrap(), ReplayOutcome::NotFound);
+    assert_eq!(
+        store.replay_dead_letter(a, at(2)).await.unwrap(),
+        ReplayOutcome::Replayed
+    );
+    assert_eq!(
+        store.replay_dead_letter(a, at(2)).await.unwrap(),
+        ReplayOutcome::NotDead
+    );
+    assert_eq!(
+        store.replay_dead_letter(999, at(2)).await.unwrap(),
+        ReplayOutcome::NotFound
+    );
     let replayed = store.claim(claim_request(10, 10, at(3))).await.unwrap();
     assert_eq!(replayed.len(), 1);
     assert_eq!(replayed[0].idempotency_key, "a");
-    assert_eq!(replayed[0].attempts_in_budget, 1, "a replay gets a fresh attempt budget");
-    assert!(store.ack(replayed[0].id, replayed[0].attempt, at(4)).await.unwrap());
-    assert_eq!(store.drop_dead_letter(b, "customer deleted", at(5)).await.unwrap(), DropOutcome::Dropped);
-    assert_eq!(store.drop_dead_letter(b, "again", at(5)).await.unwrap(), DropOutcome::NotDead);
+    assert_eq!(
+        replayed[0].attempts_in_budget, 1,
+        "a replay gets a fresh attempt budget"
+    );
+    assert!(
+        store
+            .ack(replayed[0].id, replayed[0].attempt, at(4))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .drop_dead_letter(b, "customer deleted", at(5))
+            .await
+            .unwrap(),
+        DropOutcome::Dropped
+    );
+    assert_eq!(
+        store.drop_dead_letter(b, "again", at(5)).await.unwrap(),
+        DropOutcome::NotDead
+    );
     let dropped = store.action(b).await.unwrap().unwrap();
-    assert_eq!((dropped.status, dropped.drop_reason.as_deref()), (ActionStatus::Dropped, Some("customer deleted")));
-    assert!(store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    assert_eq!(
+        (dropped.status, dropped.drop_reason.as_deref()),
+        (ActionStatus::Dropped, Some("customer deleted"))
+    );
+    assert!(
+        store
+            .dead_letters(DeadLetterQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
     let store = db.open().await;
-    store.enqueue(vec![action("v1", Some("sku:A"), 0)], at(0)).await.unwrap();
-    let c = store.claim(claim_request(1, 1, at(0))).await.unwrap().remove(0);
+    store
+        .enqueue(vec![action("v1", Some("sku:A"), 0)], at(0))
+        .await
+        .unwrap();
+    let c = store
+        .claim(claim_request(1, 1, at(0)))
+        .await
+        .unwrap()
+        .remove(0);
     let failure = DeliveryFailure {
         id: c.id,
         attempt: c.attempt,
@@ -542,14 +702,20 @@ async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
         now: at(1),
     };
     store.fail(failure).await.unwrap();
-    store.enqueue(vec![action("v2", Some("sku:A"), 0)], at(2)).await.unwrap();
+    store
+        .enqueue(vec![action("v2", Some("sku:A"), 0)], at(2))
+        .await
+        .unwrap();
     // Replaying v1 now would send a stale value after v2: it is superseded instead.
     assert_eq!(
         store.replay_dead_letter(c.id, at(3)).await.unwrap(),
         ReplayOutcome::Superseded { by: c.id + 1 }
     );
 
-    store.enqueue(vec![action("w1", Some("sku:B"), 0)], at(4)).await.unwrap();
+    store
+        .enqueue(vec![action("w1", Some("sku:B"), 0)], at(4))
+        .await
+        .unwrap();
     let claimed = store.claim(claim_request(10, 10, at(4))).await.unwrap();
     let (w1, v2): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|a| a.idempotency_key == "w1");
     let (w1, v2) = (w1[0].clone(), v2[0].clone());
@@ -562,21 +728,47 @@ async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
         now: at(5),
     };
     store.fail(failure).await.unwrap();
-    store.enqueue(vec![action("w2", Some("sku:B"), 0)], at(6)).await.unwrap();
+    store
+        .enqueue(vec![action("w2", Some("sku:B"), 0)], at(6))
+        .await
+        .unwrap();
     let claimed = store.claim(claim_request(10, 10, at(7))).await.unwrap();
     for a in claimed {
         store.ack(a.id, a.attempt, at(8)).await.unwrap();
     }
-    assert_eq!(store.action(w1.id).await.unwrap().unwrap().status, ActionStatus::Superseded);
-    assert!(store.dead_letters(DeadLetterQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    assert_eq!(
+        store.action(w1.id).await.unwrap().unwrap().status,
+        ActionStatus::Superseded
+    );
+    assert!(
+        store
+            .dead_letters(DeadLetterQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn an_expired_lease_counts_as_a_failed_attempt(db: &TestDb) {
     let store = db.open().await;
-    store.enqueue(vec![action("k", None, 0)], at(0)).await.unwrap();
-    let first = store.claim(claim_request(1, 1, at(0))).await.unwrap().remove(0);
+    store
+        .enqueue(vec![action("k", None, 0)], at(0))
+        .await
+        .unwrap();
+    let first = store
+        .claim(claim_request(1, 1, at(0)))
+        .await
+        .unwrap()
+        .remove(0);
     // The worker vanished; 30 s later the lease is gone and another worker takes over.
-    let second = store.claim(claim_request(1, 1, at(31))).await.unwrap().remove(0);
+    let second = store
+        .claim(claim_request(1, 1, at(31)))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!((second.id, second.attempt), (first.id, 2));
     // The first worker wakes up late: its acknowledgement is refused.
     assert!(!store.ack(first.id, first.attempt, at(32)).await.unwrap());
@@ -588,8 +780,15 @@ async fn an_expired_lease_counts_as_a_failed_attempt(db: &TestDb) {
 
 async fn finished_actions_are_purged(db: &TestDb) {
     let store = db.open().await;
-    store.enqueue(vec![action("a", None, 0), action("b", None, 0)], at(0)).await.unwrap();
-    let claimed = store.claim(claim_request(1, 1, at(0))).await.unwrap().remove(0);
+    store
+        .enqueue(vec![action("a", None, 0), action("b", None, 0)], at(0))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(claim_request(1, 1, at(0)))
+        .await
+        .unwrap()
+        .remove(0);
     store.ack(claimed.id, claimed.attempt, at(1)).await.unwrap();
     assert_eq!(store.purge_finished(at(1), 100).await.unwrap(), 0);
     assert_eq!(store.purge_finished(at(2), 100).await.unwrap(), 1);

@@ -1,1 +1,5 @@
-fn main(){}
+//! The `crossdock` command.
+
+fn main() -> std::process::ExitCode {
+    crossdock::cli::main()
+}

@@ -1,0 +1,223 @@
+//! Baselines for `crossdock bench`: the same rows written with plain SQL and nothing else (no
+//! group commit, no dedup pre-check, no append lock), so crossdock's figures can be reported as
+//! ratios measured in the same run. Also scratch PostgreSQL schemas for tests and benches.
+
+use std::time::{Duration, Instant};
+
+use crossdock_core::{EventData, NewEvent, Timestamp};
+
+use crate::{Result, StoreError};
+
+/// Events per second: plain inserts, the same inserts again (all duplicates), a plain scan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Baseline {
+    pub ingest: f64,
+    pub duplicates: f64,
+    pub scan: f64,
+}
+
+fn rate(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn sq(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("baseline: {e}"))
+}
+
+fn pg(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("baseline: {e}"))
+}
+
+const RAW_INSERT: &str = "INSERT INTO events (source, id, kind, subject, time, datacontenttype, dataschema, data, \
+     data_base64, extensions, correlation_id, causation_id, recorded_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (source, id) DO NOTHING";
+
+/// The same rows into the same table shape with rusqlite, one transaction per batch, WAL mode,
+/// `synchronous=FULL` (or `NORMAL` when `full_sync` is false).
+pub fn raw_sqlite(
+    path: &std::path::Path,
+    events: &[NewEvent],
+    batch: usize,
+    full_sync: bool,
+) -> Result<Baseline> {
+    let conn = rusqlite::Connection::open(path).map_err(sq)?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .map_err(sq)?;
+    let sync = if full_sync { "FULL" } else { "NORMAL" };
+    conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
+        .map_err(sq)?;
+    conn.execute_batch(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, source TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, \
+         subject TEXT, time INTEGER, datacontenttype TEXT, dataschema TEXT, data TEXT, data_base64 INTEGER NOT NULL, \
+         extensions TEXT, correlation_id TEXT, causation_id TEXT, recorded_at INTEGER NOT NULL, UNIQUE (source, id))",
+    )
+    .map_err(sq)?;
+    let insert_all = |conn: &rusqlite::Connection| -> rusqlite::Result<Duration> {
+        let started = Instant::now();
+        for chunk in events.chunks(batch.max(1)) {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            {
+                let mut stmt = conn.prepare_cached(RAW_INSERT)?;
+                for e in chunk {
+                    stmt.execute(rusqlite::params![
+                        e.source(),
+                        e.id(),
+                        e.kind(),
+                        e.subject(),
+                        e.time().map(Timestamp::unix_micros),
+                        e.datacontenttype(),
+                        e.dataschema(),
+                        e.data().map(EventData::as_text),
+                        false,
+                        e.extensions(),
+                        e.correlation_id(),
+                        e.causation_id(),
+                        1_800_000_000_000_000i64,
+                    ])?;
+                }
+            }
+            conn.execute_batch("COMMIT")?;
+        }
+        Ok(started.elapsed())
+    };
+    let ingest = rate(events.len(), insert_all(&conn).map_err(sq)?);
+    let duplicates = rate(events.len(), insert_all(&conn).map_err(sq)?);
+    let started = Instant::now();
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, source, id, kind, subject, data, recorded_at FROM events ORDER BY seq",
+        )
+        .map_err(sq)?;
+    let mut rows = stmt.query([]).map_err(sq)?;
+    let mut scanned = 0usize;
+    while let Some(row) = rows.next().map_err(sq)? {
+        let read = || -> rusqlite::Result<()> {
+            let _: (i64, String, String, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let _: (Option<String>, Option<String>, i64) = (row.get(4)?, row.get(5)?, row.get(6)?);
+            Ok(())
+        };
+        read().map_err(sq)?;
+        scanned += 1;
+    }
+    let scan = rate(scanned, started.elapsed());
+    Ok(Baseline {
+        ingest,
+        duplicates,
+        scan,
+    })
+}
+
+/// The same rows with plain multi-row inserts into PostgreSQL, one transaction per batch, no
+/// dedup pre-check and no append lock.
+pub async fn raw_postgres(url: &str, events: &[NewEvent], batch: usize) -> Result<Baseline> {
+    let pool = sqlx::PgPool::connect(url).await.map_err(pg)?;
+    sqlx::raw_sql(
+        "CREATE TABLE raw_events (seq BIGSERIAL PRIMARY KEY, source TEXT NOT NULL, id TEXT NOT NULL, \
+         kind TEXT NOT NULL, subject TEXT, data TEXT, recorded_at BIGINT NOT NULL, UNIQUE (source, id))",
+    )
+    .execute(&pool)
+    .await
+    .map_err(pg)?;
+    let insert_all = || async {
+        let started = Instant::now();
+        for chunk in events.chunks(batch.max(1)) {
+            let sources: Vec<&str> = chunk.iter().map(NewEvent::source).collect();
+            let ids: Vec<&str> = chunk.iter().map(NewEvent::id).collect();
+            let kinds: Vec<&str> = chunk.iter().map(NewEvent::kind).collect();
+            let subjects: Vec<Option<&str>> = chunk.iter().map(NewEvent::subject).collect();
+            let data: Vec<Option<&str>> = chunk
+                .iter()
+                .map(|e| e.data().map(EventData::as_text))
+                .collect();
+            sqlx::query(
+                "INSERT INTO raw_events (source, id, kind, subject, data, recorded_at) \
+                 SELECT s, i, k, sub, d, 0 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                 AS t(s, i, k, sub, d) ON CONFLICT (source, id) DO NOTHING",
+            )
+            .bind(sources)
+            .bind(ids)
+            .bind(kinds)
+            .bind(subjects)
+            .bind(data)
+            .execute(&pool)
+            .await?;
+        }
+        Ok::<_, sqlx::Error>(started.elapsed())
+    };
+    let ingest = rate(events.len(), insert_all().await.map_err(pg)?);
+    let duplicates = rate(events.len(), insert_all().await.map_err(pg)?);
+    let started = Instant::now();
+    let mut scanned = 0;
+    let mut after = 0i64;
+    loop {
+        let rows: Vec<ScanRow> = sqlx::query_as(
+            "SELECT seq, source, id, kind, subject, data FROM raw_events WHERE seq > $1 ORDER BY seq LIMIT 5000",
+        )
+        .bind(after)
+        .fetch_all(&pool)
+        .await
+        .map_err(pg)?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        scanned += rows.len();
+    }
+    let scan = rate(scanned, started.elapsed());
+    pool.close().await;
+    Ok(Baseline {
+        ingest,
+        duplicates,
+        scan,
+    })
+}
+
+/// The columns the PostgreSQL scan baseline reads.
+type ScanRow = (i64, String, String, String, Option<String>, Option<String>);
+
+/// A PostgreSQL schema created for one test or bench run and dropped afterwards. Its `url`
+/// selects the schema through the connection's `search_path`.
+#[derive(Debug)]
+pub struct ScratchSchema {
+    admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchSchema {
+    /// Creates a fresh schema named `<prefix>_<unique suffix>`.
+    pub async fn create(admin: &str, prefix: &str) -> Result<ScratchSchema> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("{prefix}_{}_{unique}_{nanos}", std::process::id());
+        let pool = sqlx::PgPool::connect(admin)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&pool)
+            .await
+            .map_err(pg)?;
+        pool.close().await;
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        Ok(ScratchSchema {
+            url: format!("{admin}{sep}options=-c%20search_path%3D{name}"),
+            admin: admin.to_owned(),
+            name,
+        })
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop(self) {
+        if let Ok(pool) = sqlx::PgPool::connect(&self.admin).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                self.name
+            )))
+            .execute(&pool)
+            .await;
+            pool.close().await;
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The application: built from configuration (Options → build → serve), it opens the store,
+//! starts the consumers and delivery workers, serves HTTP, and shuts down in order.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossdock_core::BatchLimits;
+use crossdock_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, TargetKind};
+use crate::metrics::Metrics;
+use crate::runtime::consumer::{self, LogConsumer, SourceActivity};
+use crate::runtime::delivery::{self, Deliverer, Target, TargetSettings};
+use crate::runtime::subscription::Subscription;
+use crate::runtime::webhook::Webhook;
+
+/// Everything a request handler or runtime task may use.
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub limits: BatchLimits,
+    /// The highest sequence number this process has appended; wakes consumers and long polls.
+    pub head: watch::Sender<i64>,
+    /// Bounds the requests handled at once.
+    pub in_flight: Arc<Semaphore>,
+    /// Wakes delivery workers when actions are queued or replayed.
+    pub outbox_wake: Arc<Notify>,
+    /// Cancelled when the process begins to shut down.
+    pub shutdown: CancellationToken,
+}
+
+/// Builds an [`App`]: configuration plus what tests may replace (the clock, extra targets).
+pub struct AppBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    targets: Vec<Target>,
+}
+
+impl AppBuilder {
+    pub fn new(config: Config) -> Self {
+        AppBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            targets: Vec::new(),
+        }
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds a delivery target that is not in the configuration (tests, embedded use).
+    pub fn target(
+        mut self,
+        name: &str,
+        settings: TargetSettings,
+        deliverer: Arc<dyn Deliverer>,
+    ) -> Self {
+        self.targets.push(Target {
+            name: name.to_owned(),
+            settings,
+            deliverer,
+        });
+        self
+    }
+
+    /// Opens and migrates the store and prepares every component. Nothing runs yet.
+    pub async fn build(self) -> anyhow::Result<App> {
+        install_tls_provider();
+        let config = self.config;
+        let mut targets: Vec<Arc<Target>> = Vec::new();
+        for (name, target) in &config.targets {
+            let deliverer: Arc<dyn Deliverer> = match target.kind {
+                TargetKind::Webhook => Arc::new(Webhook::new(name, target)?),
+            };
+            targets.push(Arc::new(Target {
+                name: name.clone(),
+                settings: TargetSettings {
+                    policy: target.policy(),
+                    in_flight_max: target.in_flight_max,
+                    rate_per_second: target.rate_per_second,
+                },
+                deliverer,
+            }));
+        }
+        targets.extend(self.targets.into_iter().map(Arc::new));
+
+        let store = Store::open(&config.store.options())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the store at {}",
+                    config.store.database_redacted()
+                )
+            })?;
+        let head = store.head_seq().await?;
+        let mut consumers: Vec<Arc<dyn LogConsumer>> = vec![Arc::new(SourceActivity)];
+        for sub in &config.subscriptions {
+            consumers.push(Arc::new(Subscription::new(sub.clone())));
+        }
+        let state = Arc::new(AppState {
+            store,
+            limits: BatchLimits {
+                batch_events_max: config.events.batch_events_max,
+                event_data_bytes_max: config.events.event_data_bytes_max,
+            },
+            in_flight: Arc::new(Semaphore::new(config.server.in_flight_requests_max)),
+            config: Arc::new(config),
+            clock: self.clock,
+            metrics: Arc::new(Metrics::default()),
+            head: watch::Sender::new(head),
+            outbox_wake: Arc::new(Notify::new()),
+            shutdown: CancellationToken::new(),
+        });
+        Ok(App {
+            state,
+            targets,
+            consumers,
+        })
+    }
+}
+
+pub struct App {
+    state: Arc<AppState>,
+    targets: Vec<Arc<Target>>,
+    consumers: Vec<Arc<dyn LogConsumer>>,
+}
+
+impl App {
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops in order: no new requests, requests in
+    /// flight finish, consumers stop after their current batch, deliveries in flight record
+    /// their outcome, and the store closes after its last commit.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let tasks = TaskTracker::new();
+        let workers = CancellationToken::new();
+        for consumer in self.consumers {
+            tasks.spawn(consumer::run(state.clone(), consumer, workers.clone()));
+        }
+        for target in self.targets {
+            tasks.spawn(delivery::run(state.clone(), target, workers.clone()));
+        }
+        let purge = tasks.spawn(purge_loop(state.clone(), workers.clone()));
+        drop(purge);
+        tasks.close();
+
+        let address = listener.local_addr()?;
+        tracing::info!(
+            "listening on http://{address} (store: {}, {})",
+            state.store.backend_name(),
+            state.config.store.database_redacted()
+        );
+        let router = crate::http::router(state.clone());
+        let stopping = state.shutdown.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing requests in flight");
+                stopping.cancel();
+            })
+            .await
+            .context("the HTTP server failed")?;
+
+        workers.cancel();
+        let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                "workers did not stop within the grace period; their leases will expire"
+            );
+        }
+        state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Deletes finished outbox actions past their retention, a bounded number at a time.
+async fn purge_loop(state: Arc<AppState>, cancel: CancellationToken) {
+    const PURGE_BATCH_MAX: usize = 10_000;
+    const PURGE_INTERVAL_S: u64 = 60;
+    let retention_ms = i64::try_from(state.config.outbox.retention_hours)
+        .unwrap_or(i64::MAX / 3_600_000)
+        .saturating_mul(3_600_000);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(PURGE_INTERVAL_S)) => {}
+            () = cancel.cancelled() => return,
+        }
+        let before = state.clock.now().plus_millis(-retention_ms);
+        match state.store.purge_finished(before, PURGE_BATCH_MAX).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged finished outbox actions"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge finished outbox actions"),
+        }
+    }
+}
+
+/// Chooses the TLS implementation for outbound HTTPS (ring) once per process. reqwest is built
+/// without a default provider so that no C toolchain-heavy crypto is pulled in.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

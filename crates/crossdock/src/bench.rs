@@ -1,0 +1,389 @@
+//! `crossdock bench`: measures the platform's figures side by side with baselines in the same
+//! run, on the same machine and disk, so that ratios survive a noisy machine.
+//!
+//! - ingest: durable appends of pre-built events in batches, against raw SQLite (or raw
+//!   PostgreSQL) inserting the same rows with the same durability and rows per commit;
+//! - API ingest: the same through the JSON parser (`ingest::accept`), without HTTP;
+//! - duplicates: the same events again, all dropped as duplicates;
+//! - rebuild: clearing a projection and replaying the whole log into it;
+//! - http: single-event POSTs over keep-alive connections to a real server on a local port.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use crossdock_core::{NewEvent, Timestamp};
+use crossdock_store::Projection;
+use crossdock_store::baseline::{self, Baseline, ScratchSchema};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::app::{AppBuilder, AppState};
+use crate::config::{Config, DurabilityConfig};
+use crate::ingest::{self, PROTOCOL_HTTP_CLOUDEVENTS};
+use crate::runtime::consumer::{self, SourceActivity};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Store-level figures: ingest, API ingest, duplicates, rebuild, with baselines.
+    Store,
+    /// Single-event HTTP ingest with many connections.
+    Http,
+    /// Both.
+    All,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// Events for the store figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Events per append (and rows per commit in the baseline).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent connections for the HTTP figure.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Requests for the HTTP figure.
+    #[arg(long, default_value_t = 100_000)]
+    requests: usize,
+    /// SQLite durability for crossdock and the baseline alike.
+    #[arg(long, value_enum, default_value_t = BenchDurability::Full)]
+    durability: BenchDurability,
+    /// Also measure on PostgreSQL at this URL (a fresh schema is created and dropped).
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Where to put the SQLite files (default: the system temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchDurability {
+    Full,
+    Normal,
+}
+
+/// About 150 bytes of event data, like an inventory adjustment from a WMS.
+fn event_data(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "sku": format!("SKU-{:08}", i % 100_000),
+        "location": format!("WH-{:02}", i % 7),
+        "delta": -((i % 5) as i64) - 1,
+        "reason": "cycle-count adjustment",
+        "reference": format!("ADJ-{i:012}"),
+        "operator": "bench"
+    })
+}
+
+fn make_events(n: usize) -> anyhow::Result<Vec<NewEvent>> {
+    (0..n)
+        .map(|i| {
+            NewEvent::new(
+                &format!("evt-{i:012}"),
+                "/bench/wms",
+                "inventory.adjusted",
+                Some(&event_data(i)),
+            )
+            .and_then(|e| e.with_subject(&format!("SKU-{:08}", i % 100_000)))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect()
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let run_dir = dir.join(format!("crossdock-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    println!(
+        "crossdock bench: {} events, batches of {}, durability {:?}, files in {}",
+        args.events,
+        args.batch,
+        args.durability,
+        run_dir.display()
+    );
+    let result = run_in(args, &run_dir).await;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    result
+}
+
+async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<()> {
+    if matches!(args.scenario, Scenario::Store | Scenario::All) {
+        let events = make_events(args.events)?;
+        let raw = baseline::raw_sqlite(
+            &run_dir.join("raw.db"),
+            &events,
+            args.batch,
+            args.durability == BenchDurability::Full,
+        )?;
+        let ours = store_figures(
+            args,
+            &run_dir.join("crossdock.db").display().to_string(),
+            &events,
+        )
+        .await?;
+        report("SQLite", &ours, &raw);
+        if let Some(url) = &args.postgres {
+            let schema = ScratchSchema::create(url, "bench").await?;
+            let raw = baseline::raw_postgres(&schema.url, &events, args.batch).await;
+            let ours = store_figures(args, &schema.url, &events).await;
+            schema.drop().await;
+            report("PostgreSQL", &ours?, &raw?);
+        }
+    }
+    if matches!(args.scenario, Scenario::Http | Scenario::All) {
+        let db = run_dir.join("http.db").display().to_string();
+        http_figure(args, &db, "SQLite").await?;
+        if let Some(url) = &args.postgres {
+            let schema = ScratchSchema::create(url, "bench").await?;
+            let result = http_figure(args, &schema.url, "PostgreSQL").await;
+            schema.drop().await;
+            result?;
+        }
+    }
+    Ok(())
+}
+
+/// Events per second for each figure.
+#[derive(Debug, Default)]
+struct Figures {
+    ingest: f64,
+    api_ingest: f64,
+    duplicates: f64,
+    rebuild: f64,
+}
+
+fn rate(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn bench_config(database: &str, durability: BenchDurability) -> Config {
+    let mut config = Config::default();
+    config.store.database = database.to_owned();
+    config.store.durability = match durability {
+        BenchDurability::Full => DurabilityConfig::Full,
+        BenchDurability::Normal => DurabilityConfig::Normal,
+    };
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.in_flight_requests_max = 4096;
+    config
+}
+
+async fn store_figures(
+    args: &BenchArgs,
+    database: &str,
+    events: &[NewEvent],
+) -> anyhow::Result<Figures> {
+    let app = AppBuilder::new(bench_config(database, args.durability))
+        .build()
+        .await?;
+    let state = app.state().clone();
+    let store = &state.store;
+    let now = Timestamp::from_unix_micros(1_800_000_000_000_000);
+    let mut figures = Figures::default();
+
+    let started = Instant::now();
+    for chunk in events.chunks(args.batch) {
+        let outcome = store.append(chunk.to_vec(), now).await?;
+        anyhow::ensure!(
+            outcome.appended() == chunk.len(),
+            "fresh events were reported as duplicates"
+        );
+    }
+    figures.ingest = rate(events.len(), started.elapsed());
+
+    let started = Instant::now();
+    for chunk in events.chunks(args.batch) {
+        let outcome = store.append(chunk.to_vec(), now).await?;
+        anyhow::ensure!(
+            outcome.duplicates() == chunk.len(),
+            "duplicates were appended"
+        );
+    }
+    figures.duplicates = rate(events.len(), started.elapsed());
+
+    // The API path: JSON bodies through the parser, new ids so every event is appended.
+    let api_events = events.len().min(200_000);
+    let bodies: Vec<Vec<u8>> = (0..api_events)
+        .collect::<Vec<_>>()
+        .chunks(args.batch)
+        .map(|ids| {
+            let batch: Vec<serde_json::Value> = ids
+                .iter()
+                .map(|i| {
+                    serde_json::json!({"specversion": "1.0", "id": format!("api-{i:012}"), "source": "/bench/api",
+                        "type": "inventory.adjusted", "subject": format!("SKU-{:08}", i % 100_000), "data": event_data(*i)})
+                })
+                .collect();
+            serde_json::to_vec(&batch).unwrap_or_default()
+        })
+        .collect();
+    let started = Instant::now();
+    for body in &bodies {
+        ingest::accept(&state, PROTOCOL_HTTP_CLOUDEVENTS, body, "bench").await?;
+    }
+    figures.api_ingest = rate(api_events, started.elapsed());
+
+    figures.rebuild = rebuild(&state).await?;
+    store.close().await;
+    Ok(figures)
+}
+
+/// Clears the source activity projection and replays the whole log into it.
+async fn rebuild(state: &AppState) -> anyhow::Result<f64> {
+    let head = state.store.head_seq().await?;
+    state
+        .store
+        .clear_projection(Projection::SourceActivity, state.clock.now())
+        .await?;
+    let started = Instant::now();
+    let mut applied = 0;
+    loop {
+        let n = consumer::step(state, &SourceActivity, consumer::CONSUMER_BATCH_EVENTS_MAX).await?;
+        if n == 0 {
+            break;
+        }
+        applied += n;
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        applied as i64 == head,
+        "rebuild applied {applied} of {head} events"
+    );
+    Ok(rate(applied, elapsed))
+}
+
+fn report(backend: &str, ours: &Figures, raw: &Baseline) {
+    println!("\n{backend}: events/s (crossdock | baseline | ratio)");
+    let line = |name: &str, ours: f64, base: f64| {
+        println!(
+            "  {name:<36} {ours:>12.0} | {base:>12.0} | {:>5.2}",
+            ours / base.max(1e-9)
+        );
+    };
+    line("durable batch ingest (store)", ours.ingest, raw.ingest);
+    line(
+        "durable batch ingest (JSON parse+store)",
+        ours.api_ingest,
+        raw.ingest,
+    );
+    line("re-ingest, all duplicates", ours.duplicates, raw.duplicates);
+    line("projection rebuild by replay", ours.rebuild, raw.scan);
+}
+
+/// Single-event POSTs, each durable before its 202, over keep-alive connections.
+async fn http_figure(args: &BenchArgs, database: &str, backend: &str) -> anyhow::Result<()> {
+    let app = AppBuilder::new(bench_config(database, args.durability))
+        .build()
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let connections = args.connections.max(1);
+    let per_connection = args.requests.div_ceil(connections);
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(connections);
+    for c in 0..connections {
+        clients.push(tokio::spawn(http_client(address, c, per_connection)));
+    }
+    let mut latencies_us: Vec<u32> = Vec::with_capacity(per_connection * connections);
+    let mut failures = 0;
+    for client in clients {
+        let (lat, failed) = client.await??;
+        latencies_us.extend(lat);
+        failures += failed;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    server.await??;
+    latencies_us.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((latencies_us.len() as f64 * p).ceil() as usize)
+            .clamp(1, latencies_us.len().max(1))
+            - 1;
+        f64::from(latencies_us.get(i).copied().unwrap_or(0)) / 1000.0
+    };
+    println!(
+        "\n{backend}: single-event HTTP ingest, {connections} connections, durable before 202\n  \
+         {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests, {} not 202)",
+        rate(latencies_us.len(), elapsed),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+        latencies_us.len(),
+        failures
+    );
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 client: one keep-alive connection, one request at a time.
+async fn http_client(
+    address: std::net::SocketAddr,
+    connection: usize,
+    requests: usize,
+) -> anyhow::Result<(Vec<u32>, usize)> {
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let mut latencies = Vec::with_capacity(requests);
+    let mut failures = 0;
+    let mut buf = vec![0u8; 8192];
+    for i in 0..requests {
+        let body = format!(
+            r#"{{"specversion":"1.0","id":"h-{connection}-{i}","source":"/bench/http","type":"inventory.adjusted","data":{}}}"#,
+            event_data(i)
+        );
+        let request = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let started = Instant::now();
+        stream.write_all(request.as_bytes()).await?;
+        let status = read_response(&mut stream, &mut buf).await?;
+        latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+        if status != 202 {
+            failures += 1;
+        }
+    }
+    Ok((latencies, failures))
+}
+
+/// Reads one response (headers plus a Content-Length body) and returns its status.
+async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> anyhow::Result<u16> {
+    let mut filled = 0;
+    loop {
+        let n = stream.read(&mut buf[filled..]).await?;
+        anyhow::ensure!(n > 0, "the server closed the connection");
+        filled += n;
+        let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else {
+            anyhow::ensure!(filled < buf.len(), "response headers too large");
+            continue;
+        };
+        let head = std::str::from_utf8(&buf[..end])?;
+        let status: u16 = head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .context("no status in the response")?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut have = filled - (end + 4);
+        while have < length {
+            let n = stream.read(&mut buf[..]).await?;
+            anyhow::ensure!(n > 0, "the server closed the connection mid-body");
+            have += n;
+        }
+        return Ok(status);
+    }
+}

@@ -1,0 +1,263 @@
+//! `POST /v1/events` (append), `GET /v1/events` (the public feed) and inbox replay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::Response;
+use crossdock_core::{ParseRejection, StoredEvent};
+use crossdock_store::{AppendOutcome, InboxStatus};
+use serde::Serialize;
+
+use super::problem::{self, Problem};
+use super::query::Query;
+use super::{RequestContext, json, path_id};
+use crate::app::AppState;
+use crate::ingest::{self, IngestError, PROTOCOL_HTTP_CLOUDEVENTS};
+
+/// Media types accepted on `POST /v1/events`.
+const EVENT_MEDIA_TYPES: [&str; 3] = [
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+];
+/// Request headers kept with a rejected body.
+const KEPT_HEADERS: [&str; 4] = [
+    "content-type",
+    "user-agent",
+    "traceparent",
+    "x-correlation-id",
+];
+
+#[derive(Serialize)]
+struct AppendReply {
+    accepted: usize,
+    duplicates: usize,
+    first_seq: Option<i64>,
+    last_seq: Option<i64>,
+}
+
+impl From<&AppendOutcome> for AppendReply {
+    fn from(o: &AppendOutcome) -> Self {
+        let range = o.seq_range();
+        AppendReply {
+            accepted: o.appended(),
+            duplicates: o.duplicates(),
+            first_seq: range.map(|r| r.0),
+            last_seq: range.map(|r| r.1),
+        }
+    }
+}
+
+pub(super) async fn post_events(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                problem::BODY_TOO_LARGE,
+                format!(
+                    "the body is larger than {} bytes (server.body_bytes_max)",
+                    state.config.server.body_bytes_max
+                ),
+            )
+        } else {
+            Problem::new(problem::BAD_REQUEST, e.body_text())
+        }
+    })?;
+    if let Some(value) = headers.get(header::CONTENT_TYPE) {
+        let media = value
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !EVENT_MEDIA_TYPES.contains(&media.as_str()) {
+            return Err(Problem::new(
+                problem::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {:?} is not accepted here; send {}",
+                    super::truncate(&media, 80),
+                    EVENT_MEDIA_TYPES.join(" or ")
+                ),
+            ));
+        }
+    }
+    let correlation = ctx.correlation_id.as_str();
+    match ingest::accept(&state, PROTOCOL_HTTP_CLOUDEVENTS, &body, correlation).await {
+        Ok(outcome) => Ok(json(StatusCode::ACCEPTED, &AppendReply::from(&outcome))),
+        Err(IngestError::Rejected(rejection)) => {
+            state.metrics.event_request_rejected();
+            let kept: Vec<(String, String)> = KEPT_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    let value = headers.get(*name)?.to_str().ok()?;
+                    Some(((*name).to_owned(), value.to_owned()))
+                })
+                .collect();
+            let inbox_id = ingest::keep_rejected(
+                &state,
+                PROTOCOL_HTTP_CLOUDEVENTS,
+                kept,
+                &body,
+                &rejection.to_string(),
+                correlation,
+            )
+            .await;
+            Err(rejection_problem(rejection, inbox_id))
+        }
+        Err(IngestError::Store(e)) => Err(e.into()),
+        Err(e @ IngestError::UnknownProtocol(_)) => {
+            Err(Problem::new(problem::INTERNAL, e.to_string()))
+        }
+    }
+}
+
+fn rejection_problem(rejection: ParseRejection, inbox_id: Option<i64>) -> Problem {
+    let kept = inbox_id
+        .map(|id| format!(" The request was kept as inbox message {id}."))
+        .unwrap_or_default();
+    let kind = match &rejection {
+        ParseRejection::NotUtf8 { .. } => problem::NOT_UTF8,
+        ParseRejection::Malformed { .. } => problem::MALFORMED_JSON,
+        ParseRejection::BatchTooLarge { .. } => problem::BATCH_TOO_LARGE,
+        ParseRejection::Empty
+        | ParseRejection::NotAnEvent { .. }
+        | ParseRejection::EmptyBatch
+        | ParseRejection::Invalid(_) => problem::INVALID_EVENT,
+    };
+    let detail = format!("{rejection}.{kept}");
+    match rejection {
+        ParseRejection::Invalid(errors) => Problem::new(kind, detail).with_errors(errors),
+        _ => Problem::new(kind, detail),
+    }
+}
+
+#[derive(Serialize)]
+struct FeedPage<'a> {
+    events: &'a [StoredEvent],
+    /// Pass as `after` to read the next page.
+    next_after: i64,
+    /// The highest sequence number in the log when the page was read.
+    head: i64,
+}
+
+pub(super) async fn get_events(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    let query = Query::parse(uri.query(), &["after", "limit", "wait_ms"])?;
+    let after = query.int("after", 0, 0, i64::MAX)?;
+    let limit_max = i64::try_from(state.config.events.feed_limit_max).unwrap_or(i64::MAX);
+    let limit = query.int("limit", 100.min(limit_max), 1, limit_max)? as usize;
+    let wait_max = i64::try_from(state.config.events.feed_wait_ms_max).unwrap_or(i64::MAX);
+    let wait_ms = query.int("wait_ms", 0, 0, wait_max)?;
+
+    let mut events = state.store.read_events(after, limit).await?;
+    if events.is_empty() && wait_ms > 0 {
+        // Long poll: wait for the head to pass `after`, re-checking the store now and then in
+        // case another process or node appended.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
+        let mut head = state.head.subscribe();
+        while events.is_empty() && tokio::time::Instant::now() < deadline {
+            let recheck = tokio::time::Instant::now() + Duration::from_millis(1000);
+            let until = deadline.min(recheck);
+            tokio::select! {
+                _ = tokio::time::timeout_at(until, head.wait_for(|h| *h > after)) => {}
+                () = state.shutdown.cancelled() => break,
+            }
+            events = state.store.read_events(after, limit).await?;
+        }
+    }
+    let head = state.store.head_seq().await?;
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(json(
+        StatusCode::OK,
+        &FeedPage {
+            events: &events,
+            next_after,
+            head,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct InboxReplayReply {
+    id: i64,
+    status: &'static str,
+    #[serde(flatten)]
+    appended: AppendReply,
+}
+
+/// Re-parses a kept inbox message and appends its events: the same path as a live request.
+pub(super) async fn inbox_replay(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = path_id("id", &id)?;
+    let record = state
+        .store
+        .inbox_get(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("there is no inbox message {id}")))?;
+    if record.message.status == InboxStatus::Processed {
+        return Err(Problem::new(
+            problem::CONFLICT,
+            format!("inbox message {id} was already processed"),
+        ));
+    }
+    let correlation = record
+        .message
+        .correlation_id
+        .clone()
+        .unwrap_or_else(|| ctx.correlation_id.to_string());
+    let now = state.clock.now();
+    match ingest::accept(
+        &state,
+        &record.message.protocol,
+        &record.message.body,
+        &correlation,
+    )
+    .await
+    {
+        Ok(outcome) => {
+            state
+                .store
+                .inbox_mark(id, InboxStatus::Processed, None, now)
+                .await?;
+            tracing::info!(
+                inbox_id = id,
+                accepted = outcome.appended(),
+                "inbox message replayed"
+            );
+            Ok(json(
+                StatusCode::OK,
+                &InboxReplayReply {
+                    id,
+                    status: InboxStatus::Processed.as_str(),
+                    appended: AppendReply::from(&outcome),
+                },
+            ))
+        }
+        Err(IngestError::Rejected(rejection)) => {
+            state
+                .store
+                .inbox_mark(id, InboxStatus::Rejected, Some(rejection.to_string()), now)
+                .await?;
+            Err(rejection_problem(rejection, Some(id)))
+        }
+        Err(e @ IngestError::UnknownProtocol(_)) => {
+            Err(Problem::new(problem::CONFLICT, e.to_string()))
+        }
+        Err(IngestError::Store(e)) => Err(e.into()),
+    }
+}

@@ -1,0 +1,13 @@
+//! crossdock, the binary's library: configuration, the HTTP API, the runtime that follows the
+//! event log and delivers actions, and the command line. The only crate that wires things
+//! together.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod runtime;

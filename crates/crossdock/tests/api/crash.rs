@@ -1,0 +1,257 @@
+//! Crash tests with real processes: a client sends 200,000 events in batches and resends
+//! whatever was not acknowledged, while the server is killed with SIGKILL at random moments and
+//! restarted. Afterwards every acknowledged event is in the log exactly once.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+crate::backend_tests!(
+    acknowledged_events_survive_repeated_kill_9_exactly_once,
+    sigterm_stops_gracefully
+);
+
+const EVENTS: usize = 200_000;
+const BATCH: usize = 500;
+const SENDERS: usize = 4;
+const KILLS: usize = 24;
+
+/// A `crossdock serve` child process on a free port.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(database: &str) -> Server {
+        crossdock::app::install_tls_provider();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crossdock"))
+            .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+            .env("CROSSDOCK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start crossdock serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Keep draining stderr after the address so the child never blocks on a full pipe.
+                if let Some(rest) = line.split("listening on ").nth(1).filter(|_| !sent) {
+                    let address = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(address);
+                    sent = true;
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("crossdock printed its address");
+        Server { child, base }
+    }
+
+    fn kill_9(mut self) {
+        // Child::kill sends SIGKILL on Unix.
+        self.child.kill().expect("kill the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    #[cfg(unix)]
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        self.child.wait().expect("reap the server")
+    }
+}
+
+fn batch(index: usize) -> Value {
+    let events: Vec<Value> = (index * BATCH..(index + 1) * BATCH)
+        .map(|i| {
+            json!({"specversion": "1.0", "id": format!("c-{i}"), "source": "/crash", "type": "inventory.adjusted",
+                   "data": {"sku": format!("SKU-{}", i % 1000), "delta": -1, "note": "crash test event of roughly 150 bytes"}})
+        })
+        .collect();
+    Value::Array(events)
+}
+
+/// A tiny deterministic random source, seeded per run and printed so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+async fn acknowledged_events_survive_repeated_kill_9_exactly_once(
+    db: crossdock_store::testkit::TestDb,
+) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let batches = EVENTS / BATCH;
+    let first = Server::start(&db.url);
+    let base = Arc::new(Mutex::new(first.base.clone()));
+    let server = Arc::new(Mutex::new(Some(first)));
+    let queue = Arc::new(Mutex::new((0..batches).collect::<Vec<_>>()));
+    let acked_batches = Arc::new(AtomicUsize::new(0));
+    let acked_ids: Arc<Mutex<HashSet<usize>>> = Arc::default();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let (queue, base, acked_batches, acked_ids, client) = (
+            queue.clone(),
+            base.clone(),
+            acked_batches.clone(),
+            acked_ids.clone(),
+            client.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            loop {
+                let Some(index) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                loop {
+                    let url = format!("{}/v1/events", base.lock().unwrap());
+                    let sent = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(batch(index).to_string())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status().as_u16() == 202 => {
+                            let _ = r.bytes().await;
+                            acked_ids
+                                .lock()
+                                .unwrap()
+                                .extend(index * BATCH..(index + 1) * BATCH);
+                            acked_batches.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        // Not acknowledged (refused, reset, 503): send the same batch again.
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+        }));
+    }
+
+    // Kill at random points spread over the run: after a random share of the batches has been
+    // acknowledged, plus a random delay, so kills land mid-request and mid-commit.
+    let mut thresholds: Vec<usize> = (0..KILLS)
+        .map(|_| rng.below(batches as u64 * 9 / 10) as usize)
+        .collect();
+    thresholds.sort_unstable();
+    let mut kills = 0;
+    for threshold in thresholds {
+        while acked_batches.load(Ordering::SeqCst) < threshold {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(30))).await;
+        if let Some(s) = server.lock().unwrap().take() {
+            s.kill_9();
+            kills += 1;
+        }
+        let next = Server::start(&db.url);
+        *base.lock().unwrap() = next.base.clone();
+        *server.lock().unwrap() = Some(next);
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    assert!(kills >= 20, "only {kills} kills happened");
+    assert_eq!(acked_batches.load(Ordering::SeqCst), batches);
+
+    // Read the whole log back through the public feed.
+    let base_url = base.lock().unwrap().clone();
+    let mut seen: HashSet<String> = HashSet::with_capacity(EVENTS);
+    let mut last_seq = 0i64;
+    let mut after = 0i64;
+    loop {
+        let feed: Value = client
+            .get(format!("{base_url}/v1/events?after={after}&limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = feed["events"].as_array().unwrap();
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            let seq = e["seq"].as_i64().unwrap();
+            assert!(
+                seq > last_seq,
+                "sequence not increasing: {seq} after {last_seq}"
+            );
+            last_seq = seq;
+            let id = e["id"].as_str().unwrap().to_owned();
+            assert!(seen.insert(id.clone()), "event {id} is in the log twice");
+        }
+        after = feed["next_after"].as_i64().unwrap();
+    }
+    let acked = acked_ids.lock().unwrap();
+    assert_eq!(acked.len(), EVENTS);
+    for i in acked.iter() {
+        assert!(
+            seen.contains(&format!("c-{i}")),
+            "acknowledged event c-{i} was lost"
+        );
+    }
+    assert_eq!(seen.len(), EVENTS, "the log holds events nobody sent");
+    if let Some(s) = server.lock().unwrap().take() {
+        s.kill_9();
+    }
+}
+
+#[cfg(unix)]
+async fn sigterm_stops_gracefully(db: crossdock_store::testkit::TestDb) {
+    let server = Server::start(&db.url);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/events", server.base))
+        .header("content-type", "application/json")
+        .body(batch(0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let status = server.terminate();
+    assert!(status.success(), "crossdock exited with {status}");
+    // Everything acknowledged before the signal is there after a restart.
+    let server = Server::start(&db.url);
+    let feed: Value = client
+        .get(format!("{}/v1/events?limit=1000", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["events"].as_array().unwrap().len(), BATCH);
+    server.kill_9();
+}

@@ -1,0 +1,8 @@
+//! The integration tests of the `crossdock` binary: the real application on port 0 with a fresh
+//! database per test (SQLite always, PostgreSQL when `CROSSDOCK_TEST_POSTGRES_URL` is set), and
+//! real processes for the crash tests.
+
+mod crash;
+mod delivery;
+mod events;
+mod helpers;
