@@ -46,36 +46,47 @@ pub type ActivityKey = (String, String);
 /// The change a batch of events makes to the projection.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActivityDelta {
-    pub entries: BTreeMap<ActivityKey, ActivityEntry>,
+    // Nested by source, then type, so a lookup by borrowed names allocates nothing.
+    by_source: BTreeMap<String, BTreeMap<String, ActivityEntry>>,
 }
 
 impl ActivityDelta {
     pub fn apply(&mut self, event: &StoredEvent) {
-        let entry = ActivityEntry::of(event);
-        let key = (event.event.source(), event.event.kind());
-        // Look up by borrowed parts first so a hot key costs no allocation.
-        if let Some(existing) = self
-            .entries
-            .iter_mut()
-            .find(|((s, k), _)| s == key.0 && k == key.1)
-            .map(|(_, v)| v)
-        {
-            *existing = existing.merge(entry);
-            return;
-        }
-        self.entries
-            .insert((key.0.to_owned(), key.1.to_owned()), entry);
+        self.merge_entry(
+            event.event.source(),
+            event.event.kind(),
+            ActivityEntry::of(event),
+        );
     }
 
-    pub fn merge_entry(&mut self, key: ActivityKey, entry: ActivityEntry) {
-        self.entries
-            .entry(key)
-            .and_modify(|e| *e = e.merge(entry))
-            .or_insert(entry);
+    pub fn merge_entry(&mut self, source: &str, kind: &str, entry: ActivityEntry) {
+        let kinds = match self.by_source.get_mut(source) {
+            Some(kinds) => kinds,
+            None => self.by_source.entry(source.to_owned()).or_default(),
+        };
+        match kinds.get_mut(kind) {
+            Some(existing) => *existing = existing.merge(entry),
+            None => {
+                kinds.insert(kind.to_owned(), entry);
+            }
+        }
+    }
+
+    /// Every `(source, type)` and its entry, in order.
+    pub fn iter(&self) -> impl Iterator<Item = ((&str, &str), &ActivityEntry)> {
+        self.by_source.iter().flat_map(|(source, kinds)| {
+            kinds
+                .iter()
+                .map(move |(kind, entry)| ((source.as_str(), kind.as_str()), entry))
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_source.values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.by_source.is_empty()
     }
 }
 

@@ -309,11 +309,11 @@ impl PgStore {
         match writes {
             ProjectionWrites::None => {}
             ProjectionWrites::SourceActivity(delta) => {
-                let n = delta.entries.len();
+                let n = delta.len();
                 let (mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n));
                 let (mut first, mut last) = (Vec::with_capacity(n), Vec::with_capacity(n));
                 let (mut first_at, mut last_at) = (Vec::with_capacity(n), Vec::with_capacity(n));
-                for ((source, kind), e) in delta.entries {
+                for ((source, kind), e) in delta.iter() {
                     sources.push(source);
                     kinds.push(kind);
                     first.push(e.first_seq);
@@ -994,52 +994,42 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
         .execute(&mut *tx)
         .await
         .map_err(pgerr("lock the event log"))?;
+    // A statement of its own, after the lock: its snapshot sees the previous holder's commit.
     let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
         .fetch_one(&mut *tx)
         .await
         .map_err(pgerr("read log head"))?;
-    let total: usize = group.iter().map(|r| r.events.len()).sum();
-    let (mut sources, mut ids) = (Vec::with_capacity(total), Vec::with_capacity(total));
-    for e in group.iter().flat_map(|r| &r.events) {
-        sources.push(e.source());
-        ids.push(e.id());
-    }
-    let existing: Vec<(String, String)> = sqlx::query_as(
-        "SELECT e.source, e.id FROM events e JOIN UNNEST($1::text[], $2::text[]) AS t(source, id) \
-         ON e.source = t.source AND e.id = t.id",
-    )
-    .bind(&sources)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(pgerr("check for duplicates"))?;
-    let mut seen: HashSet<(&str, &str)> = existing
-        .iter()
-        .map(|(s, i)| (s.as_str(), i.as_str()))
-        .collect();
 
-    let mut next = head;
+    // Every event not repeated within the group gets the next number; the insert then skips
+    // those already in the log. Its unique index decides, whatever the table's statistics say,
+    // and a skipped event leaves a gap in the numbers.
+    let total: usize = group.iter().map(|r| r.events.len()).sum();
+    let mut in_group: HashSet<(&str, &str)> = HashSet::with_capacity(total);
     let mut cols = EventColumns::with_capacity(total);
-    let mut outcomes = Vec::with_capacity(group.len());
+    let mut planned: Vec<Vec<Option<i64>>> = Vec::with_capacity(group.len());
+    let mut next = head;
     for request in group {
-        let mut results = Vec::with_capacity(request.events.len());
+        let mut seqs = Vec::with_capacity(request.events.len());
         for e in &request.events {
-            if !seen.insert((e.source(), e.id())) {
-                results.push(AppendResult::Duplicate);
-                continue;
+            if in_group.insert((e.source(), e.id())) {
+                next += 1;
+                cols.push(next, e, request.now);
+                seqs.push(Some(next));
+            } else {
+                seqs.push(None);
             }
-            next += 1;
-            cols.push(next, e, request.now);
-            results.push(AppendResult::Appended(next));
         }
-        outcomes.push(AppendOutcome { results });
+        planned.push(seqs);
     }
-    if !cols.seq.is_empty() {
-        sqlx::query(
+    let inserted: HashSet<i64> = if cols.seq.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar(
             "INSERT INTO events (seq, source, id, kind, subject, time, datacontenttype, dataschema, data, \
              data_base64, extensions, correlation_id, causation_id, recorded_at) \
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-             $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::bigint[])",
+             $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::bigint[]) \
+             ON CONFLICT (source, id) DO NOTHING RETURNING seq",
         )
         .bind(cols.seq)
         .bind(cols.source)
@@ -1055,12 +1045,25 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
         .bind(cols.correlation_id)
         .bind(cols.causation_id)
         .bind(cols.recorded_at)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(pgerr("append events"))?;
-    }
+        .map_err(pgerr("append events"))?
+        .into_iter()
+        .collect()
+    };
     tx.commit().await.map_err(pgerr("commit append"))?;
-    Ok(outcomes)
+    Ok(planned
+        .into_iter()
+        .map(|seqs| AppendOutcome {
+            results: seqs
+                .into_iter()
+                .map(|seq| match seq {
+                    Some(seq) if inserted.contains(&seq) => AppendResult::Appended(seq),
+                    _ => AppendResult::Duplicate,
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 /// Events laid out column by column for one `UNNEST` insert.

@@ -514,7 +514,7 @@ impl SqliteStore {
                              last_recorded_at = max(last_recorded_at, excluded.last_recorded_at)",
                         )
                         .map_err(db("write source activity"))?;
-                    for ((source, kind), e) in &delta.entries {
+                    for ((source, kind), e) in delta.iter() {
                         stmt.execute(params![
                             source,
                             kind,
@@ -1191,6 +1191,22 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         for job in jobs {
             job.finish(Err(err.clone()));
         }
+        return;
+    }
+    if jobs.len() == 1 {
+        // Alone in its transaction, a job needs no savepoint: a failure rolls everything back.
+        let mut job = jobs.remove(0);
+        let outcome = if job.run(conn) {
+            conn.execute_batch("COMMIT")
+                .map_err(|e| StoreError::Unavailable(format!("commit failed: {e}")))
+        } else {
+            conn.execute_batch("ROLLBACK")
+                .map_err(|e| StoreError::Unavailable(format!("rollback failed: {e}")))
+        };
+        if outcome.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        job.finish(outcome);
         return;
     }
     // A job whose savepoint cannot be opened is not run: it could not be rolled back alone.

@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Events per append (and rows per commit in the baseline).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Rounds of the store figures; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Concurrent connections for the HTTP figure.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -113,25 +116,33 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<()> {
     if matches!(args.scenario, Scenario::Store | Scenario::All) {
         let events = make_events(args.events)?;
-        let raw = baseline::raw_sqlite(
-            &run_dir.join("raw.db"),
-            &events,
-            args.batch,
-            args.durability == BenchDurability::Full,
-        )?;
-        let ours = store_figures(
-            args,
-            &run_dir.join("crossdock.db").display().to_string(),
-            &events,
-        )
-        .await?;
-        report("SQLite", &ours, &raw);
+        // Rounds alternate baseline and crossdock on fresh files, so both see the same machine.
+        let mut rounds = Vec::new();
+        for round in 0..args.rounds.max(1) {
+            let raw = baseline::raw_sqlite(
+                &run_dir.join(format!("raw-{round}.db")),
+                &events,
+                args.batch,
+                args.durability == BenchDurability::Full,
+            )?;
+            let db = run_dir
+                .join(format!("crossdock-{round}.db"))
+                .display()
+                .to_string();
+            let ours = store_figures(args, &db, &events).await?;
+            rounds.push((ours, raw));
+        }
+        report("SQLite", &rounds);
         if let Some(url) = &args.postgres {
-            let schema = ScratchSchema::create(url, "bench").await?;
-            let raw = baseline::raw_postgres(&schema.url, &events, args.batch).await;
-            let ours = store_figures(args, &schema.url, &events).await;
-            schema.drop().await;
-            report("PostgreSQL", &ours?, &raw?);
+            let mut rounds = Vec::new();
+            for _ in 0..args.rounds.max(1) {
+                let schema = ScratchSchema::create(url, "bench").await?;
+                let raw = baseline::raw_postgres(&schema.url, &events, args.batch).await;
+                let ours = store_figures(args, &schema.url, &events).await;
+                schema.drop().await;
+                rounds.push((ours?, raw?));
+            }
+            report("PostgreSQL", &rounds);
         }
     }
     if matches!(args.scenario, Scenario::Http | Scenario::All) {
@@ -256,22 +267,48 @@ async fn rebuild(state: &AppState) -> anyhow::Result<f64> {
     Ok(rate(applied, elapsed))
 }
 
-fn report(backend: &str, ours: &Figures, raw: &Baseline) {
-    println!("\n{backend}: events/s (crossdock | baseline | ratio)");
-    let line = |name: &str, ours: f64, base: f64| {
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Prints the median of each figure over the rounds, and the median of the per-round ratios.
+fn report(backend: &str, rounds: &[(Figures, Baseline)]) {
+    println!(
+        "\n{backend}: events/s, median of {} rounds (crossdock | baseline | median ratio)",
+        rounds.len()
+    );
+    let line = |name: &str, ours: &dyn Fn(&Figures) -> f64, base: &dyn Fn(&Baseline) -> f64| {
+        let ratio = median(
+            rounds
+                .iter()
+                .map(|(o, b)| ours(o) / base(b).max(1e-9))
+                .collect(),
+        );
         println!(
-            "  {name:<36} {ours:>12.0} | {base:>12.0} | {:>5.2}",
-            ours / base.max(1e-9)
+            "  {name:<40} {:>10.0} | {:>10.0} | {ratio:>5.2}",
+            median(rounds.iter().map(|(o, _)| ours(o)).collect()),
+            median(rounds.iter().map(|(_, b)| base(b)).collect()),
         );
     };
-    line("durable batch ingest (store)", ours.ingest, raw.ingest);
+    line("durable batch ingest (store)", &|o| o.ingest, &|b| b.ingest);
     line(
         "durable batch ingest (JSON parse+store)",
-        ours.api_ingest,
-        raw.ingest,
+        &|o| o.api_ingest,
+        &|b| b.ingest,
     );
-    line("re-ingest, all duplicates", ours.duplicates, raw.duplicates);
-    line("projection rebuild by replay", ours.rebuild, raw.scan);
+    line("re-ingest, all duplicates", &|o| o.duplicates, &|b| {
+        b.duplicates
+    });
+    line(
+        "projection rebuild by replay (vs scan)",
+        &|o| o.rebuild,
+        &|b| b.scan,
+    );
 }
 
 /// Single-event POSTs, each durable before its 202, over keep-alive connections.

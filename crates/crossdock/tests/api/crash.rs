@@ -73,6 +73,16 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn batch(index: usize) -> Value {
     let events: Vec<Value> = (index * BATCH..(index + 1) * BATCH)
         .map(|i| {
