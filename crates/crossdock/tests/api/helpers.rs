@@ -50,6 +50,9 @@ pub fn test_config(db: &TestDb) -> Config {
     config.store.database = db.url.clone();
     config.server.listen = "127.0.0.1:0".into();
     config.outbox.poll_interval_ms = 10;
+    // Tests jump a manual clock far ahead; a lease must not lapse under a delivery still in
+    // flight in real time (lease expiry has its own tests in the store suite).
+    config.outbox.lease_ms = 24 * 3600 * 1000;
     config
 }
 

@@ -1,0 +1,175 @@
+//! The command line, run as a user would: the real binary against a fresh database.
+
+use std::process::Command;
+
+use crossdock_core::{FailureDecision, RetryPolicy, Timestamp};
+use crossdock_store::testkit::TestDb;
+use crossdock_store::{ClaimRequest, DeliveryFailure, NewAction};
+
+crate::backend_tests!(
+    migrate_applies_the_schema_once,
+    dlq_commands_list_replay_and_drop,
+    replay_moves_a_consumer_and_names_unknown_ones,
+);
+
+/// Runs `crossdock ARGS --database DB` in an empty directory; returns (success, stdout, stderr).
+fn crossdock(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_crossdock"))
+        .args(args)
+        .args(["--database", &db.url])
+        .current_dir(dir.path())
+        .env("CROSSDOCK_LOG", "warn")
+        .output()
+        .expect("run crossdock");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn migrate_applies_the_schema_once(db: TestDb) {
+    let (ok, out, err) = crossdock(&db, &["migrate"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("applied migration 1 (foundation)"), "{out}");
+    let (ok, out, _) = crossdock(&db, &["migrate"]);
+    assert!(ok);
+    assert!(out.contains("schema is current (version 1)"), "{out}");
+}
+
+async fn dlq_commands_list_replay_and_drop(db: TestDb) {
+    let store = db.open().await;
+    let now = Timestamp::from_unix_micros(1_800_000_000_000_000);
+    let actions = (1..=2)
+        .map(|i| NewAction {
+            target: "erp".into(),
+            idempotency_key: format!("invoice-{i}"),
+            coalesce_key: None,
+            priority: 0,
+            payload: format!(r#"{{"invoice":{i}}}"#),
+            not_before: now,
+            correlation_id: None,
+            causation_id: None,
+        })
+        .collect();
+    store.enqueue(actions, now).await.unwrap();
+    let claim = ClaimRequest {
+        target: "erp",
+        limit: 10,
+        in_flight_max: 10,
+        lease_ms: 1000,
+        policy: RetryPolicy::default(),
+        now,
+    };
+    let mut ids = Vec::new();
+    for a in store.claim(claim).await.unwrap() {
+        ids.push(a.id);
+        let failure = DeliveryFailure {
+            id: a.id,
+            attempt: a.attempt,
+            error: "HTTP 400: unknown customer".into(),
+            decision: FailureDecision::DeadLetter,
+            now,
+        };
+        store.fail(failure).await.unwrap();
+    }
+    store.close().await;
+    ids.sort_unstable();
+
+    let (ok, out, err) = crossdock(&db, &["dlq", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("invoice-1") && out.contains("unknown customer"),
+        "{out}"
+    );
+    let (ok, out, err) = crossdock(&db, &["dlq", "replay", &ids[0].to_string()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pending again"), "{out}");
+    let (ok, _, err) = crossdock(&db, &["dlq", "replay", &ids[0].to_string()]);
+    assert!(!ok && err.contains("not in the dead-letter queue"), "{err}");
+    let (ok, _, err) = crossdock(&db, &["dlq", "drop", &ids[1].to_string()]);
+    assert!(!ok && err.contains("--reason"), "{err}");
+    let (ok, out, err) = crossdock(
+        &db,
+        &[
+            "dlq",
+            "drop",
+            &ids[1].to_string(),
+            "--reason",
+            "customer merged",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("dropped"), "{out}");
+    let (ok, out, _) = crossdock(&db, &["dlq", "list"]);
+    assert!(ok && out.contains("empty"), "{out}");
+}
+
+async fn replay_moves_a_consumer_and_names_unknown_ones(db: TestDb) {
+    let store = db.open().await;
+    let now = Timestamp::from_unix_micros(1_800_000_000_000_000);
+    store
+        .reset_consumer("source_activity", 42, now)
+        .await
+        .unwrap();
+    store.close().await;
+    let (ok, out, err) = crossdock(
+        &db,
+        &["replay", "--consumer", "source_activity", "--from", "10"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("moved from 42 to 10"), "{out}");
+    let (ok, _, err) = crossdock(&db, &["replay", "--consumer", "nobody", "--from", "0"]);
+    assert!(
+        !ok && err.contains("known consumers: source_activity"),
+        "{err}"
+    );
+    let (ok, _, err) = crossdock(&db, &["replay", "--consumer", "source_activity"]);
+    assert!(!ok && err.contains("--from SEQ"), "{err}");
+    let (ok, out, err) = crossdock(
+        &db,
+        &["replay", "--consumer", "source_activity", "--rebuild"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("state cleared"), "{out}");
+    let (ok, _, err) = crossdock(
+        &db,
+        &[
+            "replay",
+            "--consumer",
+            "source_activity",
+            "--from-time",
+            "noon",
+        ],
+    );
+    assert!(!ok && err.contains("RFC 3339"), "{err}");
+}
+
+#[test]
+fn config_check_names_unknown_keys_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |file: &str| {
+        std::fs::write(dir.path().join("crossdock.toml"), file).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_crossdock"))
+            .args(["config", "check"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run("[server]\nlisen = \"127.0.0.1:1\"\n");
+    assert!(!ok && err.contains("unknown field `lisen`"), "{err}");
+    let (ok, out, err) = run(
+        "[store]\ndatabase = \"postgres://app:hunter2@db/crossdock\"\n\
+         [targets.crm]\nkind = \"webhook\"\nurl = \"https://crm.example/hook\"\n\
+         headers = { authorization = \"Bearer s3cret\" }\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("crossdock.toml (valid)"), "{out}");
+    assert!(!out.contains("hunter2") && !out.contains("s3cret"), "{out}");
+}
