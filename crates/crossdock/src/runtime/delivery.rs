@@ -262,3 +262,29 @@ async fn record_failure(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_starts_no_more_than_the_rate() {
+        let mut pacer = Pacer::new(5);
+        let start = tokio::time::Instant::now();
+        for _ in 0..11 {
+            pacer.wait().await;
+        }
+        // The first start is immediate; ten more at 200 ms intervals.
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_of_zero_means_no_pacing() {
+        let mut pacer = Pacer::new(0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..100 {
+            pacer.wait().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
