@@ -4,7 +4,8 @@
 //! are serialized by a transaction-scoped advisory lock, inside which the next sequence numbers
 //! are taken: a transaction becomes visible before it releases the lock, so sequence numbers
 //! become visible in order and a reader following `seq > last` never skips a row that commits
-//! late. Outbox claims are serialized per target by another advisory lock, which makes the
+//! late. Numbers always increase; one planned for an event that proves to be a duplicate is
+//! skipped, so the log may have gaps (SQLite's has none). Outbox claims are serialized per target by another advisory lock, which makes the
 //! per-target in-flight limit exact across nodes.
 
 use std::collections::HashSet;
@@ -1021,36 +1022,34 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
         }
         planned.push(seqs);
     }
-    let inserted: HashSet<i64> = if cols.seq.is_empty() {
-        HashSet::new()
-    } else {
-        sqlx::query_scalar(
+    let mut inserted: HashSet<i64> = HashSet::with_capacity(cols.seq.len());
+    for range in cols.chunks(STATEMENT_BYTES_MAX) {
+        let seqs: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO events (seq, source, id, kind, subject, time, datacontenttype, dataschema, data, \
              data_base64, extensions, correlation_id, causation_id, recorded_at) \
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
              $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::bigint[]) \
              ON CONFLICT (source, id) DO NOTHING RETURNING seq",
         )
-        .bind(cols.seq)
-        .bind(cols.source)
-        .bind(cols.id)
-        .bind(cols.kind)
-        .bind(cols.subject)
-        .bind(cols.time)
-        .bind(cols.datacontenttype)
-        .bind(cols.dataschema)
-        .bind(cols.data)
-        .bind(cols.data_base64)
-        .bind(cols.extensions)
-        .bind(cols.correlation_id)
-        .bind(cols.causation_id)
-        .bind(cols.recorded_at)
+        .bind(&cols.seq[range.clone()])
+        .bind(&cols.source[range.clone()])
+        .bind(&cols.id[range.clone()])
+        .bind(&cols.kind[range.clone()])
+        .bind(&cols.subject[range.clone()])
+        .bind(&cols.time[range.clone()])
+        .bind(&cols.datacontenttype[range.clone()])
+        .bind(&cols.dataschema[range.clone()])
+        .bind(&cols.data[range.clone()])
+        .bind(&cols.data_base64[range.clone()])
+        .bind(&cols.extensions[range.clone()])
+        .bind(&cols.correlation_id[range.clone()])
+        .bind(&cols.causation_id[range.clone()])
+        .bind(&cols.recorded_at[range])
         .fetch_all(&mut *tx)
         .await
-        .map_err(pgerr("append events"))?
-        .into_iter()
-        .collect()
-    };
+        .map_err(pgerr("append events"))?;
+        inserted.extend(seqs);
+    }
     tx.commit().await.map_err(pgerr("commit append"))?;
     Ok(planned
         .into_iter()
@@ -1065,6 +1064,16 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
         })
         .collect())
 }
+
+/// The largest insert statement, in bytes of parameters, sent in one piece.
+///
+/// sqlx 0.9.0 leaves Nagle's algorithm on (transact-rs/sqlx#4335): a message larger than the
+/// socket's initial send buffer (16 KiB on Linux) goes out in two writes, and the second waits
+/// for the server's delayed acknowledgement, about 40 ms. Statements below the buffer size go in
+/// one write and never wait. Remove this split when sqlx sets `TCP_NODELAY` again.
+const STATEMENT_BYTES_MAX: usize = 12 * 1024;
+/// Per-row bytes of array framing and fixed-width values, estimated.
+const ROW_OVERHEAD_BYTES: usize = 14 * 4 + 3 * 8 + 1;
 
 /// Events laid out column by column for one `UNNEST` insert.
 struct EventColumns<'a> {
@@ -1085,6 +1094,36 @@ struct EventColumns<'a> {
 }
 
 impl<'a> EventColumns<'a> {
+    /// Splits the rows into runs whose encoded size stays under `bytes_max` (a row larger than
+    /// that runs alone).
+    fn chunks(&self, bytes_max: usize) -> Vec<std::ops::Range<usize>> {
+        let mut ranges = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for i in 0..self.seq.len() {
+            let len = |v: Option<&str>| v.map_or(0, str::len);
+            let row = ROW_OVERHEAD_BYTES
+                + self.source[i].len()
+                + self.id[i].len()
+                + self.kind[i].len()
+                + len(self.subject[i])
+                + len(self.datacontenttype[i])
+                + len(self.dataschema[i])
+                + len(self.data[i])
+                + len(self.extensions[i])
+                + len(self.correlation_id[i])
+                + len(self.causation_id[i]);
+            if i > start && bytes + row > bytes_max {
+                ranges.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += row;
+        }
+        if start < self.seq.len() {
+            ranges.push(start..self.seq.len());
+        }
+        ranges
+    }
+
     fn with_capacity(n: usize) -> Self {
         EventColumns {
             seq: Vec::with_capacity(n),

@@ -137,6 +137,12 @@ fn open_connection(path: &str, durability: Durability, read_only: bool) -> Resul
 impl SqliteStore {
     pub(crate) async fn open(options: &StoreOptions) -> Result<Self> {
         let path = sqlite_path(&options.database).to_owned();
+        if path == ":memory:" || path.contains("mode=memory") {
+            // Every connection would see a different, empty database.
+            return Err(StoreError::Invalid(
+                "an in-memory SQLite database cannot be shared by the writer and the readers; give a file path".into(),
+            ));
+        }
         let durability = options.durability;
         let group_max = options.group_commit_events_max.max(1);
         let (tx, rx) = mpsc::channel(options.write_queue_max.max(1));

@@ -35,6 +35,7 @@ macro_rules! store_tests {
 store_tests!(
     appended_events_read_back_exactly_in_sequence,
     duplicate_appends_change_nothing,
+    a_large_batch_keeps_every_event_once_and_in_order,
     duplicates_are_still_detected_after_reopening,
     concurrent_appenders_never_duplicate_an_event_or_a_sequence_number,
     a_reader_following_the_log_never_skips_a_late_commit,
@@ -118,6 +119,37 @@ async fn duplicate_appends_change_nothing(db: &TestDb) {
     let all = store.read_events(0, 100).await.unwrap();
     assert_eq!(all.len(), 5);
     assert_eq!(all[3].recorded_at, at(1));
+}
+
+async fn a_large_batch_keeps_every_event_once_and_in_order(db: &TestDb) {
+    let store = db.open().await;
+    let padding = "p".repeat(1000);
+    let big = |i: usize| {
+        let data = serde_json::json!({"n": i, "padding": padding});
+        NewEvent::new(
+            &format!("big-{i}"),
+            "/bulk",
+            "inventory.counted",
+            Some(&data),
+        )
+        .unwrap()
+    };
+    store
+        .append((0..500).map(big).collect(), at(0))
+        .await
+        .unwrap();
+    // 2,000 events of about 1 KiB, a quarter of them already in the log.
+    let outcome = store
+        .append((0..2000).map(big).collect(), at(1))
+        .await
+        .unwrap();
+    assert_eq!((outcome.appended(), outcome.duplicates()), (1500, 500));
+    let all = store.read_events(0, 5000).await.unwrap();
+    assert_eq!(all.len(), 2000);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.event.id(), format!("big-{i}"));
+    }
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
 async fn duplicates_are_still_detected_after_reopening(db: &TestDb) {
