@@ -1151,7 +1151,7 @@ fn action_row(r: &Row<'_>) -> rusqlite::Result<Result<ActionRecord>> {
 fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<WriterMessage>, group_max: usize) {
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     while shutdown.is_none() {
-        let Some(first) = rx.blocking_recv() else {
+        let Some(first) = next_message(&mut rx) else {
             break;
         };
         let mut jobs: Vec<Box<dyn Job>> = Vec::new();
@@ -1189,6 +1189,23 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<WriterMessage>, group_m
     if let Some(done) = shutdown {
         let _ = done.send(());
     }
+}
+
+/// How long the writer keeps looking for the next job before it sleeps. A caller that appends
+/// batch after batch sends its next one within this time; catching it awake saves a thread
+/// wake-up per commit, which costs more than this on a busy virtual machine.
+const WRITER_LINGER: std::time::Duration = std::time::Duration::from_micros(300);
+
+fn next_message(rx: &mut mpsc::Receiver<WriterMessage>) -> Option<WriterMessage> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < WRITER_LINGER {
+        match rx.try_recv() {
+            Ok(message) => return Some(message),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+    rx.blocking_recv()
 }
 
 fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {

@@ -116,29 +116,43 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<()> {
     if matches!(args.scenario, Scenario::Store | Scenario::All) {
         let events = make_events(args.events)?;
-        // Rounds alternate baseline and crossdock on fresh files, so both see the same machine.
+        // Each round runs the baseline and crossdock on fresh files, taking turns at going first
+        // so that neither always inherits the other's disk write-back.
         let mut rounds = Vec::new();
         for round in 0..args.rounds.max(1) {
-            let raw = baseline::raw_sqlite(
-                &run_dir.join(format!("raw-{round}.db")),
-                &events,
-                args.batch,
-                args.durability == BenchDurability::Full,
-            )?;
+            let raw_path = run_dir.join(format!("raw-{round}.db"));
+            let full = args.durability == BenchDurability::Full;
             let db = run_dir
                 .join(format!("crossdock-{round}.db"))
                 .display()
                 .to_string();
-            let ours = store_figures(args, &db, &events).await?;
+            let (ours, raw) = if round % 2 == 0 {
+                let raw = baseline::raw_sqlite(&raw_path, &events, args.batch, full)?;
+                (store_figures(args, &db, &events).await?, raw)
+            } else {
+                let ours = store_figures(args, &db, &events).await?;
+                (
+                    ours,
+                    baseline::raw_sqlite(&raw_path, &events, args.batch, full)?,
+                )
+            };
             rounds.push((ours, raw));
         }
         report("SQLite", &rounds);
         if let Some(url) = &args.postgres {
             let mut rounds = Vec::new();
-            for _ in 0..args.rounds.max(1) {
+            for round in 0..args.rounds.max(1) {
                 let schema = ScratchSchema::create(url, "bench").await?;
-                let raw = baseline::raw_postgres(&schema.url, &events, args.batch).await;
-                let ours = store_figures(args, &schema.url, &events).await;
+                let (ours, raw) = if round % 2 == 0 {
+                    let raw = baseline::raw_postgres(&schema.url, &events, args.batch).await;
+                    (store_figures(args, &schema.url, &events).await, raw)
+                } else {
+                    let ours = store_figures(args, &schema.url, &events).await;
+                    (
+                        ours,
+                        baseline::raw_postgres(&schema.url, &events, args.batch).await,
+                    )
+                };
                 schema.drop().await;
                 rounds.push((ours?, raw?));
             }
