@@ -44,7 +44,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     batch: usize,
     /// Rounds of the store figures; medians are reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Concurrent connections for the HTTP figure.
     #[arg(long, default_value_t = 64)]
@@ -297,16 +297,17 @@ fn report(backend: &str, rounds: &[(Figures, Baseline)]) {
         rounds.len()
     );
     let line = |name: &str, ours: &dyn Fn(&Figures) -> f64, base: &dyn Fn(&Baseline) -> f64| {
-        let ratio = median(
-            rounds
-                .iter()
-                .map(|(o, b)| ours(o) / base(b).max(1e-9))
-                .collect(),
-        );
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .map(|(o, b)| ours(o) / base(b).max(1e-9))
+            .collect();
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "  {name:<40} {:>10.0} | {:>10.0} | {ratio:>5.2}",
+            "  {name:<40} {:>10.0} | {:>10.0} | {:>5.2}  (rounds: {})",
             median(rounds.iter().map(|(o, _)| ours(o)).collect()),
             median(rounds.iter().map(|(_, b)| base(b)).collect()),
+            median(ratios),
+            each.join(" ")
         );
     };
     line("durable batch ingest (store)", &|o| o.ingest, &|b| b.ingest);
