@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossdock_core::{EventData, NewEvent, Timestamp};
 
+use crate::sqlite::{INSERT_EVENT, insert_event};
 use crate::{Result, StoreError};
 
 /// Events per second: plain inserts, the same inserts again (all duplicates), a plain scan.
@@ -28,11 +29,10 @@ fn pg(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("baseline: {e}"))
 }
 
-const RAW_INSERT: &str = "INSERT INTO events (source, id, kind, subject, time, datacontenttype, dataschema, data, \
-     data_base64, extensions, correlation_id, causation_id, recorded_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (source, id) DO NOTHING";
+const RECORDED_AT: Timestamp = Timestamp::from_unix_micros(1_800_000_000_000_000);
 
-/// The same rows into the same schema with rusqlite, one transaction per batch, WAL mode,
+/// The same rows into the same schema with the same statement, one transaction per batch, on the
+/// caller's thread (no writer thread, no group commit, no savepoints), WAL mode,
 /// `synchronous=FULL` (or `NORMAL` when `full_sync` is false).
 pub fn raw_sqlite(
     path: &std::path::Path,
@@ -55,23 +55,9 @@ pub fn raw_sqlite(
         for chunk in events.chunks(batch.max(1)) {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             {
-                let mut stmt = conn.prepare_cached(RAW_INSERT)?;
+                let mut stmt = conn.prepare_cached(INSERT_EVENT)?;
                 for e in chunk {
-                    stmt.execute(rusqlite::params![
-                        e.source(),
-                        e.id(),
-                        e.kind(),
-                        e.subject(),
-                        e.time().map(Timestamp::unix_micros),
-                        e.datacontenttype(),
-                        e.dataschema(),
-                        e.data().map(EventData::as_text),
-                        false,
-                        e.extensions(),
-                        e.correlation_id(),
-                        e.causation_id(),
-                        1_800_000_000_000_000i64,
-                    ])?;
+                    insert_event(&mut stmt, e, RECORDED_AT)?;
                 }
             }
             conn.execute_batch("COMMIT")?;

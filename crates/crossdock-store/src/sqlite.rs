@@ -373,31 +373,11 @@ impl SqliteStore {
     ) -> Result<AppendOutcome> {
         self.write(events.len(), move |conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO events (source, id, kind, subject, time, datacontenttype, dataschema, data, \
-                     data_base64, extensions, correlation_id, causation_id, recorded_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (source, id) DO NOTHING",
-                )
+                .prepare_cached(INSERT_EVENT)
                 .map_err(db("prepare append"))?;
             let mut results = Vec::with_capacity(events.len());
             for e in &events {
-                let changed = stmt
-                    .execute(params![
-                        e.source(),
-                        e.id(),
-                        e.kind(),
-                        e.subject(),
-                        e.time().map(Timestamp::unix_micros),
-                        e.datacontenttype(),
-                        e.dataschema(),
-                        e.data().map(EventData::as_text),
-                        e.data().is_some_and(EventData::is_base64),
-                        e.extensions(),
-                        e.correlation_id(),
-                        e.causation_id(),
-                        now.unix_micros(),
-                    ])
-                    .map_err(db("append event"))?;
+                let changed = insert_event(&mut stmt, e, now).map_err(db("append event"))?;
                 results.push(if changed == 1 {
                     AppendResult::Appended(conn.last_insert_rowid())
                 } else {
@@ -972,6 +952,34 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Appends one event unless its `(source, id)` is already in the log.
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (source, id, kind, subject, time, datacontenttype, \
+     dataschema, data, data_base64, extensions, correlation_id, causation_id, recorded_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (source, id) DO NOTHING";
+
+/// Runs [`INSERT_EVENT`] for one event; returns the number of rows inserted (0 or 1).
+pub(crate) fn insert_event(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    e: &NewEvent,
+    recorded_at: Timestamp,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        e.source(),
+        e.id(),
+        e.kind(),
+        e.subject(),
+        e.time().map(Timestamp::unix_micros),
+        e.datacontenttype(),
+        e.dataschema(),
+        e.data().map(EventData::as_text),
+        e.data().is_some_and(EventData::is_base64),
+        e.extensions(),
+        e.correlation_id(),
+        e.causation_id(),
+        recorded_at.unix_micros(),
+    ])
 }
 
 /// Records a failed or abandoned attempt and applies the retry decision.

@@ -439,6 +439,24 @@ fn claim_request(limit: usize, in_flight_max: usize, now: Timestamp) -> ClaimReq
     }
 }
 
+/// Records a failed delivery of `claimed`; `true` if the store accepted it.
+async fn fail(
+    store: &Store,
+    claimed: &ClaimedAction,
+    error: impl Into<String>,
+    decision: FailureDecision,
+    now: Timestamp,
+) -> bool {
+    let failure = DeliveryFailure {
+        id: claimed.id,
+        attempt: claimed.attempt,
+        error: error.into(),
+        decision,
+        now,
+    };
+    store.fail(failure).await.unwrap()
+}
+
 const POLICY: RetryPolicy = RetryPolicy {
     attempts_max: 3,
     backoff_base_ms: 1000,
@@ -561,14 +579,16 @@ async fn a_coalesced_action_waits_while_its_predecessor_is_in_flight(db: &TestDb
             .is_empty()
     );
     // v1 fails and would retry, but v2 is newer: v1 is superseded instead.
-    let failure = DeliveryFailure {
-        id: first[0].id,
-        attempt: first[0].attempt,
-        error: "503".into(),
-        decision: FailureDecision::RetryAt(at(4)),
-        now: at(4),
-    };
-    assert!(store.fail(failure).await.unwrap());
+    assert!(
+        fail(
+            &store,
+            &first[0],
+            "503",
+            FailureDecision::RetryAt(at(4)),
+            at(4)
+        )
+        .await
+    );
     assert_eq!(
         store.action(first[0].id).await.unwrap().unwrap().status,
         ActionStatus::Superseded
@@ -648,14 +668,14 @@ async fn dead_letters_replay_once_or_drop_with_a_reason(db: &TestDb) {
         .await
         .unwrap();
     for claimed in store.claim(claim_request(10, 10, at(0))).await.unwrap() {
-        let failure = DeliveryFailure {
-            id: claimed.id,
-            attempt: claimed.attempt,
-            error: "400 bad request".into(),
-            decision: FailureDecision::DeadLetter,
-            now: at(1),
-        };
-        store.fail(failure).await.unwrap();
+        fail(
+            &store,
+            &claimed,
+            "400 bad request",
+            FailureDecision::DeadLetter,
+            at(1),
+        )
+        .await;
     }
     let dead = store
         .dead_letters(DeadLetterQuery {
@@ -729,14 +749,14 @@ async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
         .await
         .unwrap()
         .remove(0);
-    let failure = DeliveryFailure {
-        id: c.id,
-        attempt: c.attempt,
-        error: "timeout".into(),
-        decision: FailureDecision::DeadLetter,
-        now: at(1),
-    };
-    store.fail(failure).await.unwrap();
+    fail(
+        &store,
+        &c,
+        "timeout",
+        FailureDecision::DeadLetter,
+        at(1),
+    )
+    .await;
     store
         .enqueue(vec![action("v2", Some("sku:A"), 0)], at(2))
         .await
@@ -755,14 +775,14 @@ async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
     let (w1, v2): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|a| a.idempotency_key == "w1");
     let (w1, v2) = (w1[0].clone(), v2[0].clone());
     assert!(store.ack(v2.id, v2.attempt, at(4)).await.unwrap());
-    let failure = DeliveryFailure {
-        id: w1.id,
-        attempt: w1.attempt,
-        error: "timeout".into(),
-        decision: FailureDecision::DeadLetter,
-        now: at(5),
-    };
-    store.fail(failure).await.unwrap();
+    fail(
+        &store,
+        &w1,
+        "timeout",
+        FailureDecision::DeadLetter,
+        at(5),
+    )
+    .await;
     store
         .enqueue(vec![action("w2", Some("sku:B"), 0)], at(6))
         .await

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::problem::{self, Problem};
 use super::query::Query;
-use super::{RequestContext, json, path_id};
+use super::{RequestContext, json};
 use crate::app::AppState;
 use crate::ingest::{self, IngestError, PROTOCOL_HTTP_CLOUDEVENTS};
 
@@ -203,12 +203,8 @@ pub(super) async fn inbox_replay(
     Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let id = path_id("id", &id)?;
-    let record = state
-        .store
-        .inbox_get(id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("there is no inbox message {id}")))?;
+    let record = super::ops::inbox_record(&state, &id).await?;
+    let id = record.id;
     if record.message.status == InboxStatus::Processed {
         return Err(Problem::new(
             problem::CONFLICT,

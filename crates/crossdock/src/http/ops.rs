@@ -218,16 +218,21 @@ pub(super) async fn inbox_list(
     ))
 }
 
+/// The inbox message a path names, or the problem that says why there is none.
+pub(super) async fn inbox_record(state: &AppState, id: &str) -> Result<InboxRecord, Problem> {
+    let id = path_id("id", id)?;
+    state
+        .store
+        .inbox_get(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("there is no inbox message {id}")))
+}
+
 pub(super) async fn inbox_get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let id = path_id("id", &id)?;
-    let record = state
-        .store
-        .inbox_get(id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("there is no inbox message {id}")))?;
+    let record = inbox_record(&state, &id).await?;
     Ok(json(StatusCode::OK, &InboxView::of(record, true)))
 }
 
