@@ -749,14 +749,7 @@ async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
         .await
         .unwrap()
         .remove(0);
-    fail(
-        &store,
-        &c,
-        "timeout",
-        FailureDecision::DeadLetter,
-        at(1),
-    )
-    .await;
+    fail(&store, &c, "timeout", FailureDecision::DeadLetter, at(1)).await;
     store
         .enqueue(vec![action("v2", Some("sku:A"), 0)], at(2))
         .await
@@ -775,14 +768,7 @@ async fn a_newer_delivery_resolves_older_dead_letters(db: &TestDb) {
     let (w1, v2): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|a| a.idempotency_key == "w1");
     let (w1, v2) = (w1[0].clone(), v2[0].clone());
     assert!(store.ack(v2.id, v2.attempt, at(4)).await.unwrap());
-    fail(
-        &store,
-        &w1,
-        "timeout",
-        FailureDecision::DeadLetter,
-        at(5),
-    )
-    .await;
+    fail(&store, &w1, "timeout", FailureDecision::DeadLetter, at(5)).await;
     store
         .enqueue(vec![action("w2", Some("sku:B"), 0)], at(6))
         .await
