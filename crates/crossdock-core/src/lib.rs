@@ -3,6 +3,7 @@
 //! This crate is pure. It does no IO, reads no clock and draws no random numbers: the current time
 //! and any randomness arrive as arguments, so every decision it makes can be replayed and tested.
 
+pub mod access;
 pub mod activity;
 pub mod correlation;
 pub mod event;

@@ -12,6 +12,20 @@ macro_rules! inbox_columns {
     };
 }
 
+/// The API key columns both backends select, in the order their row readers expect.
+macro_rules! key_columns {
+    () => {
+        "id, name, secret_sha256, scopes, channel, rate_per_second, burst, created_at, revoked_at"
+    };
+}
+
+/// The audit columns both backends select, in the order their row readers expect.
+macro_rules! audit_columns {
+    () => {
+        "id, at, actor, action, target, outcome, correlation_id, detail"
+    };
+}
+
 /// The outbox columns both backends select, in the order their row readers expect.
 macro_rules! action_columns {
     () => {
@@ -333,6 +347,65 @@ impl Store {
     /// key, unless a newer action with the same coalescing key has replaced it.
     pub async fn replay_dead_letter(&self, id: i64, now: Timestamp) -> Result<ReplayOutcome> {
         dispatch!(self.replay_dead_letter(id, now))
+    }
+
+    // ---- API keys ----
+
+    pub async fn key_create(&self, key: NewApiKey) -> Result<KeyCreateOutcome> {
+        dispatch!(self.key_create(key))
+    }
+
+    pub async fn key_get(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        dispatch!(self.key_get(id))
+    }
+
+    /// Every key, revoked ones included, oldest first.
+    pub async fn keys_list(&self) -> Result<Vec<ApiKeyRecord>> {
+        dispatch!(self.keys_list())
+    }
+
+    /// Revokes the active key with this name; returns its id, or `None` if there is none.
+    pub async fn key_revoke(&self, name: &str, now: Timestamp) -> Result<Option<String>> {
+        dispatch!(self.key_revoke(name, now))
+    }
+
+    // ---- idempotency ----
+
+    /// Claims an idempotency key for a request, or says why the request must not run.
+    pub async fn idempotency_claim(&self, claim: IdempotencyClaim<'_>) -> Result<ClaimOutcome> {
+        dispatch!(self.idempotency_claim(claim))
+    }
+
+    /// Keeps the response of a claimed request for replay.
+    pub async fn idempotency_complete(
+        &self,
+        api_key: &str,
+        key: &str,
+        response: StoredResponse,
+        now: Timestamp,
+    ) -> Result<()> {
+        dispatch!(self.idempotency_complete(api_key, key, response, now))
+    }
+
+    /// Forgets a claim whose request failed in a way worth retrying.
+    pub async fn idempotency_release(&self, api_key: &str, key: &str) -> Result<()> {
+        dispatch!(self.idempotency_release(api_key, key))
+    }
+
+    /// Deletes idempotency records created before `before`.
+    pub async fn purge_idempotency(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        dispatch!(self.purge_idempotency(before, limit))
+    }
+
+    // ---- audit ----
+
+    pub async fn audit_append(&self, entry: AuditEntry) -> Result<i64> {
+        dispatch!(self.audit_append(entry))
+    }
+
+    /// Audit records matching the query, oldest first, after `after_id`.
+    pub async fn audit_list(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+        dispatch!(self.audit_list(query))
     }
 
     /// Gives up on a dead letter for good, recording why.

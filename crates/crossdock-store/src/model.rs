@@ -272,3 +272,101 @@ pub struct OutboxCount {
     pub status: ActionStatus,
     pub count: i64,
 }
+
+/// An API key as created: only a hash of its secret is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// The public key id embedded in the token.
+    pub id: String,
+    /// A unique name among keys that are not revoked.
+    pub name: String,
+    pub secret_sha256: Vec<u8>,
+    /// Comma-separated scopes.
+    pub scopes: String,
+    /// Set for a key that may see only one channel's data.
+    pub channel: Option<String>,
+    pub rate_per_second: Option<u32>,
+    pub burst: Option<u32>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub key: NewApiKey,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyCreateOutcome {
+    Created,
+    /// An active key already has this name.
+    NameTaken,
+}
+
+/// The arguments of [`crate::Store::idempotency_claim`].
+#[derive(Clone, Debug)]
+pub struct IdempotencyClaim<'a> {
+    /// The id of the API key making the request; idempotency keys are scoped per API key.
+    pub api_key: &'a str,
+    pub key: &'a str,
+    /// A hash of the method, path and body: the same key with another request is refused.
+    pub fingerprint: &'a [u8],
+    pub now: Timestamp,
+    /// Records created before this are forgotten (the retention window has passed).
+    pub expired_before: Timestamp,
+    /// An unfinished record created before this belongs to a request that died; it is taken over.
+    pub stale_before: Timestamp,
+}
+
+/// A response kept for replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The caller is the first: run the request, then complete or release the claim.
+    Claimed,
+    /// The same request was completed before: answer with its response.
+    Replay(StoredResponse),
+    /// The same key is being processed right now.
+    InFlight,
+    /// The same key was used with a different request.
+    Mismatch,
+}
+
+/// One administrative or operational action, for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    /// Who: an API key's name, `cli:<user>`, or `system`.
+    pub actor: String,
+    /// What, as `area.verb`: `key.create`, `dead_letter.replay`, `consumer.reset`…
+    pub action: String,
+    /// What it was done to: a key name, an action id, a consumer name.
+    pub target: String,
+    /// `ok`, or a short reason it was refused or failed.
+    pub outcome: String,
+    pub correlation_id: Option<String>,
+    /// More context as JSON text.
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub after_id: i64,
+    pub limit: usize,
+}

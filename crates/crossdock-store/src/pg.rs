@@ -846,6 +846,263 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    // ---- API keys ----
+
+    pub(crate) async fn key_create(&self, k: NewApiKey) -> Result<KeyCreateOutcome> {
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, name, secret_sha256, scopes, channel, rate_per_second, burst, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.secret_sha256)
+        .bind(&k.scopes)
+        .bind(&k.channel)
+        .bind(k.rate_per_second.map(i64::from))
+        .bind(k.burst.map(i64::from))
+        .bind(k.created_at.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(pgerr("create key"))?;
+        Ok(if inserted.rows_affected() == 1 {
+            KeyCreateOutcome::Created
+        } else {
+            KeyCreateOutcome::NameTaken
+        })
+    }
+
+    pub(crate) async fn key_get(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pgerr("read key"))?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    pub(crate) async fn keys_list(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("list keys"))?;
+        rows.iter().map(key_row).collect()
+    }
+
+    pub(crate) async fn key_revoke(&self, name: &str, now: Timestamp) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(name)
+        .bind(now.unix_micros())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pgerr("revoke key"))
+    }
+
+    // ---- idempotency ----
+
+    pub(crate) async fn idempotency_claim(&self, c: IdempotencyClaim<'_>) -> Result<ClaimOutcome> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency (api_key, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (api_key, key) DO NOTHING",
+        )
+        .bind(c.api_key)
+        .bind(c.key)
+        .bind(c.fingerprint)
+        .bind(c.now.unix_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("claim idempotency key"))?;
+        let outcome = if inserted.rows_affected() == 1 {
+            ClaimOutcome::Claimed
+        } else {
+            type Row = (
+                Vec<u8>,
+                i64,
+                Option<i64>,
+                Option<i64>,
+                Option<String>,
+                Option<Vec<u8>>,
+            );
+            let (stored_fp, created_at, completed_at, status, content_type, body): Row = sqlx::query_as(
+                "SELECT fingerprint, created_at, completed_at, status, content_type, body FROM idempotency \
+                 WHERE api_key = $1 AND key = $2 FOR UPDATE",
+            )
+            .bind(c.api_key)
+            .bind(c.key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pgerr("read idempotency record"))?;
+            let reclaim = created_at < c.expired_before.unix_micros()
+                || (stored_fp == c.fingerprint
+                    && completed_at.is_none()
+                    && created_at < c.stale_before.unix_micros());
+            if reclaim {
+                sqlx::query(
+                    "UPDATE idempotency SET fingerprint = $3, created_at = $4, completed_at = NULL, status = NULL, \
+                     content_type = NULL, body = NULL WHERE api_key = $1 AND key = $2",
+                )
+                .bind(c.api_key)
+                .bind(c.key)
+                .bind(c.fingerprint)
+                .bind(c.now.unix_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(pgerr("claim idempotency key"))?;
+                ClaimOutcome::Claimed
+            } else if stored_fp != c.fingerprint {
+                ClaimOutcome::Mismatch
+            } else {
+                match (completed_at, status) {
+                    (Some(_), Some(status)) => ClaimOutcome::Replay(StoredResponse {
+                        status: u16::try_from(status).unwrap_or(500),
+                        content_type,
+                        body: body.unwrap_or_default(),
+                    }),
+                    _ => ClaimOutcome::InFlight,
+                }
+            }
+        };
+        tx.commit()
+            .await
+            .map_err(pgerr("commit idempotency claim"))?;
+        Ok(outcome)
+    }
+
+    pub(crate) async fn idempotency_complete(
+        &self,
+        api_key: &str,
+        key: &str,
+        response: StoredResponse,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE idempotency SET completed_at = $3, status = $4, content_type = $5, body = $6 \
+             WHERE api_key = $1 AND key = $2",
+        )
+        .bind(api_key)
+        .bind(key)
+        .bind(now.unix_micros())
+        .bind(i64::from(response.status))
+        .bind(response.content_type)
+        .bind(response.body)
+        .execute(&self.pool)
+        .await
+        .map_err(pgerr("keep idempotent response"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn idempotency_release(&self, api_key: &str, key: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency WHERE api_key = $1 AND key = $2 AND completed_at IS NULL",
+        )
+        .bind(api_key)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(pgerr("release idempotency key"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn purge_idempotency(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency WHERE ctid IN (SELECT ctid FROM idempotency WHERE created_at < $1 LIMIT $2)",
+        )
+        .bind(before.unix_micros())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(pgerr("purge idempotency records"))?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- audit ----
+
+    pub(crate) async fn audit_append(&self, e: AuditEntry) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, action, target, outcome, correlation_id, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(e.at.unix_micros())
+        .bind(e.actor)
+        .bind(e.action)
+        .bind(e.target)
+        .bind(e.outcome)
+        .bind(e.correlation_id)
+        .bind(e.detail)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pgerr("record audit entry"))
+    }
+
+    pub(crate) async fn audit_list(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE id > $1 AND ($2::text IS NULL OR actor = $2) AND ($3::text IS NULL OR action = $3) \
+             AND ($4::bigint IS NULL OR at >= $4) AND ($5::bigint IS NULL OR at < $5) ORDER BY id LIMIT $6"
+        ))
+        .bind(q.after_id)
+        .bind(q.actor)
+        .bind(q.action)
+        .bind(q.since.map(Timestamp::unix_micros))
+        .bind(q.until.map(Timestamp::unix_micros))
+        .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("list audit entries"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get(0)?,
+                    entry: AuditEntry {
+                        at: Timestamp::from_unix_micros(r.try_get(1)?),
+                        actor: r.try_get(2)?,
+                        action: r.try_get(3)?,
+                        target: r.try_get(4)?,
+                        outcome: r.try_get(5)?,
+                        correlation_id: r.try_get(6)?,
+                        detail: r.try_get(7)?,
+                    },
+                })
+            })
+            .collect::<sqlx::Result<_>>()
+            .map_err(pgerr("list audit entries"))
+    }
+}
+
+fn key_row(r: &PgRow) -> Result<ApiKeyRecord> {
+    let read = || -> sqlx::Result<ApiKeyRecord> {
+        let small = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok());
+        Ok(ApiKeyRecord {
+            key: NewApiKey {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                secret_sha256: r.try_get(2)?,
+                scopes: r.try_get(3)?,
+                channel: r.try_get(4)?,
+                rate_per_second: small(r.try_get(5)?),
+                burst: small(r.try_get(6)?),
+                created_at: Timestamp::from_unix_micros(r.try_get(7)?),
+            },
+            revoked_at: r
+                .try_get::<Option<i64>, _>(8)?
+                .map(Timestamp::from_unix_micros),
+        })
+    };
+    read().map_err(pgerr("read key row"))
+}
+
 /// `outbox_attempts` columns: attempt, started, finished, outcome, error.
 type AttemptRow = (i64, i64, Option<i64>, String, Option<String>);
 

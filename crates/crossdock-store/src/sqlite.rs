@@ -954,6 +954,278 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    // ---- API keys ----
+
+    pub(crate) async fn key_create(&self, k: NewApiKey) -> Result<KeyCreateOutcome> {
+        self.write(1, move |conn| {
+            let taken: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM api_keys WHERE name = ?1 AND revoked_at IS NULL)",
+                    [&k.name],
+                    |r| r.get(0),
+                )
+                .map_err(db("check key name"))?;
+            if taken {
+                return Ok(KeyCreateOutcome::NameTaken);
+            }
+            conn.execute(
+                "INSERT INTO api_keys (id, name, secret_sha256, scopes, channel, rate_per_second, burst, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    k.id,
+                    k.name,
+                    k.secret_sha256,
+                    k.scopes,
+                    k.channel,
+                    k.rate_per_second,
+                    k.burst,
+                    k.created_at.unix_micros()
+                ],
+            )
+            .map_err(db("create key"))?;
+            Ok(KeyCreateOutcome::Created)
+        })
+        .await
+    }
+
+    pub(crate) async fn key_get(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM api_keys WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.query_row([&id], key_row).optional())
+            .map_err(db("read key"))
+        })
+        .await
+    }
+
+    pub(crate) async fn keys_list(&self) -> Result<Vec<ApiKeyRecord>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM api_keys ORDER BY created_at, id"
+                ))
+                .map_err(db("list keys"))?;
+            let rows = stmt.query_map([], key_row).map_err(db("list keys"))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(db("list keys"))
+        })
+        .await
+    }
+
+    pub(crate) async fn key_revoke(&self, name: &str, now: Timestamp) -> Result<Option<String>> {
+        let name = name.to_owned();
+        self.write(1, move |conn| {
+            conn.query_row(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL RETURNING id",
+                params![name, now.unix_micros()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db("revoke key"))
+        })
+        .await
+    }
+
+    // ---- idempotency ----
+
+    pub(crate) async fn idempotency_claim(&self, c: IdempotencyClaim<'_>) -> Result<ClaimOutcome> {
+        let (api_key, key, fingerprint) = (
+            c.api_key.to_owned(),
+            c.key.to_owned(),
+            c.fingerprint.to_vec(),
+        );
+        let (now, expired_before, stale_before) = (c.now, c.expired_before, c.stale_before);
+        self.write(1, move |conn| {
+            type Row = (Vec<u8>, i64, Option<i64>, Option<u16>, Option<String>, Option<Vec<u8>>);
+            let existing: Option<Row> = conn
+                .prepare_cached(
+                    "SELECT fingerprint, created_at, completed_at, status, content_type, body FROM idempotency \
+                     WHERE api_key = ?1 AND key = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![api_key, key], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })
+                    .optional()
+                })
+                .map_err(db("read idempotency record"))?;
+            let claim = |conn: &Connection| {
+                conn.prepare_cached(
+                    "INSERT INTO idempotency (api_key, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (api_key, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                     created_at = excluded.created_at, completed_at = NULL, status = NULL, content_type = NULL, body = NULL",
+                )
+                .and_then(|mut s| s.execute(params![api_key, key, fingerprint, now.unix_micros()]))
+                .map_err(db("claim idempotency key"))
+                .map(|_| ClaimOutcome::Claimed)
+            };
+            let Some((stored_fp, created_at, completed_at, status, content_type, body)) = existing else {
+                return claim(conn);
+            };
+            if created_at < expired_before.unix_micros() {
+                return claim(conn);
+            }
+            if stored_fp != fingerprint {
+                return Ok(ClaimOutcome::Mismatch);
+            }
+            match (completed_at, status) {
+                (Some(_), Some(status)) => Ok(ClaimOutcome::Replay(StoredResponse {
+                    status,
+                    content_type,
+                    body: body.unwrap_or_default(),
+                })),
+                _ if created_at < stale_before.unix_micros() => claim(conn),
+                _ => Ok(ClaimOutcome::InFlight),
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn idempotency_complete(
+        &self,
+        api_key: &str,
+        key: &str,
+        response: StoredResponse,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (api_key, key) = (api_key.to_owned(), key.to_owned());
+        self.write(1, move |conn| {
+            conn.prepare_cached(
+                "UPDATE idempotency SET completed_at = ?3, status = ?4, content_type = ?5, body = ?6 \
+                 WHERE api_key = ?1 AND key = ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    api_key,
+                    key,
+                    now.unix_micros(),
+                    response.status,
+                    response.content_type,
+                    response.body
+                ])
+            })
+            .map_err(db("keep idempotent response"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn idempotency_release(&self, api_key: &str, key: &str) -> Result<()> {
+        let (api_key, key) = (api_key.to_owned(), key.to_owned());
+        self.write(1, move |conn| {
+            conn.execute(
+                "DELETE FROM idempotency WHERE api_key = ?1 AND key = ?2 AND completed_at IS NULL",
+                params![api_key, key],
+            )
+            .map_err(db("release idempotency key"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn purge_idempotency(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.write(1, move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+                    params![before.unix_micros(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                )
+                .map_err(db("purge idempotency records"))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    // ---- audit ----
+
+    pub(crate) async fn audit_append(&self, e: AuditEntry) -> Result<i64> {
+        self.write(1, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO audit_log (at, actor, action, target, outcome, correlation_id, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.at.unix_micros(),
+                    e.actor,
+                    e.action,
+                    e.target,
+                    e.outcome,
+                    e.correlation_id,
+                    e.detail
+                ])
+            })
+            .map_err(db("record audit entry"))?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    pub(crate) async fn audit_list(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    audit_columns!(),
+                    " FROM audit_log WHERE id > ?1 AND (?2 IS NULL OR actor = ?2) AND (?3 IS NULL OR action = ?3) \
+                     AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) ORDER BY id LIMIT ?6"
+                ))
+                .map_err(db("list audit entries"))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.after_id,
+                        q.actor,
+                        q.action,
+                        q.since.map(Timestamp::unix_micros),
+                        q.until.map(Timestamp::unix_micros),
+                        i64::try_from(q.limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| {
+                        Ok(AuditRecord {
+                            id: r.get(0)?,
+                            entry: AuditEntry {
+                                at: Timestamp::from_unix_micros(r.get(1)?),
+                                actor: r.get(2)?,
+                                action: r.get(3)?,
+                                target: r.get(4)?,
+                                outcome: r.get(5)?,
+                                correlation_id: r.get(6)?,
+                                detail: r.get(7)?,
+                            },
+                        })
+                    },
+                )
+                .map_err(db("list audit entries"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db("list audit entries"))
+        })
+        .await
+    }
+}
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        key: NewApiKey {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            secret_sha256: r.get(2)?,
+            scopes: r.get(3)?,
+            channel: r.get(4)?,
+            rate_per_second: r.get(5)?,
+            burst: r.get(6)?,
+            created_at: Timestamp::from_unix_micros(r.get(7)?),
+        },
+        revoked_at: r.get::<_, Option<i64>>(8)?.map(Timestamp::from_unix_micros),
+    })
+}
+
 /// Appends one event unless its `(source, id)` is already in the log.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (source, id, kind, subject, time, datacontenttype, \
      dataschema, data, data_base64, extensions, correlation_id, causation_id, recorded_at) \

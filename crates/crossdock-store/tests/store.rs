@@ -52,6 +52,11 @@ store_tests!(
     a_newer_delivery_resolves_older_dead_letters,
     an_expired_lease_counts_as_a_failed_attempt,
     finished_actions_are_purged,
+    keys_keep_hashes_and_names_are_unique_among_active_keys,
+    an_idempotency_key_runs_once_replays_and_refuses_other_requests,
+    idempotency_records_expire_and_dead_claims_are_taken_over,
+    concurrent_claims_of_one_idempotency_key_let_exactly_one_run,
+    the_audit_log_filters_by_actor_action_and_time,
 );
 
 fn at(seconds: i64) -> Timestamp {
@@ -836,4 +841,277 @@ async fn finished_actions_are_purged(db: &TestDb) {
     assert!(store.action(claimed.id).await.unwrap().is_none());
     assert!(store.attempts(claimed.id).await.unwrap().is_empty());
     assert_eq!(store.outbox_counts().await.unwrap().len(), 1);
+}
+
+fn new_key(id: &str, name: &str) -> NewApiKey {
+    NewApiKey {
+        id: id.into(),
+        name: name.into(),
+        secret_sha256: vec![7; 32],
+        scopes: "orders:read,orders:write".into(),
+        channel: Some("shopify-eu".into()),
+        rate_per_second: Some(5),
+        burst: None,
+        created_at: at(0),
+    }
+}
+
+async fn keys_keep_hashes_and_names_are_unique_among_active_keys(db: &TestDb) {
+    let store = db.open().await;
+    assert_eq!(
+        store
+            .key_create(new_key("aaaaaaaaaaaa", "shop"))
+            .await
+            .unwrap(),
+        KeyCreateOutcome::Created
+    );
+    assert_eq!(
+        store
+            .key_create(new_key("bbbbbbbbbbbb", "shop"))
+            .await
+            .unwrap(),
+        KeyCreateOutcome::NameTaken
+    );
+    let got = store.key_get("aaaaaaaaaaaa").await.unwrap().unwrap();
+    assert_eq!(got.key, new_key("aaaaaaaaaaaa", "shop"));
+    assert_eq!(got.revoked_at, None);
+    assert_eq!(
+        store.key_revoke("shop", at(5)).await.unwrap().as_deref(),
+        Some("aaaaaaaaaaaa")
+    );
+    assert_eq!(store.key_revoke("shop", at(6)).await.unwrap(), None);
+    // The name is free again once its key is revoked.
+    assert_eq!(
+        store
+            .key_create(new_key("bbbbbbbbbbbb", "shop"))
+            .await
+            .unwrap(),
+        KeyCreateOutcome::Created
+    );
+    let all = store.keys_list().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].revoked_at, Some(at(5)));
+    assert!(store.key_get("cccccccccccc").await.unwrap().is_none());
+}
+
+fn claim<'a>(key: &'a str, fingerprint: &'a [u8], now: Timestamp) -> IdempotencyClaim<'a> {
+    IdempotencyClaim {
+        api_key: "aaaaaaaaaaaa",
+        key,
+        fingerprint,
+        now,
+        expired_before: now.plus_millis(-24 * 3600 * 1000),
+        stale_before: now.plus_millis(-60_000),
+    }
+}
+
+async fn an_idempotency_key_runs_once_replays_and_refuses_other_requests(db: &TestDb) {
+    let store = db.open().await;
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k1", b"body-a", at(0)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k1", b"body-a", at(1)))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight
+    );
+    let response = StoredResponse {
+        status: 201,
+        content_type: Some("application/json".into()),
+        body: b"{}".to_vec(),
+    };
+    store
+        .idempotency_complete("aaaaaaaaaaaa", "k1", response.clone(), at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k1", b"body-a", at(3)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Replay(response)
+    );
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k1", b"body-b", at(3)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Mismatch
+    );
+    // Keys belong to one API key: another API key may use the same one.
+    let other = IdempotencyClaim {
+        api_key: "bbbbbbbbbbbb",
+        ..claim("k1", b"body-b", at(3))
+    };
+    assert_eq!(
+        store.idempotency_claim(other).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // A released claim (the request failed, worth retrying) can be claimed again.
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k2", b"x", at(4)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    store
+        .idempotency_release("aaaaaaaaaaaa", "k2")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k2", b"x", at(5)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+}
+
+async fn idempotency_records_expire_and_dead_claims_are_taken_over(db: &TestDb) {
+    let store = db.open().await;
+    let response = StoredResponse {
+        status: 202,
+        content_type: None,
+        body: b"ok".to_vec(),
+    };
+    store
+        .idempotency_claim(claim("k", b"a", at(0)))
+        .await
+        .unwrap();
+    store
+        .idempotency_complete("aaaaaaaaaaaa", "k", response.clone(), at(0))
+        .await
+        .unwrap();
+    let hours = |h: i64| at(h * 3600);
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k", b"a", hours(23)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Replay(response)
+    );
+    // After the retention window the key is new again, whatever the body.
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k", b"b", hours(25)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // A claim whose request never finished (its process died) is taken over once stale.
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k", b"b", hours(25).plus_millis(1000)))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight
+    );
+    assert_eq!(
+        store
+            .idempotency_claim(claim("k", b"b", hours(26)))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(store.purge_idempotency(hours(27), 100).await.unwrap(), 1);
+}
+
+async fn concurrent_claims_of_one_idempotency_key_let_exactly_one_run(db: &TestDb) {
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .idempotency_claim(claim("same", b"body", at(0)))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut claimed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            ClaimOutcome::Claimed => claimed += 1,
+            ClaimOutcome::InFlight => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(claimed, 1);
+}
+
+async fn the_audit_log_filters_by_actor_action_and_time(db: &TestDb) {
+    let store = db.open().await;
+    for (i, (actor, action)) in [
+        ("admin", "key.create"),
+        ("ops-bot", "dead_letter.replay"),
+        ("admin", "dead_letter.drop"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .audit_append(AuditEntry {
+                at: at(i as i64 * 10),
+                actor: actor.into(),
+                action: action.into(),
+                target: format!("t{i}"),
+                outcome: "ok".into(),
+                correlation_id: Some(format!("c{i}")),
+                detail: None,
+            })
+            .await
+            .unwrap();
+    }
+    let by_admin = store
+        .audit_list(AuditQuery {
+            actor: Some("admin".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_admin
+            .iter()
+            .map(|r| r.entry.target.as_str())
+            .collect::<Vec<_>>(),
+        vec!["t0", "t2"]
+    );
+    let drops = store
+        .audit_list(AuditQuery {
+            action: Some("dead_letter.drop".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(drops.len(), 1);
+    let window = store
+        .audit_list(AuditQuery {
+            since: Some(at(5)),
+            until: Some(at(20)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 1);
+    assert_eq!(window[0].entry.correlation_id.as_deref(), Some("c1"));
+    let page = store
+        .audit_list(AuditQuery {
+            after_id: by_admin[0].id,
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
 }
