@@ -36,6 +36,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// Cancelled when the process begins to shut down.
     pub shutdown: CancellationToken,
+    /// Authentication, scopes and rate limits.
+    pub gate: crate::http::gate::Gate,
 }
 
 /// Builds an [`App`]: configuration plus what tests may replace (the clock, extra targets).
@@ -108,6 +110,7 @@ impl AppBuilder {
         for sub in &config.subscriptions {
             consumers.push(Arc::new(Subscription::new(sub.clone())));
         }
+        let gate = crate::http::gate::Gate::new(&config.auth);
         let state = Arc::new(AppState {
             store,
             limits: BatchLimits {
@@ -121,6 +124,7 @@ impl AppBuilder {
             head: watch::Sender::new(head),
             outbox_wake: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
+            gate,
         });
         Ok(App {
             state,
@@ -162,6 +166,7 @@ impl App {
         drop(purge);
         tasks.close();
 
+        announce_auth(&state).await?;
         let address = listener.local_addr()?;
         tracing::info!(
             "listening on http://{address} (store: {}, {})",
@@ -192,23 +197,119 @@ impl App {
     }
 }
 
-/// Deletes finished outbox actions past their retention, a bounded number at a time.
+/// Says loudly when authentication is off; otherwise makes sure there is a key to start with,
+/// and records in the audit log when the configuration differs from the last start.
+async fn announce_auth(state: &AppState) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    if !state.gate.enabled() {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--no-auth): every caller is an administrator. Use this only for \
+             local development, never on a network others can reach."
+        );
+    } else {
+        let path = std::path::Path::new(&state.config.auth.admin_key_file);
+        if crate::keys::bootstrap_admin(&state.store, path, now).await? {
+            tracing::warn!(
+                "no API keys existed, so an admin key was created; its token is in {} (readable by \
+                 its owner only). Create narrower keys with `crossdock keys create`.",
+                path.display()
+            );
+            crate::audit::record(
+                &state.store,
+                now,
+                crate::audit::Action {
+                    actor: "system",
+                    action: "key.create",
+                    target: "admin",
+                    outcome: "ok",
+                    correlation_id: None,
+                    detail: Some(serde_json::json!({"scopes": "admin", "written_to": path.display().to_string()})),
+                },
+            )
+            .await;
+        }
+    }
+    record_config(state).await;
+    Ok(())
+}
+
+/// Records `config.changed` in the audit log when the effective configuration (secrets hidden)
+/// differs from the one the previous start recorded.
+async fn record_config(state: &AppState) {
+    use sha2::Digest;
+    let shown = state.config.to_redacted_toml();
+    let digest: String = sha2::Sha256::digest(shown.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let query = crossdock_store::AuditQuery {
+        action: Some("config.loaded".into()),
+        limit: 10_000,
+        ..Default::default()
+    };
+    let previous = match state.store.audit_list(query).await {
+        Ok(records) => records.last().map(|r| r.entry.target.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the audit log");
+            return;
+        }
+    };
+    if previous.as_deref() == Some(digest.as_str()) {
+        return;
+    }
+    let now = state.clock.now();
+    for action in ["config.loaded", "config.changed"] {
+        if action == "config.changed" && previous.is_none() {
+            continue;
+        }
+        crate::audit::record(
+            &state.store,
+            now,
+            crate::audit::Action {
+                actor: "system",
+                action,
+                target: &digest,
+                outcome: "ok",
+                correlation_id: None,
+                detail: Some(
+                    serde_json::json!({"previous": previous, "auth_enabled": state.gate.enabled()}),
+                ),
+            },
+        )
+        .await;
+    }
+}
+
+/// Deletes finished outbox actions and expired idempotency records, a bounded number at a time.
 async fn purge_loop(state: Arc<AppState>, cancel: CancellationToken) {
     const PURGE_BATCH_MAX: usize = 10_000;
     const PURGE_INTERVAL_S: u64 = 60;
     let retention_ms = i64::try_from(state.config.outbox.retention_hours)
         .unwrap_or(i64::MAX / 3_600_000)
         .saturating_mul(3_600_000);
+    let idempotency_ms = i64::from(state.config.auth.idempotency_ttl_hours) * 3_600_000;
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(PURGE_INTERVAL_S)) => {}
             () = cancel.cancelled() => return,
         }
-        let before = state.clock.now().plus_millis(-retention_ms);
-        match state.store.purge_finished(before, PURGE_BATCH_MAX).await {
+        let now = state.clock.now();
+        match state
+            .store
+            .purge_finished(now.plus_millis(-retention_ms), PURGE_BATCH_MAX)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "purged finished outbox actions"),
             Err(e) => tracing::warn!(error = %e, "cannot purge finished outbox actions"),
+        }
+        if let Err(e) = state
+            .store
+            .purge_idempotency(now.plus_millis(-idempotency_ms), PURGE_BATCH_MAX)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot purge expired idempotency records");
         }
     }
 }

@@ -9,8 +9,11 @@ use crossdock_core::Timestamp;
 use crossdock_store::{DeadLetterQuery, DropOutcome, Projection, ReplayOutcome, Store};
 
 use crate::app::{AppBuilder, shutdown_signal};
+use crate::audit;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Overrides};
+use crate::keys::KeySpec;
+use crossdock_core::access::{Quota, Scopes};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +42,14 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free port).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// Serve without authentication: every caller is an administrator. For local
+        /// development only; never on a network others can reach.
+        #[arg(long)]
+        no_auth: bool,
     },
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Apply database migrations and exit.
     Migrate,
     /// Inspect the configuration.
@@ -65,6 +75,32 @@ enum Command {
     },
     /// Measure ingest, deduplication and replay throughput against baselines.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its token (shown once; only a hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: catalog:write, inventory:read, inventory:write, orders:read,
+        /// orders:write, events:read, events:write, ops, admin.
+        #[arg(long)]
+        scopes: String,
+        /// Bind the key to one channel: it sees only that channel's data.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Requests per second, such as 50/s (default: auth.rate_per_second).
+        #[arg(long)]
+        rate: Option<String>,
+        /// Requests allowed at once beyond the rate (default: auth.burst).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// List keys (never their tokens).
+    List,
+    /// Revoke the active key with this name.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,16 +163,22 @@ fn init_logging() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
-        Command::Serve { listen } => listen.clone(),
+        Command::Serve { listen, .. } => listen.clone(),
         _ => None,
     };
     let overrides = Overrides {
         database: cli.database.clone(),
         listen,
     };
-    let (config, file) = Config::load(cli.config.as_deref(), &overrides)?;
+    let (mut config, file) = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command {
-        Command::Serve { .. } => serve(config).await,
+        Command::Serve { no_auth, .. } => {
+            if no_auth {
+                config.auth.enabled = false;
+            }
+            serve(config).await
+        }
+        Command::Keys(command) => keys(&config, command).await,
         Command::Migrate => {
             let store = Store::connect(&config.store.options()).await?;
             let report = store.migrate().await?;
@@ -177,6 +219,97 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.serve(listener, shutdown_signal()).await
 }
 
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.store.options()).await?;
+    let now = SystemClock.now();
+    let actor = audit::cli_actor();
+    let result = async {
+        match command {
+            KeysCommand::Create {
+                name,
+                scopes,
+                channel,
+                rate,
+                burst,
+            } => {
+                let spec = KeySpec {
+                    scopes: Scopes::parse(&scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?,
+                    rate_per_second: rate
+                        .as_deref()
+                        .map(Quota::parse_rate)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("--rate: {e}"))?,
+                    name,
+                    channel,
+                    burst,
+                };
+                let token = crate::keys::create(&store, &spec, now).await?;
+                let detail = serde_json::json!({"scopes": spec.scopes.to_string(), "channel": spec.channel,
+                    "rate_per_second": spec.rate_per_second, "burst": spec.burst, "key_id": token.key_id()});
+                record(&store, &actor, "key.create", &spec.name, Some(detail)).await;
+                println!("{}", token.expose());
+                eprintln!(
+                    "key {:?} created (id {}). The token above is shown once and cannot be recovered.",
+                    spec.name,
+                    token.key_id()
+                );
+                Ok(())
+            }
+            KeysCommand::List => {
+                let keys = store.keys_list().await?;
+                if keys.is_empty() {
+                    println!("there are no keys; `crossdock serve` creates an admin key on first start");
+                }
+                for k in keys {
+                    let rate = k.key.rate_per_second.map_or("default".into(), |r| format!("{r}/s"));
+                    let status = k.revoked_at.map_or("active".to_owned(), |t| format!("revoked {t}"));
+                    println!(
+                        "{:<24} id={}  scopes={}  channel={}  rate={}  created={}  {}",
+                        k.key.name,
+                        k.key.id,
+                        k.key.scopes,
+                        k.key.channel.as_deref().unwrap_or("-"),
+                        rate,
+                        k.key.created_at,
+                        status
+                    );
+                }
+                Ok(())
+            }
+            KeysCommand::Revoke { name } => match store.key_revoke(&name, now).await? {
+                Some(id) => {
+                    record(&store, &actor, "key.revoke", &name, Some(serde_json::json!({"key_id": id}))).await;
+                    println!("key {name:?} (id {id}) revoked; running servers refuse it within seconds");
+                    Ok(())
+                }
+                None => bail!("there is no active key named {name:?}"),
+            },
+        }
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// Records a command-line action in the audit log.
+async fn record(
+    store: &Store,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: Option<serde_json::Value>,
+) {
+    let action = audit::Action {
+        actor,
+        action,
+        target,
+        outcome: "ok",
+        correlation_id: None,
+        detail,
+    };
+    audit::record(store, SystemClock.now(), action).await;
+}
+
 async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
     let store = Store::open(&config.store.options()).await?;
     let now = SystemClock.now();
@@ -211,6 +344,14 @@ async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Replay { id } => match store.replay_dead_letter(id, now).await? {
             ReplayOutcome::Replayed => {
+                record(
+                    &store,
+                    &audit::cli_actor(),
+                    "dead_letter.replay",
+                    &format!("action:{id}"),
+                    None,
+                )
+                .await;
                 println!("action {id} is pending again; a running crossdock delivers it shortly");
                 Ok(())
             }
@@ -226,6 +367,15 @@ async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             }
             match store.drop_dead_letter(id, reason.trim(), now).await? {
                 DropOutcome::Dropped => {
+                    let detail = serde_json::json!({"reason": reason.trim()});
+                    record(
+                        &store,
+                        &audit::cli_actor(),
+                        "dead_letter.drop",
+                        &format!("action:{id}"),
+                        Some(detail),
+                    )
+                    .await;
                     println!("action {id} dropped");
                     Ok(())
                 }
@@ -258,6 +408,7 @@ async fn replay(
                 format!("{consumer} keeps no state to rebuild; use --from 0 to re-apply the whole log")
             })?;
             store.clear_projection(projection, now).await?;
+            record(&store, &audit::cli_actor(), "projection.rebuild", consumer, None).await;
             println!("{consumer}: state cleared; it is rebuilt from the whole log by a running crossdock");
             return Ok(());
         }
@@ -275,6 +426,8 @@ async fn replay(
             _ => bail!("say where to replay from: --from SEQ, --from-time TIME or --rebuild"),
         };
         store.reset_consumer(consumer, position, now).await?;
+        let detail = serde_json::json!({"from": current, "to": position});
+        record(&store, &audit::cli_actor(), "consumer.reset", consumer, Some(detail)).await;
         println!(
             "{consumer}: moved from {} to {position}; a running crossdock re-applies the events after it",
             current.unwrap_or(0)

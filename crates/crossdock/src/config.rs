@@ -22,6 +22,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub events: EventsConfig,
     pub outbox: OutboxConfig,
+    pub auth: AuthConfig,
     /// Delivery targets by name.
     pub targets: BTreeMap<String, TargetConfig>,
     /// Routes from the event log to targets.
@@ -148,6 +149,34 @@ impl Default for OutboxConfig {
             poll_interval_ms: 1000,
             lease_ms: 60_000,
             retention_hours: 7 * 24,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Off only for local development (`serve --no-auth`): every caller is then an admin.
+    pub enabled: bool,
+    /// Where the first admin key is written, readable by its owner only, when the store has no
+    /// keys yet.
+    pub admin_key_file: String,
+    /// Requests per second per key, unless the key says otherwise.
+    pub rate_per_second: u32,
+    /// Requests a key may make at once beyond its rate.
+    pub burst: u32,
+    /// How long a response is kept for replay under its `Idempotency-Key`.
+    pub idempotency_ttl_hours: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            admin_key_file: "crossdock-admin-key".into(),
+            rate_per_second: 100,
+            burst: 200,
+            idempotency_ttl_hours: 24,
         }
     }
 }
@@ -312,6 +341,11 @@ impl Config {
             (
                 "outbox.lease_ms",
                 u64::try_from(self.outbox.lease_ms).unwrap_or(0),
+            ),
+            ("auth.rate_per_second", u64::from(self.auth.rate_per_second)),
+            (
+                "auth.idempotency_ttl_hours",
+                u64::from(self.auth.idempotency_ttl_hours),
             ),
         ];
         for (name, value) in positive {

@@ -3,11 +3,13 @@
 //! together.
 
 pub mod app;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
 pub mod runtime;

@@ -11,7 +11,9 @@ use axum::response::Response;
 use crossdock_core::{ParseRejection, StoredEvent};
 use crossdock_store::{AppendOutcome, InboxStatus};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::openapi::{CloudEvent, EventsBody, ProblemBody};
 use super::problem::{self, Problem};
 use super::query::Query;
 use super::{RequestContext, json};
@@ -32,11 +34,15 @@ const KEPT_HEADERS: [&str; 4] = [
     "x-correlation-id",
 ];
 
-#[derive(Serialize)]
-struct AppendReply {
+#[derive(Serialize, ToSchema)]
+pub(super) struct AppendReply {
+    /// Events newly recorded.
     accepted: usize,
+    /// Events already in the log (same `source` and `id`); nothing changed for them.
     duplicates: usize,
+    /// The lowest sequence number given to an accepted event.
     first_seq: Option<i64>,
+    /// The highest sequence number given to an accepted event.
     last_seq: Option<i64>,
 }
 
@@ -52,6 +58,20 @@ impl From<&AppendOutcome> for AppendReply {
     }
 }
 
+/// Appends one CloudEvent, or a JSON array of them, to the event log. An event whose `source`
+/// and `id` are already in the log is counted as a duplicate and changes nothing, so a request
+/// may always be retried. All or nothing: one invalid event rejects the request, and its body is
+/// kept in the inbox. Answered only once the events are durable.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = EventsBody, description = "A CloudEvent 1.0 (structured JSON) or an array of them",
+        content_type = "application/json"),
+    responses(
+        (status = 202, description = "Durably recorded (or already there)", body = AppendReply),
+        (status = 400, description = "Not JSON, or not UTF-8", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body or batch over its limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON media type", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid CloudEvent attributes; `errors` points at each", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn post_events(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestContext>,
@@ -141,8 +161,10 @@ fn rejection_problem(rejection: ParseRejection, inbox_id: Option<i64>) -> Proble
     }
 }
 
-#[derive(Serialize)]
-struct FeedPage<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct FeedPage<'a> {
+    /// CloudEvents with their `seq` and `recordedtime`, in log order.
+    #[schema(value_type = Vec<CloudEvent>)]
     events: &'a [StoredEvent],
     /// Pass as `after` to read the next page.
     next_after: i64,
@@ -150,6 +172,18 @@ struct FeedPage<'a> {
     head: i64,
 }
 
+/// The public event feed: events after a sequence number, in order. With `wait_ms`, waits for
+/// new events when there are none yet (long poll).
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(
+        ("after" = Option<i64>, Query, description = "Return events with a greater `seq` (default 0)"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to `events.feed_limit_max`, default 100)"),
+        ("wait_ms" = Option<i64>, Query, description = "When no event is there yet, wait up to this long for one"),
+    ),
+    responses(
+        (status = 200, description = "A page of the feed", body = FeedPage),
+        (status = 400, description = "A parameter is malformed", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn get_events(
     State(state): State<Arc<AppState>>,
     uri: Uri,
@@ -189,21 +223,55 @@ pub(super) async fn get_events(
     ))
 }
 
-#[derive(Serialize)]
-struct InboxReplayReply {
+#[derive(Serialize, ToSchema)]
+pub(super) struct InboxReplayReply {
     id: i64,
-    status: &'static str,
+    /// `processed`.
+    status: String,
     #[serde(flatten)]
     appended: AppendReply,
 }
 
 /// Re-parses a kept inbox message and appends its events: the same path as a live request.
+/// Use it after fixing what made the message fail.
+#[utoipa::path(post, path = "/v1/inbox/{id}/replay", tag = "operations",
+    params(("id" = i64, Path, description = "The inbox message id")),
+    responses(
+        (status = 200, description = "Processed; its events are in the log", body = InboxReplayReply),
+        (status = 404, description = "No such message", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Already processed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Still rejected; the reason is updated", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn inbox_replay(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(caller): Extension<super::gate::Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let record = super::ops::inbox_record(&state, &id).await?;
+    let result = replay_inbox_message(&state, &ctx, &id).await;
+    let outcome = super::ops::outcome_of(&result);
+    crate::audit::record(
+        &state.store,
+        state.clock.now(),
+        crate::audit::Action {
+            actor: &caller.name,
+            action: "inbox.replay",
+            target: &format!("inbox:{}", super::truncate(&id, 32)),
+            outcome: &outcome,
+            correlation_id: Some(ctx.correlation_id.as_str()),
+            detail: None,
+        },
+    )
+    .await;
+    result
+}
+
+async fn replay_inbox_message(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response, Problem> {
+    let record = super::ops::inbox_record(state, id).await?;
     let id = record.id;
     if record.message.status == InboxStatus::Processed {
         return Err(Problem::new(
@@ -218,7 +286,7 @@ pub(super) async fn inbox_replay(
         .unwrap_or_else(|| ctx.correlation_id.to_string());
     let now = state.clock.now();
     match ingest::accept(
-        &state,
+        state,
         &record.message.protocol,
         &record.message.body,
         &correlation,
@@ -239,7 +307,7 @@ pub(super) async fn inbox_replay(
                 StatusCode::OK,
                 &InboxReplayReply {
                     id,
-                    status: InboxStatus::Processed.as_str(),
+                    status: InboxStatus::Processed.as_str().into(),
                     appended: AppendReply::from(&outcome),
                 },
             ))

@@ -2,7 +2,11 @@
 //! the handlers. The only module that knows HTTP status codes.
 
 mod events;
+pub mod gate;
+mod idempotency;
+pub mod openapi;
 mod ops;
+pub mod policy;
 pub mod problem;
 mod query;
 
@@ -15,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use crossdock_core::CorrelationId;
 
 use crate::app::AppState;
@@ -35,29 +38,8 @@ pub struct RequestContext {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_max = state.config.server.body_bytes_max;
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/problems/{slug}", get(ops::problem_page))
-        .route(
-            "/v1/events",
-            post(events::post_events).get(events::get_events),
-        )
-        .route("/v1/consumers", get(ops::consumers))
-        .route("/v1/sources", get(ops::sources))
-        .route("/v1/inbox", get(ops::inbox_list))
-        .route("/v1/inbox/{id}", get(ops::inbox_get))
-        .route("/v1/inbox/{id}/replay", post(events::inbox_replay))
-        .route("/v1/dead-letters", get(ops::dead_letters))
-        .route(
-            "/v1/dead-letters/{id}",
-            get(ops::dead_letter).delete(ops::drop_dead_letter),
-        )
-        .route(
-            "/v1/dead-letters/{id}/replay",
-            post(ops::replay_dead_letter),
-        )
+    let (routes, _) = openapi::routes().split_for_parts();
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_max))
         .layer(middleware::from_fn_with_state(state.clone(), envelope))
@@ -89,8 +71,13 @@ fn correlation_of(headers: &HeaderMap) -> CorrelationId {
         .unwrap_or_else(|| CorrelationId::generated(uuid::Uuid::now_v7().simple().to_string()))
 }
 
-/// Wraps every request: correlation id in and out, the in-flight bound, the time limit, and
-/// problem+json for every error.
+/// The response header naming the API version that answered.
+pub const API_VERSION_HEADER: HeaderName = HeaderName::from_static("api-version");
+/// The version of the API under `/v1`.
+pub const API_VERSION: &str = "1";
+
+/// Wraps every request: correlation id in and out, the in-flight bound, the gate (key, scope,
+/// rate, idempotency), the time limit, and problem+json for every error.
 async fn envelope(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -110,29 +97,134 @@ async fn envelope(
         .retry_after(1)
         .into_response(),
         Ok(permit) => {
-            let limit = Duration::from_millis(state.config.server.request_timeout_ms);
-            let outcome = tokio::time::timeout(limit, next.run(request)).await;
+            let response = governed(&state, request, next, &instance, correlation.as_str()).await;
             drop(permit);
-            outcome.unwrap_or_else(|_| {
-                Problem::new(
-                    problem::TIMEOUT,
-                    format!("the request took longer than {} ms", limit.as_millis()),
-                )
-                .retry_after(1)
-                .into_response()
-            })
+            response
         }
     };
     let mut response = as_problem(response, &method, &instance, correlation.as_str()).await;
     state.metrics.http_response(response.status().as_u16());
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(correlation.as_str()) {
-        response.headers_mut().insert(CORRELATION_HEADER, value);
+        headers.insert(CORRELATION_HEADER, value);
+    }
+    headers.insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    response
+}
+
+/// Applies the route's policy: authentication and scope, the key's rate, idempotency, and the
+/// deprecation headers.
+async fn governed(
+    state: &AppState,
+    mut request: Request,
+    next: Next,
+    instance: &str,
+    correlation: &str,
+) -> Response {
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let Some(path) = matched else {
+        // No route matched: the fallback answers (404).
+        return run_limited(state, request, next).await;
+    };
+    let Some(policy) = policy::lookup(request.method(), &path) else {
+        if policy::POLICIES.iter().any(|p| p.path == path) {
+            // The path exists with other methods: the router answers 405 with `Allow`.
+            return run_limited(state, request, next).await;
+        }
+        tracing::error!(method = %request.method(), path, "a route has no access policy; refusing it");
+        return Problem::new(problem::INTERNAL, "this route has no access policy").into_response();
+    };
+    let mut rate_headers = Vec::new();
+    let caller = match policy.access {
+        policy::Access::Public => None,
+        policy::Access::Scope(scope) => {
+            let caller = match state
+                .gate
+                .authenticate(&state.store, request.headers())
+                .await
+            {
+                Ok(caller) => caller,
+                Err(problem) => return problem.into_response(),
+            };
+            if !caller.scopes.allows(scope) {
+                return Problem::new(
+                    problem::FORBIDDEN,
+                    format!(
+                        "the key {:?} lacks the scope {scope} that {} {} requires",
+                        caller.name, policy.method, policy.path
+                    ),
+                )
+                .into_response();
+            }
+            match state.gate.admit(&caller, state.clock.now()) {
+                Ok(headers) => rate_headers = headers,
+                Err(problem) => return problem.into_response(),
+            }
+            request.extensions_mut().insert(caller.clone());
+            Some(caller)
+        }
+    };
+    let mut response = if policy.idempotency == policy::Idempotency::NotApplicable {
+        run_limited(state, request, next).await
+    } else {
+        idempotency::handle(
+            state,
+            policy,
+            caller.as_ref(),
+            request,
+            next,
+            instance,
+            correlation,
+        )
+        .await
+    };
+    let headers = response.headers_mut();
+    for (name, value) in rate_headers {
+        headers.insert(name, value);
+    }
+    if let Some(d) = policy.deprecated {
+        for (name, value) in deprecation_headers(&d) {
+            headers.insert(name, value);
+        }
     }
     response
 }
 
+/// Runs the handler within the request time limit.
+pub(super) async fn run_limited(state: &AppState, request: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.config.server.request_timeout_ms);
+    tokio::time::timeout(limit, next.run(request))
+        .await
+        .unwrap_or_else(|_| {
+            Problem::new(
+                problem::TIMEOUT,
+                format!("the request took longer than {} ms", limit.as_millis()),
+            )
+            .retry_after(1)
+            .into_response()
+        })
+}
+
+/// `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and a `Link` to what replaces the route.
+pub fn deprecation_headers(d: &policy::Deprecation) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("@{}", d.since_unix_s)) {
+        headers.push((HeaderName::from_static("deprecation"), v));
+    }
+    if let Ok(v) = HeaderValue::from_str(d.sunset) {
+        headers.push((HeaderName::from_static("sunset"), v));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"deprecation\"", d.link)) {
+        headers.push((header::LINK, v));
+    }
+    headers
+}
+
 /// Renders a [`Problem`] left by a handler, or converts a bare error response into one.
-async fn as_problem(
+pub(super) async fn as_problem(
     response: Response,
     method: &axum::http::Method,
     instance: &str,

@@ -1,30 +1,62 @@
-//! Operations routes: health, readiness, metrics, consumers, source activity, the inbox and the
-//! dead-letter queue.
+//! Operations routes: health, readiness, metrics, consumers, source activity, the inbox, the
+//! dead-letter queue and the audit log.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use crossdock_core::Timestamp;
 use crossdock_store::{
-    ActionRecord, AttemptRecord, DeadLetterQuery, DropOutcome, InboxQuery, InboxRecord,
+    ActionRecord, AttemptRecord, AuditQuery, DeadLetterQuery, DropOutcome, InboxQuery, InboxRecord,
     InboxStatus, Projection, ReplayOutcome,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
+use super::gate::Caller;
+use super::openapi::ProblemBody;
 use super::problem::{self, Problem};
 use super::query::Query;
-use super::{json, path_id};
+use super::{RequestContext, json, path_id};
 use crate::app::AppState;
 
 const PAGE_LIMIT_MAX: i64 = 1000;
 const DROP_REASON_LEN_MAX: usize = 500;
 
-pub(super) async fn healthz() -> Response {
-    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+#[derive(Serialize, ToSchema)]
+pub(super) struct Health {
+    /// Always `ok` while the process serves requests.
+    status: String,
 }
 
+/// Liveness: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = Health)))]
+pub(super) async fn healthz() -> Response {
+    json(
+        StatusCode::OK,
+        &Health {
+            status: "ok".into(),
+        },
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Ready {
+    /// `ready`.
+    status: String,
+    /// `sqlite` or `postgres`.
+    store: String,
+}
+
+/// Readiness: the store answers and its schema is the one this build expects.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready to serve", body = Ready),
+        (status = 503, description = "The store is unreachable or not migrated", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     state
         .store
@@ -33,10 +65,17 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Respons
         .map_err(|e| Problem::new(problem::NOT_READY, e.to_string()).retry_after(1))?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({"status": "ready", "store": state.store.backend_name()}),
+        &Ready {
+            status: "ready".into(),
+            store: state.store.backend_name().into(),
+        },
     ))
 }
 
+/// Prometheus metrics: ingest counts, append latency, consumer lag, outbox depth, dead letters,
+/// deliveries.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let head = state.store.head_seq().await?;
     let consumers = state.store.consumers().await?;
@@ -50,6 +89,23 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
     Ok(response)
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct ProblemPage {
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    /// What the problem means and what to do about it.
+    description: String,
+}
+
+/// Describes one problem type: the `type` URI of every error response leads here.
+#[utoipa::path(get, path = "/problems/{slug}", tag = "operations",
+    params(("slug" = String, Path, description = "The last segment of a problem's `type`, such as `invalid-event`")),
+    responses(
+        (status = 200, description = "The problem type", body = ProblemPage),
+        (status = 404, description = "No such problem type", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn problem_page(Path(slug): Path<String>) -> Result<Response, Problem> {
     let kind = problem::ALL
         .iter()
@@ -57,26 +113,38 @@ pub(super) async fn problem_page(Path(slug): Path<String>) -> Result<Response, P
         .ok_or_else(|| Problem::not_found(format!("there is no problem type {slug:?}")))?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "type": format!("/problems/{}", kind.slug),
-            "title": kind.title,
-            "status": kind.status.as_u16(),
-            "description": kind.description,
-        }),
+        &ProblemPage {
+            kind: format!("/problems/{}", kind.slug),
+            title: kind.title.into(),
+            status: kind.status.as_u16(),
+            description: kind.description.into(),
+        },
     ))
 }
 
-#[derive(Serialize)]
-struct ConsumerView {
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConsumerView {
     name: String,
+    /// The last sequence number applied.
     position: i64,
+    /// Events in the log not yet applied.
     lag: i64,
     updated_at: String,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConsumerList {
+    /// The highest sequence number in the log.
+    head: i64,
+    consumers: Vec<ConsumerView>,
+}
+
+/// The consumers of the event log, their positions and how far behind they are.
+#[utoipa::path(get, path = "/v1/consumers", tag = "operations",
+    responses((status = 200, description = "Every consumer", body = ConsumerList)))]
 pub(super) async fn consumers(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let head = state.store.head_seq().await?;
-    let consumers: Vec<ConsumerView> = state
+    let consumers = state
         .store
         .consumers()
         .await?
@@ -88,32 +156,40 @@ pub(super) async fn consumers(State(state): State<Arc<AppState>>) -> Result<Resp
             updated_at: c.updated_at.to_string(),
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"head": head, "consumers": consumers}),
-    ))
+    Ok(json(StatusCode::OK, &ConsumerList { head, consumers }))
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct SourceView {
+    source: String,
+    #[serde(rename = "type")]
+    kind: String,
+    first_seq: i64,
+    last_seq: i64,
+    first_recorded_at: String,
+    last_recorded_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct SourceList {
+    /// The log position the projection has reached.
+    as_of_seq: i64,
+    sources: Vec<SourceView>,
+}
+
+/// Which systems have sent which event types, and when first and last.
+#[utoipa::path(get, path = "/v1/sources", tag = "operations",
+    responses((status = 200, description = "Source activity", body = SourceList)))]
 pub(super) async fn sources(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    #[derive(Serialize)]
-    struct SourceView {
-        source: String,
-        #[serde(rename = "type")]
-        kind: String,
-        first_seq: i64,
-        last_seq: i64,
-        first_recorded_at: String,
-        last_recorded_at: String,
-    }
     let name = Projection::SourceActivity.consumer_name();
-    let position = state
+    let as_of_seq = state
         .store
         .consumers()
         .await?
         .into_iter()
         .find(|c| c.name == name)
         .map_or(0, |c| c.position);
-    let sources: Vec<SourceView> = state
+    let sources = state
         .store
         .source_activity()
         .await?
@@ -127,18 +203,16 @@ pub(super) async fn sources(State(state): State<Arc<AppState>>) -> Result<Respon
             last_recorded_at: e.last_recorded_at.to_string(),
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"as_of_seq": position, "sources": sources}),
-    ))
+    Ok(json(StatusCode::OK, &SourceList { as_of_seq, sources }))
 }
 
-#[derive(Serialize)]
-struct InboxView {
+#[derive(Serialize, ToSchema)]
+pub(super) struct InboxView {
     id: i64,
     source: String,
     protocol: String,
-    status: &'static str,
+    /// `received`, `processed` or `rejected`.
+    status: String,
     received_at: String,
     processed_at: Option<String>,
     error: Option<String>,
@@ -170,7 +244,7 @@ impl InboxView {
             id: r.id,
             source: m.source,
             protocol: m.protocol,
-            status: m.status.as_str(),
+            status: m.status.as_str().into(),
             received_at: m.received_at.to_string(),
             processed_at: r.processed_at.map(|t| t.to_string()),
             error: m.error,
@@ -184,6 +258,19 @@ impl InboxView {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct InboxList {
+    messages: Vec<InboxView>,
+}
+
+/// Inbound messages kept raw, newest last; rejected ones carry the reason.
+#[utoipa::path(get, path = "/v1/inbox", tag = "operations",
+    params(
+        ("status" = Option<String>, Query, description = "`received`, `processed` or `rejected`"),
+        ("after" = Option<i64>, Query, description = "Only messages with a greater id (paging)"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses((status = 200, description = "A page of messages, without bodies", body = InboxList)))]
 pub(super) async fn inbox_list(
     State(state): State<Arc<AppState>>,
     uri: Uri,
@@ -198,24 +285,19 @@ pub(super) async fn inbox_list(
             )
         })?),
     };
-    let after_id = query.int("after", 0, 0, i64::MAX)?;
-    let limit = query.int("limit", 100, 1, PAGE_LIMIT_MAX)? as usize;
     let records = state
         .store
         .inbox_list(InboxQuery {
             status,
-            after_id,
-            limit,
+            after_id: query.int("after", 0, 0, i64::MAX)?,
+            limit: query.int("limit", 100, 1, PAGE_LIMIT_MAX)? as usize,
         })
         .await?;
-    let messages: Vec<InboxView> = records
+    let messages = records
         .into_iter()
         .map(|r| InboxView::of(r, false))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"messages": messages}),
-    ))
+    Ok(json(StatusCode::OK, &InboxList { messages }))
 }
 
 /// The inbox message a path names, or the problem that says why there is none.
@@ -228,6 +310,13 @@ pub(super) async fn inbox_record(state: &AppState, id: &str) -> Result<InboxReco
         .ok_or_else(|| Problem::not_found(format!("there is no inbox message {id}")))
 }
 
+/// One inbound message with its headers and body exactly as received.
+#[utoipa::path(get, path = "/v1/inbox/{id}", tag = "operations",
+    params(("id" = i64, Path, description = "The inbox message id")),
+    responses(
+        (status = 200, description = "The message", body = InboxView),
+        (status = 404, description = "No such message", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn inbox_get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -236,14 +325,16 @@ pub(super) async fn inbox_get(
     Ok(json(StatusCode::OK, &InboxView::of(record, true)))
 }
 
-#[derive(Serialize)]
-struct DeadLetterView {
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeadLetterView {
     id: i64,
     target: String,
-    status: &'static str,
+    status: String,
     idempotency_key: String,
     coalesce_key: Option<String>,
     priority: i32,
+    /// The action as it would be delivered.
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
     attempts: i64,
     last_error: Option<String>,
@@ -259,11 +350,12 @@ struct DeadLetterView {
     attempt_history: Option<Vec<AttemptView>>,
 }
 
-#[derive(Serialize)]
-struct AttemptView {
+#[derive(Serialize, ToSchema)]
+pub(super) struct AttemptView {
     attempt: i64,
     started_at: String,
     finished_at: Option<String>,
+    /// `in_flight`, `delivered`, `failed` or `lease_expired`.
     outcome: String,
     error: Option<String>,
 }
@@ -278,7 +370,7 @@ impl DeadLetterView {
         DeadLetterView {
             id: a.id,
             target: a.target,
-            status: a.status.as_str(),
+            status: a.status.as_str().into(),
             idempotency_key: a.idempotency_key,
             coalesce_key: a.coalesce_key,
             priority: a.priority,
@@ -306,6 +398,19 @@ impl DeadLetterView {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeadLetterList {
+    dead_letters: Vec<DeadLetterView>,
+}
+
+/// Actions that will not be retried automatically, oldest first.
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters",
+    params(
+        ("target" = Option<String>, Query, description = "Only this delivery target"),
+        ("after" = Option<i64>, Query, description = "Only actions with a greater id (paging)"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses((status = 200, description = "A page of dead letters", body = DeadLetterList)))]
 pub(super) async fn dead_letters(
     State(state): State<Arc<AppState>>,
     uri: Uri,
@@ -319,16 +424,20 @@ pub(super) async fn dead_letters(
             limit: query.int("limit", 100, 1, PAGE_LIMIT_MAX)? as usize,
         })
         .await?;
-    let letters: Vec<DeadLetterView> = records
+    let dead_letters = records
         .into_iter()
         .map(|a| DeadLetterView::of(a, None))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"dead_letters": letters}),
-    ))
+    Ok(json(StatusCode::OK, &DeadLetterList { dead_letters }))
 }
 
+/// One outbox action with the history of its delivery attempts.
+#[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead letters",
+    params(("id" = i64, Path, description = "The action id")),
+    responses(
+        (status = 200, description = "The action and its attempts", body = DeadLetterView),
+        (status = 404, description = "No such action", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn dead_letter(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -346,22 +455,47 @@ pub(super) async fn dead_letter(
     ))
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct ActionState {
+    id: i64,
+    /// `pending` after a replay, `dropped` after a drop.
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Sends a dead letter again: back to pending with a fresh attempt budget and the same
+/// idempotency key.
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "dead letters",
+    params(("id" = i64, Path, description = "The action id")),
+    responses(
+        (status = 200, description = "Pending again", body = ActionState),
+        (status = 404, description = "No such action", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not a dead letter, or superseded by a newer action", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn replay_dead_letter(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id = path_id("id", &id)?;
-    match state
+    let outcome = state
         .store
         .replay_dead_letter(id, state.clock.now())
-        .await?
-    {
+        .await?;
+    let result = match outcome {
         ReplayOutcome::Replayed => {
             tracing::info!(action_id = id, "dead letter replayed");
             state.outbox_wake.notify_waiters();
+            let status = "pending".into();
             Ok(json(
                 StatusCode::OK,
-                &serde_json::json!({"id": id, "status": "pending"}),
+                &ActionState {
+                    id,
+                    status,
+                    reason: None,
+                },
             ))
         }
         ReplayOutcome::Superseded { by } => Err(Problem::new(
@@ -373,11 +507,37 @@ pub(super) async fn replay_dead_letter(
         )),
         ReplayOutcome::NotFound => Err(Problem::not_found(format!("there is no action {id}"))),
         ReplayOutcome::NotDead => Err(not_dead(&state, id).await),
-    }
+    };
+    let outcome = outcome_of(&result);
+    audit(
+        &state,
+        &caller,
+        &ctx,
+        "dead_letter.replay",
+        id,
+        &outcome,
+        None,
+    )
+    .await;
+    result
 }
 
+/// Gives up on a dead letter for good. The reason is kept with it and in the audit log.
+#[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead letters",
+    params(
+        ("id" = i64, Path, description = "The action id"),
+        ("reason" = String, Query, description = "Why it is dropped (1 to 500 characters)"),
+    ),
+    responses(
+        (status = 200, description = "Dropped", body = ActionState),
+        (status = 400, description = "No reason given", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such action", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not a dead letter", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn drop_dead_letter(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Response, Problem> {
@@ -392,21 +552,69 @@ pub(super) async fn drop_dead_letter(
             ),
         ));
     }
-    match state
+    let outcome = state
         .store
         .drop_dead_letter(id, reason, state.clock.now())
-        .await?
-    {
+        .await?;
+    let result = match outcome {
         DropOutcome::Dropped => {
             tracing::info!(action_id = id, reason, "dead letter dropped");
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"id": id, "status": "dropped", "reason": reason}),
-            ))
+            let view = ActionState {
+                id,
+                status: "dropped".into(),
+                reason: Some(reason.into()),
+            };
+            Ok(json(StatusCode::OK, &view))
         }
         DropOutcome::NotFound => Err(Problem::not_found(format!("there is no action {id}"))),
         DropOutcome::NotDead => Err(not_dead(&state, id).await),
+    };
+    let outcome = outcome_of(&result);
+    let detail = serde_json::json!({"reason": reason});
+    audit(
+        &state,
+        &caller,
+        &ctx,
+        "dead_letter.drop",
+        id,
+        &outcome,
+        Some(detail),
+    )
+    .await;
+    result
+}
+
+/// `ok`, or why a request was refused, for the audit log.
+pub(super) fn outcome_of(result: &Result<Response, Problem>) -> String {
+    match result {
+        Ok(_) => "ok".to_owned(),
+        Err(p) => format!("refused: {}", p.kind.slug),
     }
+}
+
+/// Records an operational action on an outbox action in the audit log.
+async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    ctx: &RequestContext,
+    action: &str,
+    id: i64,
+    outcome: &str,
+    detail: Option<serde_json::Value>,
+) {
+    crate::audit::record(
+        &state.store,
+        state.clock.now(),
+        crate::audit::Action {
+            actor: &caller.name,
+            action,
+            target: &format!("action:{id}"),
+            outcome,
+            correlation_id: Some(ctx.correlation_id.as_str()),
+            detail,
+        },
+    )
+    .await;
 }
 
 async fn not_dead(state: &AppState, id: i64) -> Problem {
@@ -418,6 +626,83 @@ async fn not_dead(state: &AppState, id: i64) -> Problem {
         problem::CONFLICT,
         format!("action {id} is {status}, not in the dead-letter queue"),
     )
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditView {
+    id: i64,
+    at: String,
+    /// The key name, `cli:<user>` or `system`.
+    actor: String,
+    /// Such as `key.create`, `dead_letter.replay`, `consumer.reset`, `config.changed`.
+    action: String,
+    target: String,
+    /// `ok`, or why it was refused.
+    outcome: String,
+    correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    detail: Option<Box<RawValue>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditList {
+    entries: Vec<AuditView>,
+}
+
+/// The audit log: administrative and operational actions, oldest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "operations",
+    params(
+        ("actor" = Option<String>, Query, description = "Only this actor"),
+        ("action" = Option<String>, Query, description = "Only this action, such as `dead_letter.drop`"),
+        ("since" = Option<String>, Query, description = "Only at or after this time (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Only before this time (RFC 3339)"),
+        ("after" = Option<i64>, Query, description = "Only entries with a greater id (paging)"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses((status = 200, description = "A page of audit entries", body = AuditList)))]
+pub(super) async fn audit_log(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    let query = Query::parse(
+        uri.query(),
+        &["actor", "action", "since", "until", "after", "limit"],
+    )?;
+    let time = |name: &str| -> Result<Option<Timestamp>, Problem> {
+        query
+            .text(name)
+            .map(|t| {
+                Timestamp::parse_rfc3339(t)
+                    .map_err(|why| Problem::parameter(&format!("/query/{name}"), why))
+            })
+            .transpose()
+    };
+    let records = state
+        .store
+        .audit_list(AuditQuery {
+            actor: query.text("actor").map(str::to_owned),
+            action: query.text("action").map(str::to_owned),
+            since: time("since")?,
+            until: time("until")?,
+            after_id: query.int("after", 0, 0, i64::MAX)?,
+            limit: query.int("limit", 100, 1, PAGE_LIMIT_MAX)? as usize,
+        })
+        .await?;
+    let entries = records
+        .into_iter()
+        .map(|r| AuditView {
+            id: r.id,
+            at: r.entry.at.to_string(),
+            actor: r.entry.actor,
+            action: r.entry.action,
+            target: r.entry.target,
+            outcome: r.entry.outcome,
+            correlation_id: r.entry.correlation_id,
+            detail: r.entry.detail.and_then(|d| RawValue::from_string(d).ok()),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &AuditList { entries }))
 }
 
 /// Standard base64 with padding (RFC 4648), for showing binary bodies in JSON.

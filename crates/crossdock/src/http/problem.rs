@@ -52,6 +52,18 @@ kinds! {
         "A query or path parameter is missing or malformed. `errors` names it.");
     BAD_REQUEST = ("bad-request", BAD_REQUEST, "Bad request",
         "The request could not be understood.");
+    UNAUTHORIZED = ("unauthorized", UNAUTHORIZED, "Unauthorized",
+        "The request carries no valid API key. Send `Authorization: Bearer <token>` with a key made by `crossdock keys create`; revoked keys are refused.");
+    FORBIDDEN = ("forbidden", FORBIDDEN, "Forbidden",
+        "The API key is valid but lacks the scope this route requires. `detail` names the scope.");
+    RATE_LIMITED = ("rate-limited", TOO_MANY_REQUESTS, "Too many requests",
+        "The API key has used its request budget. Retry after `Retry-After` seconds; `RateLimit-Policy` and `RateLimit` describe the budget.");
+    IDEMPOTENCY_KEY_REUSED = ("idempotency-key-reused", UNPROCESSABLE_ENTITY, "Idempotency key reused",
+        "This `Idempotency-Key` was used before with a different request (method, path or body). Use a new key for a new request.");
+    IDEMPOTENCY_IN_FLIGHT = ("idempotency-in-flight", CONFLICT, "Request in progress",
+        "A request with this `Idempotency-Key` is still being processed. Retry after a moment to get its response.");
+    IDEMPOTENCY_KEY_INVALID = ("idempotency-key-invalid", BAD_REQUEST, "Invalid Idempotency-Key",
+        "The `Idempotency-Key` header is missing where it is required, or is not 1 to 255 visible ASCII characters.");
     NOT_FOUND = ("not-found", NOT_FOUND, "Not found",
         "There is no resource at this path.");
     METHOD_NOT_ALLOWED = ("method-not-allowed", METHOD_NOT_ALLOWED, "Method not allowed",
@@ -77,6 +89,8 @@ pub struct Problem {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after_s: Option<u64>,
+    /// Further response headers (`WWW-Authenticate`, rate limit fields).
+    pub headers: Vec<(axum::http::HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -86,7 +100,13 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: axum::http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
@@ -152,6 +172,9 @@ impl Problem {
         if let Some(seconds) = self.retry_after_s {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
         response
     }
 }
@@ -193,6 +216,9 @@ impl From<crossdock_store::StoreError> for Problem {
 pub fn from_status(status: StatusCode, text: &str) -> Problem {
     let kind = match status {
         StatusCode::PAYLOAD_TOO_LARGE => BODY_TOO_LARGE,
+        StatusCode::UNAUTHORIZED => UNAUTHORIZED,
+        StatusCode::FORBIDDEN => FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS => RATE_LIMITED,
         StatusCode::NOT_FOUND => NOT_FOUND,
         StatusCode::METHOD_NOT_ALLOWED => METHOD_NOT_ALLOWED,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => UNSUPPORTED_MEDIA_TYPE,

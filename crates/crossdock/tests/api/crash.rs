@@ -28,11 +28,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(database: &str) -> Server {
+    /// Starts a server; its first start writes the admin key to `key_file`.
+    fn start(database: &str, key_file: &std::path::Path) -> Server {
         crossdock::app::install_tls_provider();
         let mut child = Command::new(env!("CARGO_BIN_EXE_crossdock"))
             .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
             .env("CROSSDOCK_LOG", "info")
+            .env("CROSSDOCK_AUTH__ADMIN_KEY_FILE", key_file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -83,6 +85,22 @@ impl Drop for Server {
     }
 }
 
+/// A client that sends the admin key the first server start wrote.
+fn admin_client(key_file: &std::path::Path) -> reqwest::Client {
+    let token = std::fs::read_to_string(key_file).expect("the admin key file");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(0)
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 fn batch(index: usize) -> Value {
     let events: Vec<Value> = (index * BATCH..(index + 1) * BATCH)
         .map(|i| {
@@ -116,17 +134,15 @@ async fn acknowledged_events_survive_repeated_kill_9_exactly_once(
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed);
     let batches = EVENTS / BATCH;
-    let first = Server::start(&db.url);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin-key");
+    let first = Server::start(&db.url, &key_file);
     let base = Arc::new(Mutex::new(first.base.clone()));
     let server = Arc::new(Mutex::new(Some(first)));
     let queue = Arc::new(Mutex::new((0..batches).collect::<Vec<_>>()));
     let acked_batches = Arc::new(AtomicUsize::new(0));
     let acked_ids: Arc<Mutex<HashSet<usize>>> = Arc::default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let client = admin_client(&key_file);
 
     let mut senders = Vec::new();
     for _ in 0..SENDERS {
@@ -184,7 +200,7 @@ async fn acknowledged_events_survive_repeated_kill_9_exactly_once(
             s.kill_9();
             kills += 1;
         }
-        let next = Server::start(&db.url);
+        let next = Server::start(&db.url, &key_file);
         *base.lock().unwrap() = next.base.clone();
         *server.lock().unwrap() = Some(next);
     }
@@ -240,8 +256,29 @@ async fn acknowledged_events_survive_repeated_kill_9_exactly_once(
 
 #[cfg(unix)]
 async fn sigterm_stops_gracefully(db: crossdock_store::testkit::TestDb) {
-    let server = Server::start(&db.url);
-    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin-key");
+    let server = Server::start(&db.url, &key_file);
+    // The first start wrote an admin key that only its owner can read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the admin key file is {mode:o}");
+    }
+    let client = admin_client(&key_file);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/events", server.base))
+        .header("content-type", "application/json")
+        .body(batch(0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status().as_u16(),
+        401,
+        "a request without a key is refused"
+    );
     let response = client
         .post(format!("{}/v1/events", server.base))
         .header("content-type", "application/json")
@@ -253,7 +290,7 @@ async fn sigterm_stops_gracefully(db: crossdock_store::testkit::TestDb) {
     let status = server.terminate();
     assert!(status.success(), "crossdock exited with {status}");
     // Everything acknowledged before the signal is there after a restart.
-    let server = Server::start(&db.url);
+    let server = Server::start(&db.url, &key_file);
     let feed: Value = client
         .get(format!("{}/v1/events?limit=1000", server.base))
         .send()

@@ -37,7 +37,10 @@ macro_rules! backend_tests {
 
 pub struct TestApp {
     pub base: String,
+    /// Sends the test administrator's key with every request.
     pub client: reqwest::Client,
+    /// Sends no key.
+    pub anonymous: reqwest::Client,
     pub state: Arc<AppState>,
     db: Option<TestDb>,
     stop: Option<oneshot::Sender<()>>,
@@ -53,6 +56,11 @@ pub fn test_config(db: &TestDb) -> Config {
     // Tests jump a manual clock far ahead; a lease must not lapse under a delivery still in
     // flight in real time (lease expiry has its own tests in the store suite).
     config.outbox.lease_ms = 24 * 3600 * 1000;
+    // Keys are made by the tests; nothing should land in the working directory.
+    config.auth.admin_key_file = std::env::temp_dir()
+        .join(format!("crossdock-test-admin-key-{}", std::process::id()))
+        .display()
+        .to_string();
     config
 }
 
@@ -72,6 +80,19 @@ impl TestApp {
             .await
             .expect("build the app");
         let state = app.state().clone();
+        // The test client is an administrator with a budget no test exhausts by accident. A
+        // restarted app replaces the key of the previous one.
+        state
+            .store
+            .key_revoke("test-admin", state.clock.now())
+            .await
+            .unwrap();
+        let token = create_key(&state, "test-admin", "admin", None, Some(1_000_000)).await;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -81,6 +102,11 @@ impl TestApp {
         TestApp {
             base: format!("http://{address}"),
             client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            anonymous: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
@@ -149,6 +175,27 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// Creates an API key directly in the store and returns its token.
+pub async fn create_key(
+    state: &AppState,
+    name: &str,
+    scopes: &str,
+    channel: Option<&str>,
+    rate: Option<u32>,
+) -> String {
+    let spec = crossdock::keys::KeySpec {
+        name: name.into(),
+        scopes: crossdock_core::access::Scopes::parse(scopes).unwrap(),
+        channel: channel.map(Into::into),
+        rate_per_second: rate,
+        burst: rate,
+    };
+    crossdock::keys::create(&state.store, &spec, state.clock.now())
+        .await
+        .unwrap()
+        .expose()
 }
 
 pub async fn read(response: reqwest::Response) -> (u16, Value) {

@@ -6,4 +6,5 @@ mod cli;
 mod crash;
 mod delivery;
 mod events;
+mod governance;
 mod helpers;

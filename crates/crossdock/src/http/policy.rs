@@ -1,0 +1,146 @@
+//! The access policy of every route: who may call it, whether it takes an `Idempotency-Key`,
+//! and whether it is deprecated. One table, read by the request envelope and by the OpenAPI
+//! document, so a route cannot be served under rules other than the ones it documents.
+
+use axum::http::Method;
+use crossdock_core::access::Scope;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a key: health probes, the API description, problem pages.
+    Public,
+    /// A key holding this scope (or `admin`).
+    Scope(Scope),
+}
+
+/// How a route treats the `Idempotency-Key` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Not a POST: the header is ignored.
+    NotApplicable,
+    /// A POST that honours the header when it is sent.
+    Optional,
+    /// A POST that refuses requests without it.
+    Required,
+}
+
+/// A route that is going away: its responses carry `Deprecation`, `Sunset` and a `Link` to the
+/// replacement's documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deprecation {
+    /// When it was deprecated, in seconds since the epoch (`Deprecation: @<seconds>`).
+    pub since_unix_s: i64,
+    /// When it stops working, as an HTTP date (`Sunset`).
+    pub sunset: &'static str,
+    /// Where to read about the replacement.
+    pub link: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub method: &'static str,
+    /// The path as the router writes it, with `{name}` parameters.
+    pub path: &'static str,
+    pub access: Access,
+    pub idempotency: Idempotency,
+    pub deprecated: Option<Deprecation>,
+}
+
+const fn public(method: &'static str, path: &'static str) -> RoutePolicy {
+    RoutePolicy {
+        method,
+        path,
+        access: Access::Public,
+        idempotency: Idempotency::NotApplicable,
+        deprecated: None,
+    }
+}
+
+const fn read(path: &'static str, scope: Scope) -> RoutePolicy {
+    RoutePolicy {
+        method: "GET",
+        path,
+        access: Access::Scope(scope),
+        idempotency: Idempotency::NotApplicable,
+        deprecated: None,
+    }
+}
+
+const fn post(path: &'static str, scope: Scope) -> RoutePolicy {
+    RoutePolicy {
+        method: "POST",
+        path,
+        access: Access::Scope(scope),
+        idempotency: Idempotency::Optional,
+        deprecated: None,
+    }
+}
+
+const fn delete(path: &'static str, scope: Scope) -> RoutePolicy {
+    RoutePolicy {
+        method: "DELETE",
+        path,
+        access: Access::Scope(scope),
+        idempotency: Idempotency::NotApplicable,
+        deprecated: None,
+    }
+}
+
+/// Every route crossdock serves. A route missing here is refused (fail closed) and a test fails.
+pub const POLICIES: &[RoutePolicy] = &[
+    public("GET", "/healthz"),
+    public("GET", "/readyz"),
+    public("GET", "/problems/{slug}"),
+    public("GET", "/v1/openapi.json"),
+    public("GET", "/docs"),
+    read("/metrics", Scope::Ops),
+    post("/v1/events", Scope::EventsWrite),
+    read("/v1/events", Scope::EventsRead),
+    read("/v1/consumers", Scope::Ops),
+    read("/v1/sources", Scope::Ops),
+    read("/v1/inbox", Scope::Ops),
+    read("/v1/inbox/{id}", Scope::Ops),
+    post("/v1/inbox/{id}/replay", Scope::Ops),
+    read("/v1/dead-letters", Scope::Ops),
+    read("/v1/dead-letters/{id}", Scope::Ops),
+    post("/v1/dead-letters/{id}/replay", Scope::Ops),
+    delete("/v1/dead-letters/{id}", Scope::Ops),
+    read("/v1/audit", Scope::Admin),
+];
+
+/// The policy of a matched route. `HEAD` follows `GET`.
+pub fn lookup(method: &Method, path: &str) -> Option<&'static RoutePolicy> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    POLICIES
+        .iter()
+        .find(|p| p.method == method && p.path == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_appears_once() {
+        for (i, p) in POLICIES.iter().enumerate() {
+            let again = POLICIES[i + 1..]
+                .iter()
+                .any(|q| q.method == p.method && q.path == p.path);
+            assert!(!again, "{} {} is listed twice", p.method, p.path);
+        }
+    }
+
+    #[test]
+    fn head_follows_get_and_unknown_routes_have_no_policy() {
+        assert_eq!(
+            lookup(&Method::HEAD, "/v1/events").map(|p| p.access),
+            Some(Access::Scope(Scope::EventsRead))
+        );
+        assert!(lookup(&Method::PATCH, "/v1/events").is_none());
+    }
+}
