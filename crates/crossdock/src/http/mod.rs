@@ -303,3 +303,35 @@ pub(crate) fn truncate(text: &str, chars: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deprecated_route_announces_its_sunset_and_replacement() {
+        let d = policy::Deprecation {
+            since_unix_s: 1_798_761_600,
+            sunset: "Sat, 01 Jan 2028 00:00:00 GMT",
+            link: "/docs#v2-events",
+        };
+        let headers: Vec<(String, String)> = deprecation_headers(&d)
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(
+            headers,
+            vec![
+                ("deprecation".to_owned(), "@1798761600".to_owned()),
+                (
+                    "sunset".to_owned(),
+                    "Sat, 01 Jan 2028 00:00:00 GMT".to_owned()
+                ),
+                (
+                    "link".to_owned(),
+                    "</docs#v2-events>; rel=\"deprecation\"".to_owned()
+                ),
+            ]
+        );
+    }
+}

@@ -7,6 +7,7 @@ use crossdock_store::testkit::TestDb;
 use crossdock_store::{ClaimRequest, DeliveryFailure, NewAction};
 
 crate::backend_tests!(
+    keys_are_created_listed_and_revoked_and_each_step_is_audited,
     migrate_applies_the_schema_once,
     dlq_commands_list_replay_and_drop,
     replay_moves_a_consumer_and_names_unknown_ones,
@@ -27,6 +28,78 @@ fn crossdock(db: &TestDb, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+async fn keys_are_created_listed_and_revoked_and_each_step_is_audited(db: TestDb) {
+    let (ok, token, err) = crossdock(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "shopify-eu",
+            "--scopes",
+            "orders:read,orders:write",
+            "--channel",
+            "shopify-eu",
+            "--rate",
+            "20/s",
+            "--burst",
+            "40",
+        ],
+    );
+    assert!(ok, "{err}");
+    let token = token.trim();
+    assert!(token.starts_with("cdk_") && token.len() == 60, "{token}");
+    assert!(err.contains("shown once"), "{err}");
+    let (ok, _, err) = crossdock(
+        &db,
+        &["keys", "create", "--name", "shopify-eu", "--scopes", "ops"],
+    );
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, _, err) = crossdock(
+        &db,
+        &["keys", "create", "--name", "x", "--scopes", "orders:delete"],
+    );
+    assert!(!ok && err.contains("unknown scope"), "{err}");
+    let (ok, _, err) = crossdock(
+        &db,
+        &["keys", "create", "--name", "bad name", "--scopes", "ops"],
+    );
+    assert!(!ok && err.contains("key names"), "{err}");
+    let (ok, list, _) = crossdock(&db, &["keys", "list"]);
+    assert!(ok);
+    assert!(
+        list.contains("shopify-eu")
+            && list.contains("orders:read,orders:write")
+            && list.contains("20/s"),
+        "{list}"
+    );
+    assert!(!list.contains(&token[17..]), "the list shows a secret");
+    let (ok, out, err) = crossdock(&db, &["keys", "revoke", "shopify-eu"]);
+    assert!(ok && out.contains("revoked"), "{err}");
+    let (ok, _, err) = crossdock(&db, &["keys", "revoke", "shopify-eu"]);
+    assert!(!ok && err.contains("no active key"), "{err}");
+    let store = db.open().await;
+    let audit = store
+        .audit_list(crossdock_store::AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, vec!["key.create", "key.revoke"]);
+    assert!(audit[0].entry.actor.starts_with("cli:"));
+    assert!(
+        !audit[0]
+            .entry
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains(&token[17..])
+    );
+    store.close().await;
 }
 
 async fn migrate_applies_the_schema_once(db: TestDb) {
@@ -120,6 +193,16 @@ async fn replay_moves_a_consumer_and_names_unknown_ones(db: TestDb) {
     );
     assert!(ok, "{err}");
     assert!(out.contains("moved from 42 to 10"), "{out}");
+    let store = db.open().await;
+    let query = crossdock_store::AuditQuery {
+        action: Some("consumer.reset".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let audit = store.audit_list(query).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].entry.target, "source_activity");
+    store.close().await;
     let (ok, _, err) = crossdock(&db, &["replay", "--consumer", "nobody", "--from", "0"]);
     assert!(
         !ok && err.contains("known consumers: source_activity"),

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 crate::backend_tests!(
     acknowledged_events_survive_repeated_kill_9_exactly_once,
-    sigterm_stops_gracefully
+    sigterm_stops_gracefully,
+    no_auth_is_announced_loudly_and_lets_everyone_in,
 );
 
 const EVENTS: usize = 200_000;
@@ -30,9 +31,19 @@ struct Server {
 impl Server {
     /// Starts a server; its first start writes the admin key to `key_file`.
     fn start(database: &str, key_file: &std::path::Path) -> Server {
+        Server::start_with(database, key_file, &[]).0
+    }
+
+    /// Starts a server with extra arguments; returns it and the log lines before it listened.
+    fn start_with(
+        database: &str,
+        key_file: &std::path::Path,
+        extra: &[&str],
+    ) -> (Server, Vec<String>) {
         crossdock::app::install_tls_provider();
         let mut child = Command::new(env!("CARGO_BIN_EXE_crossdock"))
             .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("CROSSDOCK_LOG", "info")
             .env("CROSSDOCK_AUTH__ADMIN_KEY_FILE", key_file)
             .stdout(Stdio::null())
@@ -43,19 +54,22 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
+            let mut before = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // Keep draining stderr after the address so the child never blocks on a full pipe.
                 if let Some(rest) = line.split("listening on ").nth(1).filter(|_| !sent) {
                     let address = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(address);
+                    let _ = tx.send((address, std::mem::take(&mut before)));
                     sent = true;
+                } else if !sent {
+                    before.push(line);
                 }
             }
         });
-        let base = rx
+        let (base, log) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("crossdock printed its address");
-        Server { child, base }
+        (Server { child, base }, log)
     }
 
     fn kill_9(mut self) {
@@ -300,5 +314,26 @@ async fn sigterm_stops_gracefully(db: crossdock_store::testkit::TestDb) {
         .await
         .unwrap();
     assert_eq!(feed["events"].as_array().unwrap().len(), BATCH);
+    server.kill_9();
+}
+
+async fn no_auth_is_announced_loudly_and_lets_everyone_in(db: crossdock_store::testkit::TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin-key");
+    let (server, log) = Server::start_with(&db.url, &key_file, &["--no-auth"]);
+    assert!(
+        log.iter().any(|l| l.contains("AUTHENTICATION IS OFF")),
+        "{log:#?}"
+    );
+    assert!(
+        !key_file.exists(),
+        "no admin key is made when authentication is off"
+    );
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/dead-letters", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
     server.kill_9();
 }

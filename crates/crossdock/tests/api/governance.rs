@@ -19,6 +19,7 @@ crate::backend_tests!(
     an_idempotency_key_is_kept_for_its_window_and_belongs_to_one_request,
     hostile_path_query_and_header_values_get_clear_4xx,
     operational_actions_are_audited_and_only_admins_read_the_log,
+    a_changed_configuration_is_audited_when_the_server_starts,
 );
 
 async fn bearer(
@@ -498,6 +499,26 @@ async fn operational_actions_are_audited_and_only_admins_read_the_log(
     // Starting the server recorded its configuration.
     let (_, config) = app.get("/v1/audit?action=config.loaded").await;
     assert_eq!(config["entries"].as_array().unwrap().len(), 1);
+}
+
+async fn a_changed_configuration_is_audited_when_the_server_starts(
+    db: crossdock_store::testkit::TestDb,
+) {
+    let app = TestApp::spawn(db).await;
+    let db = app.stop().await;
+    // The same configuration again: nothing new to record.
+    let app = TestApp::spawn(db).await;
+    let db = app.stop().await;
+    let mut config = test_config(&db);
+    config.events.batch_events_max = 10;
+    let app = TestApp::spawn_with(db, config, |b| b).await;
+    let (_, loaded) = app.get("/v1/audit?action=config.loaded").await;
+    assert_eq!(loaded["entries"].as_array().unwrap().len(), 2);
+    let (_, changed) = app.get("/v1/audit?action=config.changed").await;
+    let changed = changed["entries"].as_array().unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["actor"], "system");
+    assert!(changed[0]["detail"]["previous"].is_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
