@@ -227,6 +227,18 @@ impl Store {
         dispatch!(self.append(events, now))
     }
 
+    /// Appends under an idempotency key: in one transaction, answers with the response kept for
+    /// the key if there is one (appending nothing), or appends and keeps the new response. The
+    /// effect and its kept answer are durable together.
+    pub async fn append_idempotent(
+        &self,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+        request: IdempotentAppend,
+    ) -> Result<IdempotentOutcome> {
+        dispatch!(self.append_idempotent(events, now, request))
+    }
+
     /// Events with `seq > after`, in order, at most `limit` of them.
     pub async fn read_events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
         dispatch!(self.read_events(after, limit))
@@ -371,25 +383,19 @@ impl Store {
 
     // ---- idempotency ----
 
-    /// Claims an idempotency key for a request, or says why the request must not run.
-    pub async fn idempotency_claim(&self, claim: IdempotencyClaim<'_>) -> Result<ClaimOutcome> {
-        dispatch!(self.idempotency_claim(claim))
+    /// What is kept for an idempotency key.
+    pub async fn idempotency_lookup(&self, lookup: IdempotencyLookup<'_>) -> Result<Recorded> {
+        dispatch!(self.idempotency_lookup(lookup))
     }
 
-    /// Keeps the response of a claimed request for replay.
-    pub async fn idempotency_complete(
+    /// Keeps a response under its idempotency key, replacing an expired record.
+    pub async fn idempotency_keep(
         &self,
-        api_key: &str,
-        key: &str,
+        lookup: IdempotencyLookup<'_>,
         response: StoredResponse,
         now: Timestamp,
     ) -> Result<()> {
-        dispatch!(self.idempotency_complete(api_key, key, response, now))
-    }
-
-    /// Forgets a claim whose request failed in a way worth retrying.
-    pub async fn idempotency_release(&self, api_key: &str, key: &str) -> Result<()> {
-        dispatch!(self.idempotency_release(api_key, key))
+        dispatch!(self.idempotency_keep(lookup, response, now))
     }
 
     /// Deletes idempotency records created before `before`.

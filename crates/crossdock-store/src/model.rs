@@ -303,19 +303,16 @@ pub enum KeyCreateOutcome {
     NameTaken,
 }
 
-/// The arguments of [`crate::Store::idempotency_claim`].
+/// Which idempotency record to look for, and what makes it the same request.
 #[derive(Clone, Debug)]
-pub struct IdempotencyClaim<'a> {
+pub struct IdempotencyLookup<'a> {
     /// The id of the API key making the request; idempotency keys are scoped per API key.
     pub api_key: &'a str,
     pub key: &'a str,
     /// A hash of the method, path and body: the same key with another request is refused.
     pub fingerprint: &'a [u8],
-    pub now: Timestamp,
     /// Records created before this are forgotten (the retention window has passed).
     pub expired_before: Timestamp,
-    /// An unfinished record created before this belongs to a request that died; it is taken over.
-    pub stale_before: Timestamp,
 }
 
 /// A response kept for replay.
@@ -326,15 +323,14 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
+/// What the store holds for an idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    /// The caller is the first: run the request, then complete or release the claim.
-    Claimed,
-    /// The same request was completed before: answer with its response.
+pub enum Recorded {
+    /// Nothing within the window: the request runs.
+    Nothing,
+    /// The same request was answered before: answer with this.
     Replay(StoredResponse),
-    /// The same key is being processed right now.
-    InFlight,
-    /// The same key was used with a different request.
+    /// The key was used with a different request.
     Mismatch,
 }
 
@@ -369,4 +365,35 @@ pub struct AuditQuery {
     pub until: Option<Timestamp>,
     pub after_id: i64,
     pub limit: usize,
+}
+
+/// Renders the response to an append so it can be kept under its idempotency key.
+pub type RenderResponse = Box<dyn FnOnce(&AppendOutcome) -> StoredResponse + Send + Sync>;
+
+/// An append that carries an idempotency key: in one transaction the store looks the key up,
+/// and either answers with the kept response or appends and keeps the new response.
+pub struct IdempotentAppend {
+    pub api_key: String,
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+    pub expired_before: Timestamp,
+    pub render: RenderResponse,
+}
+
+impl std::fmt::Debug for IdempotentAppend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotentAppend")
+            .field("api_key", &self.api_key)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of [`crate::Store::append_idempotent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdempotentOutcome {
+    /// Appended (or found to be duplicates); the response is kept.
+    Appended(AppendOutcome),
+    /// The key was answered before; nothing was appended.
+    Recorded(Recorded),
 }

@@ -32,7 +32,10 @@ fn pgerr(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 struct AppendRequest {
     events: Vec<NewEvent>,
     now: Timestamp,
-    reply: oneshot::Sender<Result<AppendOutcome>>,
+    /// Looked up and kept in the same transaction as the events, when the request carried an
+    /// idempotency key.
+    idempotent: Option<IdempotentAppend>,
+    reply: oneshot::Sender<Result<IdempotentOutcome>>,
 }
 
 pub(crate) struct PgStore {
@@ -195,9 +198,38 @@ impl PgStore {
         events: Vec<NewEvent>,
         now: Timestamp,
     ) -> Result<AppendOutcome> {
+        match self.send_append(events, now, None).await? {
+            IdempotentOutcome::Appended(outcome) => Ok(outcome),
+            IdempotentOutcome::Recorded(_) => Err(StoreError::Corrupt(
+                "a plain append was answered from an idempotency record".into(),
+            )),
+        }
+    }
+
+    pub(crate) async fn append_idempotent(
+        &self,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+        request: IdempotentAppend,
+    ) -> Result<IdempotentOutcome> {
+        self.send_append(events, now, Some(request)).await
+    }
+
+    async fn send_append(
+        &self,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+        idempotent: Option<IdempotentAppend>,
+    ) -> Result<IdempotentOutcome> {
         let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            events,
+            now,
+            idempotent,
+            reply,
+        };
         self.appender
-            .send(AppendRequest { events, now, reply })
+            .send(request)
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -910,88 +942,34 @@ impl PgStore {
 
     // ---- idempotency ----
 
-    pub(crate) async fn idempotency_claim(&self, c: IdempotencyClaim<'_>) -> Result<ClaimOutcome> {
-        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency (api_key, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (api_key, key) DO NOTHING",
+    pub(crate) async fn idempotency_lookup(&self, l: IdempotencyLookup<'_>) -> Result<Recorded> {
+        let row: Option<KeptRow> = sqlx::query_as(
+            "SELECT fingerprint, created_at, status, content_type, body FROM idempotency \
+             WHERE api_key = $1 AND key = $2 AND completed_at IS NOT NULL",
         )
-        .bind(c.api_key)
-        .bind(c.key)
-        .bind(c.fingerprint)
-        .bind(c.now.unix_micros())
-        .execute(&mut *tx)
+        .bind(l.api_key)
+        .bind(l.key)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(pgerr("claim idempotency key"))?;
-        let outcome = if inserted.rows_affected() == 1 {
-            ClaimOutcome::Claimed
-        } else {
-            type Row = (
-                Vec<u8>,
-                i64,
-                Option<i64>,
-                Option<i64>,
-                Option<String>,
-                Option<Vec<u8>>,
-            );
-            let (stored_fp, created_at, completed_at, status, content_type, body): Row = sqlx::query_as(
-                "SELECT fingerprint, created_at, completed_at, status, content_type, body FROM idempotency \
-                 WHERE api_key = $1 AND key = $2 FOR UPDATE",
-            )
-            .bind(c.api_key)
-            .bind(c.key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pgerr("read idempotency record"))?;
-            let reclaim = created_at < c.expired_before.unix_micros()
-                || (stored_fp == c.fingerprint
-                    && completed_at.is_none()
-                    && created_at < c.stale_before.unix_micros());
-            if reclaim {
-                sqlx::query(
-                    "UPDATE idempotency SET fingerprint = $3, created_at = $4, completed_at = NULL, status = NULL, \
-                     content_type = NULL, body = NULL WHERE api_key = $1 AND key = $2",
-                )
-                .bind(c.api_key)
-                .bind(c.key)
-                .bind(c.fingerprint)
-                .bind(c.now.unix_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err(pgerr("claim idempotency key"))?;
-                ClaimOutcome::Claimed
-            } else if stored_fp != c.fingerprint {
-                ClaimOutcome::Mismatch
-            } else {
-                match (completed_at, status) {
-                    (Some(_), Some(status)) => ClaimOutcome::Replay(StoredResponse {
-                        status: u16::try_from(status).unwrap_or(500),
-                        content_type,
-                        body: body.unwrap_or_default(),
-                    }),
-                    _ => ClaimOutcome::InFlight,
-                }
-            }
-        };
-        tx.commit()
-            .await
-            .map_err(pgerr("commit idempotency claim"))?;
-        Ok(outcome)
+        .map_err(pgerr("read idempotency record"))?;
+        Ok(recorded(row, l.fingerprint, l.expired_before))
     }
 
-    pub(crate) async fn idempotency_complete(
+    pub(crate) async fn idempotency_keep(
         &self,
-        api_key: &str,
-        key: &str,
+        l: IdempotencyLookup<'_>,
         response: StoredResponse,
         now: Timestamp,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE idempotency SET completed_at = $3, status = $4, content_type = $5, body = $6 \
-             WHERE api_key = $1 AND key = $2",
+            "INSERT INTO idempotency (api_key, key, fingerprint, created_at, completed_at, status, content_type, body) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT (api_key, key) DO UPDATE SET \
+             fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at, completed_at = EXCLUDED.completed_at, \
+             status = EXCLUDED.status, content_type = EXCLUDED.content_type, body = EXCLUDED.body",
         )
-        .bind(api_key)
-        .bind(key)
+        .bind(l.api_key)
+        .bind(l.key)
+        .bind(l.fingerprint)
         .bind(now.unix_micros())
         .bind(i64::from(response.status))
         .bind(response.content_type)
@@ -999,18 +977,6 @@ impl PgStore {
         .execute(&self.pool)
         .await
         .map_err(pgerr("keep idempotent response"))?;
-        Ok(())
-    }
-
-    pub(crate) async fn idempotency_release(&self, api_key: &str, key: &str) -> Result<()> {
-        sqlx::query(
-            "DELETE FROM idempotency WHERE api_key = $1 AND key = $2 AND completed_at IS NULL",
-        )
-        .bind(api_key)
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .map_err(pgerr("release idempotency key"))?;
         Ok(())
     }
 
@@ -1230,7 +1196,7 @@ async fn appender_loop(pool: PgPool, mut rx: mpsc::Receiver<AppendRequest>, grou
                 Err(_) => break,
             }
         }
-        match append_group(&pool, &group).await {
+        match append_group(&pool, &mut group).await {
             Ok(outcomes) => {
                 for (request, outcome) in group.into_iter().zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -1245,7 +1211,10 @@ async fn appender_loop(pool: PgPool, mut rx: mpsc::Receiver<AppendRequest>, grou
     }
 }
 
-async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<AppendOutcome>> {
+async fn append_group(
+    pool: &PgPool,
+    group: &mut [AppendRequest],
+) -> Result<Vec<IdempotentOutcome>> {
     let mut tx = pool.begin().await.map_err(pgerr("begin append"))?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(LOCK_APPEND)
@@ -1258,6 +1227,10 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
         .await
         .map_err(pgerr("read log head"))?;
 
+    // Requests answered before under their idempotency key append nothing. Appends are serialized
+    // across nodes by the lock above, so this look-up cannot race another node's answer.
+    let answered = answered_before(&mut tx, group).await?;
+
     // Every event not repeated within the group gets the next number; the insert then skips
     // those already in the log. Its unique index decides, whatever the table's statistics say,
     // and a skipped event leaves a gap in the numbers.
@@ -1266,8 +1239,12 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
     let mut cols = EventColumns::with_capacity(total);
     let mut planned: Vec<Vec<Option<i64>>> = Vec::with_capacity(group.len());
     let mut next = head;
-    for request in group {
+    for (request, answered) in group.iter().zip(&answered) {
         let mut seqs = Vec::with_capacity(request.events.len());
+        if answered.is_some() {
+            planned.push(seqs);
+            continue;
+        }
         for e in &request.events {
             if in_group.insert((e.source(), e.id())) {
                 next += 1;
@@ -1307,8 +1284,7 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
         .map_err(pgerr("append events"))?;
         inserted.extend(seqs);
     }
-    tx.commit().await.map_err(pgerr("commit append"))?;
-    Ok(planned
+    let outcomes: Vec<AppendOutcome> = planned
         .into_iter()
         .map(|seqs| AppendOutcome {
             results: seqs
@@ -1319,7 +1295,142 @@ async fn append_group(pool: &PgPool, group: &[AppendRequest]) -> Result<Vec<Appe
                 })
                 .collect(),
         })
+        .collect();
+    keep_responses(&mut tx, group, &outcomes, &answered).await?;
+    tx.commit().await.map_err(pgerr("commit append"))?;
+    Ok(outcomes
+        .into_iter()
+        .zip(answered)
+        .map(|(outcome, answered)| match answered {
+            Some(recorded) => IdempotentOutcome::Recorded(recorded),
+            None => IdempotentOutcome::Appended(outcome),
+        })
         .collect())
+}
+
+/// A kept idempotency record: fingerprint, created at, status, content type, body.
+type KeptRow = (Vec<u8>, i64, Option<i64>, Option<String>, Option<Vec<u8>>);
+/// The same, after its API key and idempotency key.
+type KeyedKeptRow = (
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+fn recorded(row: Option<KeptRow>, fingerprint: &[u8], expired_before: Timestamp) -> Recorded {
+    match row {
+        Some((kept, created_at, Some(status), content_type, body))
+            if created_at >= expired_before.unix_micros() =>
+        {
+            if kept == fingerprint {
+                Recorded::Replay(StoredResponse {
+                    status: u16::try_from(status).unwrap_or(500),
+                    content_type,
+                    body: body.unwrap_or_default(),
+                })
+            } else {
+                Recorded::Mismatch
+            }
+        }
+        _ => Recorded::Nothing,
+    }
+}
+
+/// For each request of the group, what its idempotency key already answered, if anything.
+async fn answered_before(
+    tx: &mut Transaction<'static, Postgres>,
+    group: &[AppendRequest],
+) -> Result<Vec<Option<Recorded>>> {
+    let keyed: Vec<&IdempotentAppend> =
+        group.iter().filter_map(|r| r.idempotent.as_ref()).collect();
+    if keyed.is_empty() {
+        return Ok(vec![None; group.len()]);
+    }
+    let api_keys: Vec<&str> = keyed.iter().map(|k| k.api_key.as_str()).collect();
+    let keys: Vec<&str> = keyed.iter().map(|k| k.key.as_str()).collect();
+    let rows: Vec<KeyedKeptRow> = sqlx::query_as(
+        "SELECT i.api_key, i.key, i.fingerprint, i.created_at, i.status, i.content_type, i.body FROM idempotency i \
+         JOIN UNNEST($1::text[], $2::text[]) AS t(api_key, key) ON i.api_key = t.api_key AND i.key = t.key \
+         WHERE i.completed_at IS NOT NULL",
+    )
+    .bind(api_keys)
+    .bind(keys)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(pgerr("read idempotency records"))?;
+    Ok(group
+        .iter()
+        .map(|r| {
+            let k = r.idempotent.as_ref()?;
+            let row = rows
+                .iter()
+                .find(|row| row.0 == k.api_key && row.1 == k.key)
+                .map(|row| (row.2.clone(), row.3, row.4, row.5.clone(), row.6.clone()));
+            match recorded(row, &k.fingerprint, k.expired_before) {
+                Recorded::Nothing => None,
+                seen => Some(seen),
+            }
+        })
+        .collect())
+}
+
+/// Keeps, in the append's transaction, the responses of requests that carried idempotency keys.
+async fn keep_responses(
+    tx: &mut Transaction<'static, Postgres>,
+    group: &mut [AppendRequest],
+    outcomes: &[AppendOutcome],
+    answered: &[Option<Recorded>],
+) -> Result<()> {
+    let mut rows = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for ((request, outcome), answered) in group.iter_mut().zip(outcomes).zip(answered) {
+        if answered.is_some() {
+            continue;
+        }
+        let Some(idempotent) = request.idempotent.take() else {
+            continue;
+        };
+        let response = (idempotent.render)(outcome);
+        rows.0.push(idempotent.api_key);
+        rows.1.push(idempotent.key);
+        rows.2.push(idempotent.fingerprint);
+        rows.3.push(request.now.unix_micros());
+        rows.4.push(i64::from(response.status));
+        rows.5.push(response.content_type);
+        rows.6.push(response.body);
+    }
+    if rows.0.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO idempotency (api_key, key, fingerprint, created_at, completed_at, status, content_type, body) \
+         SELECT a, k, f, t, t, s, c, b FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::bigint[], \
+         $6::text[], $7::bytea[]) AS r(a, k, f, t, s, c, b) ON CONFLICT (api_key, key) DO UPDATE SET \
+         fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at, completed_at = EXCLUDED.completed_at, \
+         status = EXCLUDED.status, content_type = EXCLUDED.content_type, body = EXCLUDED.body",
+    )
+    .bind(rows.0)
+    .bind(rows.1)
+    .bind(rows.2)
+    .bind(rows.3)
+    .bind(rows.4)
+    .bind(rows.5)
+    .bind(rows.6)
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("keep idempotent responses"))?;
+    Ok(())
 }
 
 /// The largest insert statement, in bytes of parameters, sent in one piece.

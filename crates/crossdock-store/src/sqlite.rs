@@ -371,22 +371,8 @@ impl SqliteStore {
         events: Vec<NewEvent>,
         now: Timestamp,
     ) -> Result<AppendOutcome> {
-        self.write(events.len(), move |conn| {
-            let mut stmt = conn
-                .prepare_cached(INSERT_EVENT)
-                .map_err(db("prepare append"))?;
-            let mut results = Vec::with_capacity(events.len());
-            for e in &events {
-                let changed = insert_event(&mut stmt, e, now).map_err(db("append event"))?;
-                results.push(if changed == 1 {
-                    AppendResult::Appended(conn.last_insert_rowid())
-                } else {
-                    AppendResult::Duplicate
-                });
-            }
-            Ok(AppendOutcome { results })
-        })
-        .await
+        self.write(events.len(), move |conn| append_rows(conn, &events, now))
+            .await
     }
 
     pub(crate) async fn read_events(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
@@ -1035,97 +1021,49 @@ impl SqliteStore {
 
     // ---- idempotency ----
 
-    pub(crate) async fn idempotency_claim(&self, c: IdempotencyClaim<'_>) -> Result<ClaimOutcome> {
+    pub(crate) async fn idempotency_lookup(&self, l: IdempotencyLookup<'_>) -> Result<Recorded> {
         let (api_key, key, fingerprint) = (
-            c.api_key.to_owned(),
-            c.key.to_owned(),
-            c.fingerprint.to_vec(),
+            l.api_key.to_owned(),
+            l.key.to_owned(),
+            l.fingerprint.to_vec(),
         );
-        let (now, expired_before, stale_before) = (c.now, c.expired_before, c.stale_before);
-        self.write(1, move |conn| {
-            type Row = (Vec<u8>, i64, Option<i64>, Option<u16>, Option<String>, Option<Vec<u8>>);
-            let existing: Option<Row> = conn
-                .prepare_cached(
-                    "SELECT fingerprint, created_at, completed_at, status, content_type, body FROM idempotency \
-                     WHERE api_key = ?1 AND key = ?2",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![api_key, key], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                    })
-                    .optional()
-                })
-                .map_err(db("read idempotency record"))?;
-            let claim = |conn: &Connection| {
-                conn.prepare_cached(
-                    "INSERT INTO idempotency (api_key, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (api_key, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-                     created_at = excluded.created_at, completed_at = NULL, status = NULL, content_type = NULL, body = NULL",
-                )
-                .and_then(|mut s| s.execute(params![api_key, key, fingerprint, now.unix_micros()]))
-                .map_err(db("claim idempotency key"))
-                .map(|_| ClaimOutcome::Claimed)
-            };
-            let Some((stored_fp, created_at, completed_at, status, content_type, body)) = existing else {
-                return claim(conn);
-            };
-            if created_at < expired_before.unix_micros() {
-                return claim(conn);
-            }
-            if stored_fp != fingerprint {
-                return Ok(ClaimOutcome::Mismatch);
-            }
-            match (completed_at, status) {
-                (Some(_), Some(status)) => Ok(ClaimOutcome::Replay(StoredResponse {
-                    status,
-                    content_type,
-                    body: body.unwrap_or_default(),
-                })),
-                _ if created_at < stale_before.unix_micros() => claim(conn),
-                _ => Ok(ClaimOutcome::InFlight),
-            }
-        })
-        .await
+        let expired_before = l.expired_before;
+        self.read(move |conn| recorded(conn, &api_key, &key, &fingerprint, expired_before))
+            .await
     }
 
-    pub(crate) async fn idempotency_complete(
+    pub(crate) async fn idempotency_keep(
         &self,
-        api_key: &str,
-        key: &str,
+        l: IdempotencyLookup<'_>,
         response: StoredResponse,
         now: Timestamp,
     ) -> Result<()> {
-        let (api_key, key) = (api_key.to_owned(), key.to_owned());
+        let (api_key, key, fingerprint) = (
+            l.api_key.to_owned(),
+            l.key.to_owned(),
+            l.fingerprint.to_vec(),
+        );
         self.write(1, move |conn| {
-            conn.prepare_cached(
-                "UPDATE idempotency SET completed_at = ?3, status = ?4, content_type = ?5, body = ?6 \
-                 WHERE api_key = ?1 AND key = ?2",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    api_key,
-                    key,
-                    now.unix_micros(),
-                    response.status,
-                    response.content_type,
-                    response.body
-                ])
-            })
-            .map_err(db("keep idempotent response"))?;
-            Ok(())
+            keep_response(conn, &api_key, &key, &fingerprint, &response, now)
         })
         .await
     }
 
-    pub(crate) async fn idempotency_release(&self, api_key: &str, key: &str) -> Result<()> {
-        let (api_key, key) = (api_key.to_owned(), key.to_owned());
-        self.write(1, move |conn| {
-            conn.execute(
-                "DELETE FROM idempotency WHERE api_key = ?1 AND key = ?2 AND completed_at IS NULL",
-                params![api_key, key],
-            )
-            .map_err(db("release idempotency key"))?;
-            Ok(())
+    pub(crate) async fn append_idempotent(
+        &self,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+        r: IdempotentAppend,
+    ) -> Result<IdempotentOutcome> {
+        self.write(events.len().max(1), move |conn| {
+            match recorded(conn, &r.api_key, &r.key, &r.fingerprint, r.expired_before)? {
+                Recorded::Nothing => {}
+                seen => return Ok(IdempotentOutcome::Recorded(seen)),
+            }
+            let outcome = append_rows(conn, &events, now)?;
+            let response = (r.render)(&outcome);
+            keep_response(conn, &r.api_key, &r.key, &r.fingerprint, &response, now)?;
+            Ok(IdempotentOutcome::Appended(outcome))
         })
         .await
     }
@@ -1134,8 +1072,12 @@ impl SqliteStore {
         self.write(1, move |conn| {
             let n = conn
                 .execute(
-                    "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
-                    params![before.unix_micros(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    "DELETE FROM idempotency WHERE (api_key, key) IN \
+                     (SELECT api_key, key FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+                    params![
+                        before.unix_micros(),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
                 )
                 .map_err(db("purge idempotency records"))?;
             Ok(n as u64)
@@ -1224,6 +1166,89 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         },
         revoked_at: r.get::<_, Option<i64>>(8)?.map(Timestamp::from_unix_micros),
     })
+}
+
+/// Appends events, skipping those already in the log, inside the caller's transaction.
+fn append_rows(conn: &Connection, events: &[NewEvent], now: Timestamp) -> Result<AppendOutcome> {
+    let mut stmt = conn
+        .prepare_cached(INSERT_EVENT)
+        .map_err(db("prepare append"))?;
+    let mut results = Vec::with_capacity(events.len());
+    for e in events {
+        let changed = insert_event(&mut stmt, e, now).map_err(db("append event"))?;
+        results.push(if changed == 1 {
+            AppendResult::Appended(conn.last_insert_rowid())
+        } else {
+            AppendResult::Duplicate
+        });
+    }
+    Ok(AppendOutcome { results })
+}
+
+/// What is kept for an idempotency key, within its window.
+fn recorded(
+    conn: &Connection,
+    api_key: &str,
+    key: &str,
+    fingerprint: &[u8],
+    expired_before: Timestamp,
+) -> Result<Recorded> {
+    let row = conn
+        .prepare_cached(
+            "SELECT fingerprint, status, content_type, body FROM idempotency \
+             WHERE api_key = ?1 AND key = ?2 AND created_at >= ?3 AND completed_at IS NOT NULL",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![api_key, key, expired_before.unix_micros()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u16>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(db("read idempotency record"))?;
+    Ok(match row {
+        None => Recorded::Nothing,
+        Some((kept, _, _, _)) if kept != fingerprint => Recorded::Mismatch,
+        Some((_, status, content_type, body)) => Recorded::Replay(StoredResponse {
+            status,
+            content_type,
+            body: body.unwrap_or_default(),
+        }),
+    })
+}
+
+/// Keeps a completed response under its idempotency key (replacing an expired record).
+fn keep_response(
+    conn: &Connection,
+    api_key: &str,
+    key: &str,
+    fingerprint: &[u8],
+    response: &StoredResponse,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO idempotency (api_key, key, fingerprint, created_at, completed_at, status, content_type, body) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7) ON CONFLICT (api_key, key) DO UPDATE SET \
+         fingerprint = excluded.fingerprint, created_at = excluded.created_at, completed_at = excluded.completed_at, \
+         status = excluded.status, content_type = excluded.content_type, body = excluded.body",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            api_key,
+            key,
+            fingerprint,
+            now.unix_micros(),
+            response.status,
+            response.content_type,
+            response.body
+        ])
+    })
+    .map_err(db("keep idempotent response"))?;
+    Ok(())
 }
 
 /// Appends one event unless its `(source, id)` is already in the log.
@@ -1488,6 +1513,11 @@ fn next_message(rx: &mut mpsc::Receiver<WriterMessage>) -> Option<WriterMessage>
     rx.blocking_recv()
 }
 
+/// Runs a statement from the statement cache: savepoints are opened and closed for every job.
+fn cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StoreError::Unavailable(format!("cannot begin a write transaction: {e}"));
@@ -1515,7 +1545,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     // A job whose savepoint cannot be opened is not run: it could not be rolled back alone.
     let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(jobs.len());
     for job in &mut jobs {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = cached(conn, "SAVEPOINT job") {
             refused.push(Some(StoreError::Unavailable(format!(
                 "cannot open a savepoint: {e}"
             ))));
@@ -1523,9 +1553,9 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         }
         let ok = job.run(conn);
         let end = if ok {
-            conn.execute_batch("RELEASE job")
+            cached(conn, "RELEASE job")
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job"))
         };
         refused.push(
             end.err()

@@ -53,9 +53,8 @@ store_tests!(
     an_expired_lease_counts_as_a_failed_attempt,
     finished_actions_are_purged,
     keys_keep_hashes_and_names_are_unique_among_active_keys,
-    an_idempotency_key_runs_once_replays_and_refuses_other_requests,
-    idempotency_records_expire_and_dead_claims_are_taken_over,
-    concurrent_claims_of_one_idempotency_key_let_exactly_one_run,
+    an_idempotent_append_keeps_its_answer_with_its_effect,
+    idempotency_records_are_kept_for_their_window_only,
     the_audit_log_filters_by_actor_action_and_time,
 );
 
@@ -894,157 +893,151 @@ async fn keys_keep_hashes_and_names_are_unique_among_active_keys(db: &TestDb) {
     assert!(store.key_get("cccccccccccc").await.unwrap().is_none());
 }
 
-fn claim<'a>(key: &'a str, fingerprint: &'a [u8], now: Timestamp) -> IdempotencyClaim<'a> {
-    IdempotencyClaim {
-        api_key: "aaaaaaaaaaaa",
+fn lookup<'a>(
+    api_key: &'a str,
+    key: &'a str,
+    fingerprint: &'a [u8],
+    now: Timestamp,
+) -> IdempotencyLookup<'a> {
+    IdempotencyLookup {
+        api_key,
         key,
         fingerprint,
-        now,
         expired_before: now.plus_millis(-24 * 3600 * 1000),
-        stale_before: now.plus_millis(-60_000),
     }
 }
 
-async fn an_idempotency_key_runs_once_replays_and_refuses_other_requests(db: &TestDb) {
+fn idempotent(api_key: &str, key: &str, fingerprint: &[u8], now: Timestamp) -> IdempotentAppend {
+    IdempotentAppend {
+        api_key: api_key.into(),
+        key: key.into(),
+        fingerprint: fingerprint.to_vec(),
+        expired_before: now.plus_millis(-24 * 3600 * 1000),
+        render: Box::new(|outcome: &AppendOutcome| StoredResponse {
+            status: 202,
+            content_type: Some("application/json".into()),
+            body: format!("accepted {}", outcome.appended()).into_bytes(),
+        }),
+    }
+}
+
+async fn an_idempotent_append_keeps_its_answer_with_its_effect(db: &TestDb) {
     let store = db.open().await;
-    assert_eq!(
-        store
-            .idempotency_claim(claim("k1", b"body-a", at(0)))
-            .await
-            .unwrap(),
-        ClaimOutcome::Claimed
+    let first = store
+        .append_idempotent(
+            events("/erp", 0..3),
+            at(0),
+            idempotent("key-a", "k1", b"body", at(0)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&first, IdempotentOutcome::Appended(o) if o.appended() == 3),
+        "{first:?}"
     );
-    assert_eq!(
-        store
-            .idempotency_claim(claim("k1", b"body-a", at(1)))
-            .await
-            .unwrap(),
-        ClaimOutcome::InFlight
-    );
-    let response = StoredResponse {
-        status: 201,
+    let kept = StoredResponse {
+        status: 202,
         content_type: Some("application/json".into()),
-        body: b"{}".to_vec(),
-    };
-    store
-        .idempotency_complete("aaaaaaaaaaaa", "k1", response.clone(), at(2))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .idempotency_claim(claim("k1", b"body-a", at(3)))
-            .await
-            .unwrap(),
-        ClaimOutcome::Replay(response)
-    );
-    assert_eq!(
-        store
-            .idempotency_claim(claim("k1", b"body-b", at(3)))
-            .await
-            .unwrap(),
-        ClaimOutcome::Mismatch
-    );
-    // Keys belong to one API key: another API key may use the same one.
-    let other = IdempotencyClaim {
-        api_key: "bbbbbbbbbbbb",
-        ..claim("k1", b"body-b", at(3))
+        body: b"accepted 3".to_vec(),
     };
     assert_eq!(
-        store.idempotency_claim(other).await.unwrap(),
-        ClaimOutcome::Claimed
-    );
-    // A released claim (the request failed, worth retrying) can be claimed again.
-    assert_eq!(
         store
-            .idempotency_claim(claim("k2", b"x", at(4)))
+            .idempotency_lookup(lookup("key-a", "k1", b"body", at(1)))
             .await
             .unwrap(),
-        ClaimOutcome::Claimed
+        Recorded::Replay(kept.clone())
     );
-    store
-        .idempotency_release("aaaaaaaaaaaa", "k2")
+    // The same request again is answered from the record and appends nothing, even new events.
+    let again = store
+        .append_idempotent(
+            events("/erp", 5..6),
+            at(2),
+            idempotent("key-a", "k1", b"body", at(2)),
+        )
         .await
         .unwrap();
+    assert_eq!(again, IdempotentOutcome::Recorded(Recorded::Replay(kept)));
+    let other_body = store
+        .append_idempotent(
+            events("/erp", 5..6),
+            at(2),
+            idempotent("key-a", "k1", b"other", at(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other_body, IdempotentOutcome::Recorded(Recorded::Mismatch));
+    assert_eq!(store.head_seq().await.unwrap(), 3);
+    // Idempotency keys belong to one API key.
+    let other_key = store
+        .append_idempotent(
+            events("/erp", 5..6),
+            at(3),
+            idempotent("key-b", "k1", b"other", at(3)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(other_key, IdempotentOutcome::Appended(_)));
     assert_eq!(
         store
-            .idempotency_claim(claim("k2", b"x", at(5)))
+            .idempotency_lookup(lookup("key-a", "k2", b"body", at(3)))
             .await
             .unwrap(),
-        ClaimOutcome::Claimed
+        Recorded::Nothing
     );
 }
 
-async fn idempotency_records_expire_and_dead_claims_are_taken_over(db: &TestDb) {
+async fn idempotency_records_are_kept_for_their_window_only(db: &TestDb) {
     let store = db.open().await;
     let response = StoredResponse {
-        status: 202,
+        status: 409,
         content_type: None,
-        body: b"ok".to_vec(),
+        body: b"conflict".to_vec(),
     };
     store
-        .idempotency_claim(claim("k", b"a", at(0)))
-        .await
-        .unwrap();
-    store
-        .idempotency_complete("aaaaaaaaaaaa", "k", response.clone(), at(0))
+        .idempotency_keep(lookup("key-a", "k", b"a", at(0)), response.clone(), at(0))
         .await
         .unwrap();
     let hours = |h: i64| at(h * 3600);
     assert_eq!(
         store
-            .idempotency_claim(claim("k", b"a", hours(23)))
+            .idempotency_lookup(lookup("key-a", "k", b"a", hours(23)))
             .await
             .unwrap(),
-        ClaimOutcome::Replay(response)
-    );
-    // After the retention window the key is new again, whatever the body.
-    assert_eq!(
-        store
-            .idempotency_claim(claim("k", b"b", hours(25)))
-            .await
-            .unwrap(),
-        ClaimOutcome::Claimed
-    );
-    // A claim whose request never finished (its process died) is taken over once stale.
-    assert_eq!(
-        store
-            .idempotency_claim(claim("k", b"b", hours(25).plus_millis(1000)))
-            .await
-            .unwrap(),
-        ClaimOutcome::InFlight
+        Recorded::Replay(response)
     );
     assert_eq!(
         store
-            .idempotency_claim(claim("k", b"b", hours(26)))
+            .idempotency_lookup(lookup("key-a", "k", b"b", hours(23)))
             .await
             .unwrap(),
-        ClaimOutcome::Claimed
+        Recorded::Mismatch
     );
-    assert_eq!(store.purge_idempotency(hours(27), 100).await.unwrap(), 1);
-}
-
-async fn concurrent_claims_of_one_idempotency_key_let_exactly_one_run(db: &TestDb) {
-    let store = db.open().await;
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .idempotency_claim(claim("same", b"body", at(0)))
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut claimed = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            ClaimOutcome::Claimed => claimed += 1,
-            ClaimOutcome::InFlight => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(claimed, 1);
+    // After the window the key is new again, whatever the body, and a new answer replaces the old.
+    assert_eq!(
+        store
+            .idempotency_lookup(lookup("key-a", "k", b"b", hours(25)))
+            .await
+            .unwrap(),
+        Recorded::Nothing
+    );
+    let replaced = store
+        .append_idempotent(
+            events("/erp", 0..1),
+            hours(25),
+            idempotent("key-a", "k", b"b", hours(25)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(replaced, IdempotentOutcome::Appended(_)));
+    assert!(matches!(
+        store
+            .idempotency_lookup(lookup("key-a", "k", b"b", hours(26)))
+            .await
+            .unwrap(),
+        Recorded::Replay(_)
+    ));
+    assert_eq!(store.purge_idempotency(hours(24), 100).await.unwrap(), 0);
+    assert_eq!(store.purge_idempotency(hours(50), 100).await.unwrap(), 1);
 }
 
 async fn the_audit_log_filters_by_actor_action_and_time(db: &TestDb) {

@@ -38,6 +38,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Authentication, scopes and rate limits.
     pub gate: crate::http::gate::Gate,
+    /// Idempotency keys being processed by this process.
+    pub claims: crate::http::idempotency::Claims,
 }
 
 /// Builds an [`App`]: configuration plus what tests may replace (the clock, extra targets).
@@ -125,6 +127,7 @@ impl AppBuilder {
             outbox_wake: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
             gate,
+            claims: crate::http::idempotency::Claims::default(),
         });
         Ok(App {
             state,

@@ -248,7 +248,7 @@ async fn store_figures(
         .collect();
     let started = Instant::now();
     for body in &bodies {
-        ingest::accept(&state, PROTOCOL_HTTP_CLOUDEVENTS, body, "bench").await?;
+        ingest::accept(&state, PROTOCOL_HTTP_CLOUDEVENTS, body, "bench", || None).await?;
     }
     figures.api_ingest = rate(api_events, started.elapsed());
 
@@ -326,11 +326,124 @@ fn report(backend: &str, rounds: &[(Figures, Baseline)]) {
     );
 }
 
-/// Single-event POSTs, each durable before its 202, over keep-alive connections.
+/// What one HTTP run measured.
+#[derive(Debug, Clone, Copy)]
+struct HttpRun {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    requests: usize,
+    failures: usize,
+}
+
+/// Single-event POSTs, each durable before its 202: the plain path (authentication off, no
+/// `Idempotency-Key`) and the governed path (a key checked and rate-limited, an
+/// `Idempotency-Key` on every request), on fresh databases, in alternating rounds.
 async fn http_figure(args: &BenchArgs, database: &str, backend: &str) -> anyhow::Result<()> {
-    let app = AppBuilder::new(bench_config(database, args.durability))
-        .build()
-        .await?;
+    let rounds = args.rounds.clamp(1, 3);
+    let modes = [Governance::Plain, Governance::Keyed, Governance::Idempotent];
+    let mut runs: Vec<Vec<HttpRun>> = vec![Vec::new(); modes.len()];
+    for round in 0..rounds {
+        // Each round runs every mode on a fresh database, starting with a different one.
+        for offset in 0..modes.len() {
+            let which = (round + offset) % modes.len();
+            let db = if database.starts_with("postgres") {
+                database.to_owned()
+            } else {
+                format!("{database}-{round}-{which}")
+            };
+            runs[which].push(http_run(args, &db, modes[which]).await?);
+        }
+    }
+    let median_of = |runs: &[HttpRun], f: fn(&HttpRun) -> f64| median(runs.iter().map(f).collect());
+    let connections = args.connections.max(1);
+    println!(
+        "\n{backend}: single-event HTTP ingest, {connections} connections, durable before 202 (median of {rounds} rounds)"
+    );
+    for (mode, runs) in modes.iter().zip(&runs) {
+        let failures: usize = runs.iter().map(|r| r.failures).sum();
+        let requests: usize = runs.iter().map(|r| r.requests).sum();
+        println!(
+            "  {:<46} {:>7.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({requests} requests, {failures} not 202)",
+            mode.label(),
+            median_of(runs, |r| r.per_second),
+            median_of(runs, |r| r.p50_ms),
+            median_of(runs, |r| r.p99_ms),
+            median_of(runs, |r| r.max_ms),
+        );
+    }
+    for (mode, governed) in modes.iter().zip(&runs).skip(1) {
+        let ratios: Vec<f64> = runs[0]
+            .iter()
+            .zip(governed)
+            .map(|(p, g)| g.per_second / p.per_second.max(1e-9))
+            .collect();
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "  {} / plain throughput: {:.2} (rounds: {})",
+            mode.short(),
+            median(ratios),
+            each.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// How much of the API's governance a bench run exercises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Governance {
+    /// Authentication off, no `Idempotency-Key`.
+    Plain,
+    /// A key checked and rate-limited on every request.
+    Keyed,
+    /// A key, and a fresh `Idempotency-Key` on every request.
+    Idempotent,
+}
+
+impl Governance {
+    fn label(self) -> &'static str {
+        match self {
+            Governance::Plain => "plain (no key, no Idempotency-Key)",
+            Governance::Keyed => "keyed (key checked, rate-limited)",
+            Governance::Idempotent => "governed (key, rate check, Idempotency-Key)",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Governance::Plain => "plain",
+            Governance::Keyed => "keyed",
+            Governance::Idempotent => "governed",
+        }
+    }
+}
+
+async fn http_run(args: &BenchArgs, database: &str, mode: Governance) -> anyhow::Result<HttpRun> {
+    let mut config = bench_config(database, args.durability);
+    let governed = mode != Governance::Plain;
+    config.auth.enabled = governed;
+    let app = AppBuilder::new(config).build().await?;
+    let token = if governed {
+        let spec = crate::keys::KeySpec {
+            name: format!("bench-{}", std::process::id()),
+            scopes: crossdock_core::access::Scopes::of(&[
+                crossdock_core::access::Scope::EventsWrite,
+            ]),
+            channel: None,
+            rate_per_second: Some(1_000_000),
+            burst: Some(1_000_000),
+        };
+        let now = app.state().clock.now();
+        let _ = app.state().store.key_revoke(&spec.name, now).await?;
+        Some(
+            crate::keys::create(&app.state().store, &spec, now)
+                .await?
+                .expose(),
+        )
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -340,10 +453,22 @@ async fn http_figure(args: &BenchArgs, database: &str, backend: &str) -> anyhow:
 
     let connections = args.connections.max(1);
     let per_connection = args.requests.div_ceil(connections);
+    // Event ids differ between runs so that a shared PostgreSQL database sees only new events.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
     let started = Instant::now();
     let mut clients = Vec::with_capacity(connections);
     for c in 0..connections {
-        clients.push(tokio::spawn(http_client(address, c, per_connection)));
+        let token = token.clone();
+        let idempotent = mode == Governance::Idempotent;
+        clients.push(tokio::spawn(http_client(
+            address,
+            format!("{run_id}-{c}"),
+            per_connection,
+            token,
+            idempotent,
+        )));
     }
     let mut latencies_us: Vec<u32> = Vec::with_capacity(per_connection * connections);
     let mut failures = 0;
@@ -362,24 +487,24 @@ async fn http_figure(args: &BenchArgs, database: &str, backend: &str) -> anyhow:
             - 1;
         f64::from(latencies_us.get(i).copied().unwrap_or(0)) / 1000.0
     };
-    println!(
-        "\n{backend}: single-event HTTP ingest, {connections} connections, durable before 202\n  \
-         {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests, {} not 202)",
-        rate(latencies_us.len(), elapsed),
-        pct(0.50),
-        pct(0.99),
-        pct(1.0),
-        latencies_us.len(),
-        failures
-    );
-    Ok(())
+    Ok(HttpRun {
+        per_second: rate(latencies_us.len(), elapsed),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+        requests: latencies_us.len(),
+        failures,
+    })
 }
 
-/// A minimal HTTP/1.1 client: one keep-alive connection, one request at a time.
+/// A minimal HTTP/1.1 client: one keep-alive connection, one request at a time. With a token it
+/// authenticates; `idempotent` adds a fresh `Idempotency-Key` to every request.
 async fn http_client(
     address: std::net::SocketAddr,
-    connection: usize,
+    connection: String,
     requests: usize,
+    token: Option<String>,
+    idempotent: bool,
 ) -> anyhow::Result<(Vec<u32>, usize)> {
     let mut stream = tokio::net::TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
@@ -391,8 +516,14 @@ async fn http_client(
             r#"{{"specversion":"1.0","id":"h-{connection}-{i}","source":"/bench/http","type":"inventory.adjusted","data":{}}}"#,
             event_data(i)
         );
+        let mut governance = token
+            .as_deref()
+            .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        if idempotent {
+            governance.push_str(&format!("Idempotency-Key: k-{connection}-{i}\r\n"));
+        }
         let request = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{governance}Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
         let started = Instant::now();

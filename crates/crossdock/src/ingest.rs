@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crossdock_core::{BatchLimits, NewEvent, ParseRejection, parse_event_batch};
-use crossdock_store::{AppendOutcome, InboxMessage, InboxStatus, StoreError};
+use crossdock_store::{IdempotentAppend, IdempotentOutcome, InboxMessage, InboxStatus, StoreError};
 
 use crate::app::AppState;
 
@@ -33,19 +33,29 @@ pub fn parse(
     }
 }
 
-/// Parses and appends. The events are durable when this returns `Ok`.
+/// Parses and appends. The events are durable when this returns `Ok`. Once the body has parsed,
+/// `idempotent` may supply an idempotency key for the store to look up and keep the answer under
+/// in the same transaction; a key answered before appends nothing.
 pub async fn accept(
     state: &AppState,
     protocol: &str,
     body: &[u8],
     correlation_id: &str,
-) -> Result<AppendOutcome, IngestError> {
+    idempotent: impl FnOnce() -> Option<IdempotentAppend>,
+) -> Result<IdempotentOutcome, IngestError> {
     let mut events = parse(protocol, body, &state.limits)?;
     for e in &mut events {
         e.correlate(correlation_id);
     }
     let started = Instant::now();
-    let outcome = state.store.append(events, state.clock.now()).await?;
+    let now = state.clock.now();
+    let outcome = match idempotent() {
+        Some(request) => match state.store.append_idempotent(events, now, request).await? {
+            IdempotentOutcome::Appended(outcome) => outcome,
+            recorded => return Ok(recorded),
+        },
+        None => state.store.append(events, now).await?,
+    };
     state
         .metrics
         .events_appended(outcome.appended(), outcome.duplicates(), started.elapsed());
@@ -56,7 +66,7 @@ pub async fn accept(
             moved
         });
     }
-    Ok(outcome)
+    Ok(IdempotentOutcome::Appended(outcome))
 }
 
 /// Keeps a rejected body in the inbox so operators can see what was sent and replay it after a

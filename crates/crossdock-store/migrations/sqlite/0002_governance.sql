@@ -23,8 +23,7 @@ CREATE TABLE idempotency (
     content_type    TEXT,
     body            BLOB,
     PRIMARY KEY (api_key, key)
-);
-CREATE INDEX idempotency_created ON idempotency (created_at);
+) WITHOUT ROWID;
 
 CREATE TABLE audit_log (
     id              INTEGER PRIMARY KEY,

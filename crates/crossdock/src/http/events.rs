@@ -9,10 +9,11 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use crossdock_core::{ParseRejection, StoredEvent};
-use crossdock_store::{AppendOutcome, InboxStatus};
+use crossdock_store::{AppendOutcome, IdempotentOutcome, InboxStatus, StoredResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::idempotency::IdempotencyContext;
 use super::openapi::{CloudEvent, EventsBody, ProblemBody};
 use super::problem::{self, Problem};
 use super::query::Query;
@@ -75,6 +76,7 @@ impl From<&AppendOutcome> for AppendReply {
 pub(super) async fn post_events(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestContext>,
+    idempotency: Option<Extension<IdempotencyContext>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -112,8 +114,42 @@ pub(super) async fn post_events(
         }
     }
     let correlation = ctx.correlation_id.as_str();
-    match ingest::accept(&state, PROTOCOL_HTTP_CLOUDEVENTS, &body, correlation).await {
-        Ok(outcome) => Ok(json(StatusCode::ACCEPTED, &AppendReply::from(&outcome))),
+    // With an idempotency claim, the reply is kept in the same transaction as the events.
+    let idempotent = || {
+        idempotency.and_then(|Extension(context)| {
+            context.take(Box::new(|outcome: &AppendOutcome| StoredResponse {
+                status: StatusCode::ACCEPTED.as_u16(),
+                content_type: Some("application/json".into()),
+                body: serde_json::to_vec(&AppendReply::from(outcome)).unwrap_or_default(),
+            }))
+        })
+    };
+    match ingest::accept(
+        &state,
+        PROTOCOL_HTTP_CLOUDEVENTS,
+        &body,
+        correlation,
+        idempotent,
+    )
+    .await
+    {
+        Ok(IdempotentOutcome::Appended(outcome)) => {
+            Ok(json(StatusCode::ACCEPTED, &AppendReply::from(&outcome)))
+        }
+        // The Idempotency-Key was answered before: that answer, and nothing appended.
+        Ok(IdempotentOutcome::Recorded(recorded)) => {
+            let key = headers
+                .get(&super::idempotency::IDEMPOTENCY_KEY)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crossdock_core::access::IdempotencyKey::parse(v).ok());
+            match key {
+                Some(key) => Ok(super::idempotency::answer(recorded, &key)),
+                None => Err(Problem::new(
+                    problem::INTERNAL,
+                    "an idempotent answer without its key",
+                )),
+            }
+        }
         Err(IngestError::Rejected(rejection)) => {
             state.metrics.event_request_rejected();
             let kept: Vec<(String, String)> = KEPT_HEADERS
@@ -290,10 +326,15 @@ async fn replay_inbox_message(
         &record.message.protocol,
         &record.message.body,
         &correlation,
+        || None,
     )
     .await
     {
-        Ok(outcome) => {
+        Ok(IdempotentOutcome::Recorded(_)) => Err(Problem::new(
+            problem::INTERNAL,
+            "an inbox replay was answered from an idempotency record",
+        )),
+        Ok(IdempotentOutcome::Appended(outcome)) => {
             state
                 .store
                 .inbox_mark(id, InboxStatus::Processed, None, now)

@@ -1,14 +1,25 @@
 //! `Idempotency-Key` on POST routes: the first response to a key is kept and returned again for
 //! the same request; the same key with another request is refused (422), and while the first is
 //! still running a repeat is told to wait (409). Keys belong to the API key that sent them.
+//!
+//! A request runs under an in-process claim on its key. A route that can keep its answer in the
+//! same transaction as its effect (appending events) takes the key from the request and lets the
+//! store look it up, act and keep the answer at once; for every other route the envelope looks
+//! the key up before the handler and keeps the answer after it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use crossdock_core::Timestamp;
 use crossdock_core::access::IdempotencyKey;
-use crossdock_store::{ClaimOutcome, IdempotencyClaim, StoredResponse};
+use crossdock_store::{
+    IdempotencyLookup, IdempotentAppend, Recorded, RenderResponse, StoredResponse,
+};
 use sha2::{Digest, Sha256};
 
 use super::gate::Caller;
@@ -19,11 +30,68 @@ use crate::app::AppState;
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Marks a response that is a replay of the first response to its key.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// Responses larger than this are not kept (the claim is released instead).
+/// Responses larger than this are not kept.
 const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
-/// A claim left unfinished longer than this (or twice the request time limit, if longer) belongs
-/// to a process that died; a retry takes it over.
-const STALE_CLAIM_MS_MIN: u64 = 60_000;
+/// Keys being processed in this process at most; beyond, new keyed requests are told to retry.
+const CLAIMS_MAX: usize = 100_000;
+
+/// The idempotency keys this process is working on right now.
+#[derive(Debug, Default)]
+pub struct Claims(Mutex<HashSet<(String, String)>>);
+
+/// A held claim; dropping it (at the end of the request, or when the request is cancelled)
+/// frees the key.
+struct Claim<'a> {
+    claims: &'a Claims,
+    id: (String, String),
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.claims.0.lock() {
+            set.remove(&self.id);
+        }
+    }
+}
+
+impl Claims {
+    fn claim(&self, api_key: &str, key: &str) -> Option<Claim<'_>> {
+        let id = (api_key.to_owned(), key.to_owned());
+        let mut set = self.0.lock().ok()?;
+        if set.len() >= CLAIMS_MAX || !set.insert(id.clone()) {
+            return None;
+        }
+        Some(Claim { claims: self, id })
+    }
+}
+
+/// Handed to a route that keeps its answer with its effect: it takes the key to give to the
+/// store along with the effect.
+#[derive(Clone, Debug)]
+pub struct IdempotencyContext {
+    key: Arc<Mutex<Option<KeyedRequest>>>,
+}
+
+/// API key id, idempotency key, request fingerprint, and the start of the retention window.
+type KeyedRequest = (String, String, Vec<u8>, Timestamp);
+
+impl IdempotencyContext {
+    /// Takes the key, to be looked up and kept by the store together with the effect.
+    pub fn take(&self, render: RenderResponse) -> Option<IdempotentAppend> {
+        let (api_key, key, fingerprint, expired_before) = self.key.lock().ok()?.take()?;
+        Some(IdempotentAppend {
+            api_key,
+            key,
+            fingerprint,
+            expired_before,
+            render,
+        })
+    }
+
+    fn is_taken(&self) -> bool {
+        self.key.lock().map_or(true, |k| k.is_none())
+    }
+}
 
 /// Runs a POST under its `Idempotency-Key`, if it has one.
 pub(super) async fn handle(
@@ -63,6 +131,9 @@ pub(super) async fn handle(
         },
     };
     let api_key = caller.map_or("anonymous", |c| c.key_id.as_str()).to_owned();
+    let Some(_claim) = state.claims.claim(&api_key, key.as_str()) else {
+        return in_flight(&key);
+    };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, state.config.server.body_bytes_max).await else {
         return Problem::new(
@@ -83,20 +154,70 @@ pub(super) async fn handle(
         hash.update(&bytes);
         hash.finalize().to_vec()
     };
-    let now = state.clock.now();
     let ttl_ms = i64::from(state.config.auth.idempotency_ttl_hours) * 3_600_000;
-    let stale_ms = (state.config.server.request_timeout_ms * 2).max(STALE_CLAIM_MS_MIN);
-    let claim = IdempotencyClaim {
+    let expired_before = state.clock.now().plus_millis(-ttl_ms);
+    let lookup = IdempotencyLookup {
         api_key: &api_key,
         key: key.as_str(),
         fingerprint: &fingerprint,
-        now,
-        expired_before: now.plus_millis(-ttl_ms),
-        stale_before: now.plus_millis(-i64::try_from(stale_ms).unwrap_or(i64::MAX)),
+        expired_before,
     };
-    match state.store.idempotency_claim(claim).await {
+    let method = parts.method.clone();
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+
+    if policy.keeps_answer_with_effect {
+        let context = IdempotencyContext {
+            key: Arc::new(Mutex::new(Some((
+                api_key.clone(),
+                key.as_str().to_owned(),
+                fingerprint.clone(),
+                expired_before,
+            )))),
+        };
+        request.extensions_mut().insert(context.clone());
+        let response = super::run_limited(state, request, next).await;
+        let response = super::as_problem(response, &method, instance, correlation).await;
+        if context.is_taken() {
+            // The store looked the key up and kept the answer with the effect.
+            return response;
+        }
+        // The handler stopped before its effect (bad input, say): keep that answer unless the
+        // same request was answered before.
+        return match state.store.idempotency_lookup(lookup.clone()).await {
+            Ok(Recorded::Nothing) => keep(state, lookup, response).await,
+            Ok(recorded) => answer(recorded, &key),
+            Err(e) => Problem::from(e).into_response(),
+        };
+    }
+
+    match state.store.idempotency_lookup(lookup.clone()).await {
         Err(e) => Problem::from(e).into_response(),
-        Ok(ClaimOutcome::Mismatch) => Problem::new(
+        Ok(Recorded::Nothing) => {
+            let response = super::run_limited(state, request, next).await;
+            let response = super::as_problem(response, &method, instance, correlation).await;
+            keep(state, lookup, response).await
+        }
+        Ok(recorded) => answer(recorded, &key),
+    }
+}
+
+fn in_flight(key: &IdempotencyKey) -> Response {
+    Problem::new(
+        problem::IDEMPOTENCY_IN_FLIGHT,
+        format!(
+            "a request with the Idempotency-Key {:?} is still in progress",
+            key.as_str()
+        ),
+    )
+    .retry_after(1)
+    .into_response()
+}
+
+/// The answer for a key that was used before: its kept response, or a refusal.
+pub(super) fn answer(recorded: Recorded, key: &IdempotencyKey) -> Response {
+    match recorded {
+        Recorded::Replay(stored) => replay(stored),
+        Recorded::Mismatch => Problem::new(
             problem::IDEMPOTENCY_KEY_REUSED,
             format!(
                 "the Idempotency-Key {:?} was used with a different request; use a new key for a new request",
@@ -104,45 +225,19 @@ pub(super) async fn handle(
             ),
         )
         .into_response(),
-        Ok(ClaimOutcome::InFlight) => Problem::new(
-            problem::IDEMPOTENCY_IN_FLIGHT,
-            format!("a request with the Idempotency-Key {:?} is still in progress", key.as_str()),
-        )
-        .retry_after(1)
-        .into_response(),
-        Ok(ClaimOutcome::Replay(stored)) => replay(stored),
-        Ok(ClaimOutcome::Claimed) => {
-            let method = parts.method.clone();
-            let request = Request::from_parts(parts, Body::from(bytes));
-            let response = super::run_limited(state, request, next).await;
-            let response = super::as_problem(response, &method, instance, correlation).await;
-            keep(state, &api_key, &key, response).await
-        }
+        Recorded::Nothing => Problem::new(problem::INTERNAL, "no kept response to replay").into_response(),
     }
 }
 
-/// Keeps the response of a claimed request, or releases the claim when the outcome is worth
-/// retrying (a server error, an overload) so that the retry runs.
-async fn keep(
-    state: &AppState,
-    api_key: &str,
-    key: &IdempotencyKey,
-    response: Response,
-) -> Response {
+/// Keeps the response of a request, unless its outcome is worth retrying (a server error, an
+/// overload), in which case a retry runs again.
+async fn keep(state: &AppState, lookup: IdempotencyLookup<'_>, response: Response) -> Response {
     let status = response.status();
-    let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-    let release = |why: &'static str| async move {
-        if let Err(e) = state.store.idempotency_release(api_key, key.as_str()).await {
-            tracing::warn!(error = %e, why, "cannot release an idempotency claim; it expires on its own");
-        }
-    };
-    if retryable {
-        release("retryable response").await;
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return response;
     }
     let (parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, RESPONSE_BYTES_MAX).await else {
-        release("response too large to keep").await;
         return Problem::new(
             problem::INTERNAL,
             "the response was too large to keep for replay",
@@ -160,18 +255,18 @@ async fn keep(
     };
     if let Err(e) = state
         .store
-        .idempotency_complete(api_key, key.as_str(), stored, state.clock.now())
+        .idempotency_keep(lookup, stored, state.clock.now())
         .await
     {
         // The request took effect but its answer is not kept; a retry runs it again, which the
-        // routes tolerate (appends are deduplicated by event id).
+        // routes tolerate (appends are deduplicated, replays and drops check state).
         tracing::warn!(error = %e, "cannot keep an idempotent response");
-        release("response not kept").await;
     }
     Response::from_parts(parts, Body::from(bytes))
 }
 
-fn replay(stored: StoredResponse) -> Response {
+/// A kept response, sent again.
+pub(super) fn replay(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();

@@ -3,7 +3,7 @@
 
 mod events;
 pub mod gate;
-mod idempotency;
+pub mod idempotency;
 pub mod openapi;
 mod ops;
 pub mod policy;

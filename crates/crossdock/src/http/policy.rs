@@ -44,6 +44,9 @@ pub struct RoutePolicy {
     pub path: &'static str,
     pub access: Access,
     pub idempotency: Idempotency,
+    /// The handler keeps its answer in the same transaction as its effect (see
+    /// `http::idempotency`); otherwise the envelope keeps it after the handler.
+    pub keeps_answer_with_effect: bool,
     pub deprecated: Option<Deprecation>,
 }
 
@@ -53,6 +56,7 @@ const fn public(method: &'static str, path: &'static str) -> RoutePolicy {
         path,
         access: Access::Public,
         idempotency: Idempotency::NotApplicable,
+        keeps_answer_with_effect: false,
         deprecated: None,
     }
 }
@@ -63,6 +67,7 @@ const fn read(path: &'static str, scope: Scope) -> RoutePolicy {
         path,
         access: Access::Scope(scope),
         idempotency: Idempotency::NotApplicable,
+        keeps_answer_with_effect: false,
         deprecated: None,
     }
 }
@@ -73,6 +78,7 @@ const fn post(path: &'static str, scope: Scope) -> RoutePolicy {
         path,
         access: Access::Scope(scope),
         idempotency: Idempotency::Optional,
+        keeps_answer_with_effect: false,
         deprecated: None,
     }
 }
@@ -83,6 +89,7 @@ const fn delete(path: &'static str, scope: Scope) -> RoutePolicy {
         path,
         access: Access::Scope(scope),
         idempotency: Idempotency::NotApplicable,
+        keeps_answer_with_effect: false,
         deprecated: None,
     }
 }
@@ -95,7 +102,10 @@ pub const POLICIES: &[RoutePolicy] = &[
     public("GET", "/v1/openapi.json"),
     public("GET", "/docs"),
     read("/metrics", Scope::Ops),
-    post("/v1/events", Scope::EventsWrite),
+    RoutePolicy {
+        keeps_answer_with_effect: true,
+        ..post("/v1/events", Scope::EventsWrite)
+    },
     read("/v1/events", Scope::EventsRead),
     read("/v1/consumers", Scope::Ops),
     read("/v1/sources", Scope::Ops),
