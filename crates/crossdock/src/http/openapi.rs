@@ -321,10 +321,13 @@ fn render(doc: &Value) -> String {
                     ""
                 },
                 d = escape(
-                    op["description"]
+                    [op["summary"].as_str(), op["description"].as_str()]
+                        .into_iter()
+                        .flatten()
+                        .filter(|t| !t.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("\n\n")
                         .as_str()
-                        .or(op["summary"].as_str())
-                        .unwrap_or("")
                 )
                 .replace("\n\n", "</p><p>"),
             );
