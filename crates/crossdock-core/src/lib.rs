@@ -5,8 +5,10 @@
 
 pub mod access;
 pub mod activity;
+pub mod catalog;
 pub mod correlation;
 pub mod event;
+pub mod json;
 pub mod retry;
 pub mod time;
 

@@ -36,6 +36,7 @@ macro_rules! action_columns {
 }
 
 pub mod baseline;
+mod catalog_rows;
 mod migrate;
 mod model;
 mod pg;
@@ -44,6 +45,9 @@ mod sqlite;
 use std::sync::Arc;
 
 use crossdock_core::activity::{ActivityDelta, ActivityEntry, ActivityKey};
+use crossdock_core::catalog::{
+    Channel, ChannelId, ChannelSku, Item, Listing, Location, LocationId, Sku,
+};
 use crossdock_core::{NewEvent, RetryPolicy, StoredEvent, Timestamp};
 
 pub use migrate::MigrationReport;
@@ -115,6 +119,9 @@ pub enum StoreError {
     Closed,
     #[error("invalid request to the store: {0}")]
     Invalid(String),
+    /// A write refused by a catalog rule; the store's methods turn it into their refusal value.
+    #[error("refused: {}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    Refused(Vec<crossdock_core::FieldError>),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -359,6 +366,95 @@ impl Store {
     /// key, unless a newer action with the same coalescing key has replaced it.
     pub async fn replay_dead_letter(&self, id: i64, now: Timestamp) -> Result<ReplayOutcome> {
         dispatch!(self.replay_dead_letter(id, now))
+    }
+
+    // ---- catalog ----
+
+    /// Creates or replaces an item; refused (changing nothing) for an unknown component or a kit
+    /// cycle.
+    pub async fn item_put(&self, sku: Sku, item: Item, now: Timestamp) -> Result<CatalogWrite> {
+        match self.items_put(vec![(sku, item)], now).await? {
+            BulkWrite::Written { created: 1, .. } => Ok(CatalogWrite::Created),
+            BulkWrite::Written { .. } => Ok(CatalogWrite::Updated),
+            // A single item's problems point into its own body, not into a batch.
+            BulkWrite::Refused(errors) => Ok(CatalogWrite::Refused(
+                errors
+                    .into_iter()
+                    .map(|mut e| {
+                        if let Some(rest) = e.pointer.strip_prefix("/0") {
+                            e.pointer = rest.to_owned();
+                        }
+                        e
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Creates or replaces many items in one transaction: all of them, or none. Kits may name
+    /// components defined in the same batch.
+    pub async fn items_put(&self, items: Vec<(Sku, Item)>, now: Timestamp) -> Result<BulkWrite> {
+        dispatch!(self.items_put(items, now))
+    }
+
+    pub async fn item_get(&self, sku: &Sku) -> Result<Option<Item>> {
+        dispatch!(self.item_get(sku))
+    }
+
+    pub async fn location_put(
+        &self,
+        id: LocationId,
+        location: Location,
+        now: Timestamp,
+    ) -> Result<CatalogWrite> {
+        dispatch!(self.location_put(id, location, now))
+    }
+
+    pub async fn location_get(&self, id: &LocationId) -> Result<Option<Location>> {
+        dispatch!(self.location_get(id))
+    }
+
+    /// Creates or replaces a channel; refused when it names an unknown location.
+    pub async fn channel_put(
+        &self,
+        id: ChannelId,
+        channel: Channel,
+        now: Timestamp,
+    ) -> Result<CatalogWrite> {
+        dispatch!(self.channel_put(id, channel, now))
+    }
+
+    pub async fn channel_get(&self, id: &ChannelId) -> Result<Option<Channel>> {
+        dispatch!(self.channel_get(id))
+    }
+
+    /// Maps a channel's SKU to ours; `ParentMissing` for an unknown channel, refused for an
+    /// unknown SKU.
+    pub async fn listing_put(
+        &self,
+        channel: ChannelId,
+        channel_sku: ChannelSku,
+        listing: Listing,
+        now: Timestamp,
+    ) -> Result<CatalogWrite> {
+        dispatch!(self.listing_put(channel, channel_sku, listing, now))
+    }
+
+    pub async fn listing_get(
+        &self,
+        channel: &ChannelId,
+        channel_sku: &ChannelSku,
+    ) -> Result<Option<Listing>> {
+        dispatch!(self.listing_get(channel, channel_sku))
+    }
+
+    /// Removes a listing; `false` if there was none.
+    pub async fn listing_delete(
+        &self,
+        channel: &ChannelId,
+        channel_sku: &ChannelSku,
+    ) -> Result<bool> {
+        dispatch!(self.listing_delete(channel, channel_sku))
     }
 
     // ---- API keys ----

@@ -20,6 +20,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "governance",
         sql: include_str!("../migrations/sqlite/0002_governance.sql"),
     },
+    Migration {
+        version: 3,
+        name: "catalog",
+        sql: include_str!("../migrations/sqlite/0003_catalog.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -32,6 +37,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "governance",
         sql: include_str!("../migrations/pg/0002_governance.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "catalog",
+        sql: include_str!("../migrations/pg/0003_catalog.sql"),
     },
 ];
 

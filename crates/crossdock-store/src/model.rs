@@ -397,3 +397,21 @@ pub enum IdempotentOutcome {
     /// The key was answered before; nothing was appended.
     Recorded(Recorded),
 }
+
+/// The outcome of writing one catalog entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CatalogWrite {
+    Created,
+    Updated,
+    /// Refused, changing nothing; each problem points at the member that caused it.
+    Refused(Vec<crossdock_core::FieldError>),
+    /// The entry it belongs to (a listing's channel) does not exist.
+    ParentMissing,
+}
+
+/// The outcome of writing many items at once: all of them, or none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BulkWrite {
+    Written { created: usize, updated: usize },
+    Refused(Vec<crossdock_core::FieldError>),
+}

@@ -17,6 +17,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+mod catalog;
+
 use crate::migrate::{self, MigrationReport};
 use crate::model::*;
 use crate::{Projection, ProjectionWrites, Result, StoreError, StoreOptions};

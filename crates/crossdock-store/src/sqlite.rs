@@ -13,6 +13,8 @@ use crossdock_core::{EventData, FailureDecision, NewEvent, StoredEvent, Timestam
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+mod catalog;
+
 use crate::migrate::{self, MigrationReport};
 use crate::model::*;
 use crate::{Durability, Projection, ProjectionWrites, Result, StoreError, StoreOptions};

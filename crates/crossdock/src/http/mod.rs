@@ -1,6 +1,7 @@
 //! The HTTP API: routes, the request envelope (correlation id, limits, problem rendering) and
 //! the handlers. The only module that knows HTTP status codes.
 
+mod catalog;
 mod events;
 pub mod gate;
 pub mod idempotency;

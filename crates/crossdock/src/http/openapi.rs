@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::policy::{self, Access, Idempotency};
-use super::{events, ops};
+use super::{catalog, events, ops};
 use crate::app::AppState;
 
 /// The shape of every error response (`application/problem+json`, RFC 9457).
@@ -95,6 +95,7 @@ pub enum EventsBody {
     components(schemas(ProblemBody, FieldErrorBody, CloudEvent)),
     tags(
         (name = "events", description = "The event log: append and follow"),
+        (name = "catalog", description = "Items and kits, locations, channels and their availability policies, listings"),
         (name = "dead letters", description = "Deliveries that failed for good: inspect, replay, drop"),
         (name = "operations", description = "Health, metrics, consumers, the inbox and the audit log"),
         (name = "documentation", description = "This document and its reference page"),
@@ -121,6 +122,15 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(ops::dead_letter, ops::drop_dead_letter))
         .routes(routes!(ops::replay_dead_letter))
         .routes(routes!(ops::audit_log))
+        .routes(routes!(catalog::put_items))
+        .routes(routes!(catalog::put_item, catalog::get_item))
+        .routes(routes!(catalog::put_location, catalog::get_location))
+        .routes(routes!(catalog::put_channel, catalog::get_channel))
+        .routes(routes!(
+            catalog::put_listing,
+            catalog::get_listing,
+            catalog::delete_listing
+        ))
 }
 
 /// The finished document, built once.

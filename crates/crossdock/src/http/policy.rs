@@ -83,6 +83,17 @@ const fn post(path: &'static str, scope: Scope) -> RoutePolicy {
     }
 }
 
+const fn put(path: &'static str, scope: Scope) -> RoutePolicy {
+    RoutePolicy {
+        method: "PUT",
+        path,
+        access: Access::Scope(scope),
+        idempotency: Idempotency::NotApplicable,
+        keeps_answer_with_effect: false,
+        deprecated: None,
+    }
+}
+
 const fn delete(path: &'static str, scope: Scope) -> RoutePolicy {
     RoutePolicy {
         method: "DELETE",
@@ -117,6 +128,25 @@ pub const POLICIES: &[RoutePolicy] = &[
     post("/v1/dead-letters/{id}/replay", Scope::Ops),
     delete("/v1/dead-letters/{id}", Scope::Ops),
     read("/v1/audit", Scope::Admin),
+    put("/v1/items", Scope::CatalogWrite),
+    put("/v1/items/{sku}", Scope::CatalogWrite),
+    read("/v1/items/{sku}", Scope::InventoryRead),
+    put("/v1/locations/{id}", Scope::CatalogWrite),
+    read("/v1/locations/{id}", Scope::InventoryRead),
+    put("/v1/channels/{id}", Scope::CatalogWrite),
+    read("/v1/channels/{id}", Scope::InventoryRead),
+    put(
+        "/v1/channels/{id}/listings/{channel_sku}",
+        Scope::CatalogWrite,
+    ),
+    read(
+        "/v1/channels/{id}/listings/{channel_sku}",
+        Scope::InventoryRead,
+    ),
+    delete(
+        "/v1/channels/{id}/listings/{channel_sku}",
+        Scope::CatalogWrite,
+    ),
 ];
 
 /// The policy of a matched route. `HEAD` follows `GET`.

@@ -42,6 +42,8 @@ kinds! {
         "JSON bodies must be UTF-8. `detail` gives the offset of the first invalid byte.");
     INVALID_EVENT = ("invalid-event", UNPROCESSABLE_ENTITY, "Invalid event",
         "One or more events are not valid CloudEvents 1.0. `errors` lists each problem with a JSON pointer to the attribute. Nothing of the request was recorded.");
+    INVALID_BODY = ("invalid-body", UNPROCESSABLE_ENTITY, "Invalid body",
+        "The body is JSON but does not describe a valid entry. `errors` lists each problem with a JSON pointer to the member. Nothing was changed.");
     BATCH_TOO_LARGE = ("batch-too-large", PAYLOAD_TOO_LARGE, "Batch too large",
         "The batch holds more events than one request may carry (`events.batch_events_max`). Split it.");
     BODY_TOO_LARGE = ("body-too-large", PAYLOAD_TOO_LARGE, "Body too large",
@@ -200,6 +202,11 @@ impl From<crossdock_store::StoreError> for Problem {
                 Problem::new(NOT_READY, e.to_string())
             }
             E::Invalid(_) => Problem::new(BAD_REQUEST, e.to_string()),
+            E::Refused(errors) => Problem::new(
+                INVALID_BODY,
+                errors.first().map(ToString::to_string).unwrap_or_default(),
+            )
+            .with_errors(errors),
             E::PositionMoved { .. } => Problem::new(CONFLICT, e.to_string()),
             E::Corrupt(_) => {
                 tracing::error!(error = %e, "stored data is unreadable");

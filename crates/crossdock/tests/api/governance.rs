@@ -590,7 +590,11 @@ async fn the_openapi_document_is_valid_3_1_and_describes_every_route() {
         "routes and their documentation differ"
     );
     for (method, path) in &operations {
-        let concrete = path.replace("{id}", "1").replace("{slug}", "not-found");
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{slug}", "not-found")
+            .replace("{sku}", "SKU-1")
+            .replace("{channel_sku}", "c-1");
         let response = app
             .client
             .request(method.parse().unwrap(), app.url(&concrete))

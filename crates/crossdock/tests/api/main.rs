@@ -2,6 +2,7 @@
 //! database per test (SQLite always, PostgreSQL when `CROSSDOCK_TEST_POSTGRES_URL` is set), and
 //! real processes for the crash tests.
 
+mod catalog;
 mod cli;
 mod crash;
 mod delivery;

@@ -1,0 +1,566 @@
+//! The catalog routes: items (and kits), locations, channels with their availability policy,
+//! listings. A key bound to a channel sees and changes only that channel: any other channel is
+//! not found.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use crossdock_core::FieldError;
+use crossdock_core::catalog::{
+    Channel, ChannelId, ChannelSku, Item, Listing, Location, LocationId, Sku,
+};
+use crossdock_store::{BulkWrite, CatalogWrite};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::gate::Caller;
+use super::openapi::ProblemBody;
+use super::problem::{self, Problem};
+use super::{RequestContext, json};
+use crate::app::AppState;
+
+/// Items in one bulk write at most.
+pub const BULK_ITEMS_MAX: usize = 10_000;
+
+/// Parses a JSON request body, saying where it breaks.
+fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
+    let bytes = body.map_err(|e| Problem::new(problem::BODY_TOO_LARGE, e.body_text()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        Problem::new(
+            problem::NOT_UTF8,
+            format!(
+                "the body is not valid UTF-8 (first invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        Problem::new(
+            problem::MALFORMED_JSON,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn refused(errors: Vec<FieldError>) -> Problem {
+    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+    Problem::new(problem::INVALID_BODY, first).with_errors(errors)
+}
+
+fn parse_path<T>(
+    name: &str,
+    text: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, Problem> {
+    parse(text).map_err(|why| Problem::parameter(&format!("/path/{name}"), why))
+}
+
+/// The channel a path names, if the caller may see it; another channel's is "not found".
+fn visible_channel(caller: &Caller, id: &str) -> Result<ChannelId, Problem> {
+    let id = parse_path("id", id, ChannelId::parse)?;
+    if caller.sees_channel(id.as_str()) {
+        Ok(id)
+    } else {
+        Err(Problem::not_found(format!("there is no channel {id}")))
+    }
+}
+
+fn written(outcome: &CatalogWrite) -> StatusCode {
+    match outcome {
+        CatalogWrite::Created => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    }
+}
+
+async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    ctx: &RequestContext,
+    action: &str,
+    target: &str,
+    outcome: &str,
+) {
+    crate::audit::record(
+        &state.store,
+        state.clock.now(),
+        crate::audit::Action {
+            actor: &caller.name,
+            action,
+            target,
+            outcome,
+            correlation_id: Some(ctx.correlation_id.as_str()),
+            detail: None,
+        },
+    )
+    .await;
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ComponentView {
+    sku: String,
+    /// Units of the component in one kit.
+    quantity: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ItemView {
+    sku: String,
+    description: Option<String>,
+    unit: String,
+    /// The components of a kit; empty for a stocked item.
+    components: Vec<ComponentView>,
+}
+
+impl ItemView {
+    fn of(sku: &Sku, item: Item) -> Self {
+        ItemView {
+            sku: sku.to_string(),
+            description: item.description,
+            unit: item.unit,
+            components: item
+                .components
+                .into_iter()
+                .map(|c| ComponentView {
+                    sku: c.sku.to_string(),
+                    quantity: c.quantity,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Creates or replaces an item. A kit lists its components; every component must be an item,
+/// and no kit may contain itself, directly or through other kits.
+#[utoipa::path(put, path = "/v1/items/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "Our SKU")),
+    request_body(content = Object, description = "`{\"description\", \"unit\", \"components\": [{\"sku\", \"quantity\"}]}`"),
+    responses(
+        (status = 201, description = "Created", body = ItemView),
+        (status = 200, description = "Replaced", body = ItemView),
+        (status = 400, description = "Malformed JSON or SKU", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid item, unknown component or kit cycle", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn put_item(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(sku): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let sku = parse_path("sku", &sku, Sku::parse)?;
+    let value = body_json(body)?;
+    let mut errors = Vec::new();
+    let item = Item::from_json(&value, "", &mut errors).ok_or_else(|| refused(errors))?;
+    let outcome = state
+        .store
+        .item_put(sku.clone(), item.clone(), state.clock.now())
+        .await?;
+    if let CatalogWrite::Refused(errors) = outcome {
+        return Err(refused(errors));
+    }
+    audit(&state, &caller, &ctx, "item.put", sku.as_str(), "ok").await;
+    Ok(json(written(&outcome), &ItemView::of(&sku, item)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct BulkView {
+    created: usize,
+    updated: usize,
+}
+
+/// Creates or replaces up to 10,000 items in one transaction: all of them, or none. Each entry
+/// is an item with its `sku`; kits may name components defined in the same request.
+#[utoipa::path(put, path = "/v1/items", tag = "catalog",
+    request_body(content = Vec<Object>, description = "`[{\"sku\", \"description\", \"unit\", \"components\"}]`"),
+    responses(
+        (status = 200, description = "Every item written", body = BulkView),
+        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "An entry is invalid; nothing was written", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn put_items(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let value = body_json(body)?;
+    let Some(entries) = value.as_array() else {
+        return Err(refused(vec![FieldError::new(
+            "/",
+            "must be an array of items",
+        )]));
+    };
+    if entries.is_empty() || entries.len() > BULK_ITEMS_MAX {
+        return Err(refused(vec![FieldError::new(
+            "/",
+            format!(
+                "must hold 1 to {BULK_ITEMS_MAX} items, not {}",
+                entries.len()
+            ),
+        )]));
+    }
+    let mut errors = Vec::new();
+    let mut items = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("/{i}");
+        let mut fields = entry.clone();
+        let sku = fields
+            .as_object_mut()
+            .and_then(|o| o.remove("sku"))
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let sku = match sku.as_deref().map(Sku::parse) {
+            Some(Ok(sku)) => Some(sku),
+            Some(Err(why)) => {
+                errors.push(FieldError::new(format!("{at}/sku"), why));
+                None
+            }
+            None => {
+                errors.push(FieldError::new(
+                    format!("{at}/sku"),
+                    "is required (a string)",
+                ));
+                None
+            }
+        };
+        if let Some(sku) = sku.as_ref().filter(|s| !seen.insert((*s).clone())) {
+            errors.push(FieldError::new(
+                format!("{at}/sku"),
+                format!("{sku} appears twice"),
+            ));
+        }
+        let item = Item::from_json(&fields, &at, &mut errors);
+        if let (Some(sku), Some(item)) = (sku, item) {
+            items.push((sku, item));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(refused(errors));
+    }
+    let count = items.len();
+    match state.store.items_put(items, state.clock.now()).await? {
+        BulkWrite::Written { created, updated } => {
+            audit(
+                &state,
+                &caller,
+                &ctx,
+                "items.put",
+                &format!("{count} items"),
+                "ok",
+            )
+            .await;
+            Ok(json(StatusCode::OK, &BulkView { created, updated }))
+        }
+        BulkWrite::Refused(errors) => Err(refused(errors)),
+    }
+}
+
+/// One item.
+#[utoipa::path(get, path = "/v1/items/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "Our SKU")),
+    responses(
+        (status = 200, description = "The item", body = ItemView),
+        (status = 404, description = "No such item", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn get_item(
+    State(state): State<Arc<AppState>>,
+    Path(sku): Path<String>,
+) -> Result<Response, Problem> {
+    let sku = parse_path("sku", &sku, Sku::parse)?;
+    let item = state
+        .store
+        .item_get(&sku)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("there is no item {sku}")))?;
+    Ok(json(StatusCode::OK, &ItemView::of(&sku, item)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct LocationView {
+    id: String,
+    name: String,
+    /// `warehouse`, `3pl` or `store`.
+    kind: String,
+    /// The event source whose events set this location's on-hand.
+    authority: String,
+}
+
+impl LocationView {
+    fn of(id: &LocationId, l: Location) -> Self {
+        LocationView {
+            id: id.to_string(),
+            name: l.name,
+            kind: l.kind.as_str().into(),
+            authority: l.authority,
+        }
+    }
+}
+
+/// Creates or replaces a location.
+#[utoipa::path(put, path = "/v1/locations/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "The location id")),
+    request_body(content = Object, description = "`{\"name\", \"kind\": \"warehouse\"|\"3pl\"|\"store\", \"authority\": \"<event source>\"}`"),
+    responses(
+        (status = 201, description = "Created", body = LocationView),
+        (status = 200, description = "Replaced", body = LocationView),
+        (status = 422, description = "Invalid location", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn put_location(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = parse_path("id", &id, LocationId::parse)?;
+    let value = body_json(body)?;
+    let mut errors = Vec::new();
+    let location = Location::from_json(&value, "", &mut errors).ok_or_else(|| refused(errors))?;
+    let outcome = state
+        .store
+        .location_put(id.clone(), location.clone(), state.clock.now())
+        .await?;
+    audit(&state, &caller, &ctx, "location.put", id.as_str(), "ok").await;
+    Ok(json(written(&outcome), &LocationView::of(&id, location)))
+}
+
+/// One location.
+#[utoipa::path(get, path = "/v1/locations/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "The location id")),
+    responses(
+        (status = 200, description = "The location", body = LocationView),
+        (status = 404, description = "No such location", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn get_location(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = parse_path("id", &id, LocationId::parse)?;
+    let location = state
+        .store
+        .location_get(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("there is no location {id}")))?;
+    Ok(json(StatusCode::OK, &LocationView::of(&id, location)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct PolicyView {
+    percent: Option<i64>,
+    buffer: Option<i64>,
+    min_to_show: Option<i64>,
+    max: Option<i64>,
+    fixed: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ChannelView {
+    id: String,
+    kind: String,
+    /// In priority order.
+    locations: Vec<String>,
+    policy: PolicyView,
+    increase_hold_ms: i64,
+}
+
+impl ChannelView {
+    fn of(id: &ChannelId, c: Channel) -> Self {
+        ChannelView {
+            id: id.to_string(),
+            kind: c.kind,
+            locations: c.locations.iter().map(ToString::to_string).collect(),
+            policy: PolicyView {
+                percent: c.policy.percent,
+                buffer: c.policy.buffer,
+                min_to_show: c.policy.min_to_show,
+                max: c.policy.max,
+                fixed: c.policy.fixed,
+            },
+            increase_hold_ms: c.increase_hold_ms,
+        }
+    }
+}
+
+/// Creates or replaces a channel: its kind, the locations it sells from (in priority order),
+/// its availability policy, and how long increases wait.
+#[utoipa::path(put, path = "/v1/channels/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "The channel id")),
+    request_body(content = Object, description = "`{\"kind\", \"locations\": [..], \"policy\": {\"percent\", \"buffer\", \"min_to_show\", \"max\", \"fixed\"}, \"increase_hold_ms\"}`"),
+    responses(
+        (status = 201, description = "Created", body = ChannelView),
+        (status = 200, description = "Replaced", body = ChannelView),
+        (status = 404, description = "A key bound to another channel", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid channel or unknown location", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn put_channel(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = visible_channel(&caller, &id)?;
+    let value = body_json(body)?;
+    let mut errors = Vec::new();
+    let channel = Channel::from_json(&value, "", &mut errors).ok_or_else(|| refused(errors))?;
+    let outcome = state
+        .store
+        .channel_put(id.clone(), channel.clone(), state.clock.now())
+        .await?;
+    if let CatalogWrite::Refused(errors) = outcome {
+        return Err(refused(errors));
+    }
+    audit(&state, &caller, &ctx, "channel.put", id.as_str(), "ok").await;
+    Ok(json(written(&outcome), &ChannelView::of(&id, channel)))
+}
+
+/// One channel.
+#[utoipa::path(get, path = "/v1/channels/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "The channel id")),
+    responses(
+        (status = 200, description = "The channel", body = ChannelView),
+        (status = 404, description = "No such channel (or the key is bound to another)", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn get_channel(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = visible_channel(&caller, &id)?;
+    let channel = state
+        .store
+        .channel_get(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("there is no channel {id}")))?;
+    Ok(json(StatusCode::OK, &ChannelView::of(&id, channel)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ListingView {
+    channel: String,
+    channel_sku: String,
+    sku: String,
+}
+
+/// Maps a channel's SKU to ours.
+#[utoipa::path(put, path = "/v1/channels/{id}/listings/{channel_sku}", tag = "catalog",
+    params(
+        ("id" = String, Path, description = "The channel id"),
+        ("channel_sku" = String, Path, description = "The channel's own SKU"),
+    ),
+    request_body(content = Object, description = "`{\"sku\"}`"),
+    responses(
+        (status = 201, description = "Created", body = ListingView),
+        (status = 200, description = "Replaced", body = ListingView),
+        (status = 404, description = "No such channel", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown SKU", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn put_listing(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((id, channel_sku)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = visible_channel(&caller, &id)?;
+    let channel_sku = parse_path("channel_sku", &channel_sku, ChannelSku::parse)?;
+    let value = body_json(body)?;
+    let mut errors = Vec::new();
+    let listing = Listing::from_json(&value, "", &mut errors).ok_or_else(|| refused(errors))?;
+    let outcome = state
+        .store
+        .listing_put(
+            id.clone(),
+            channel_sku.clone(),
+            listing.clone(),
+            state.clock.now(),
+        )
+        .await?;
+    match outcome {
+        CatalogWrite::Refused(errors) => return Err(refused(errors)),
+        CatalogWrite::ParentMissing => {
+            return Err(Problem::not_found(format!("there is no channel {id}")));
+        }
+        _ => {}
+    }
+    let target = format!("{id}/{channel_sku}");
+    audit(&state, &caller, &ctx, "listing.put", &target, "ok").await;
+    let view = ListingView {
+        channel: id.to_string(),
+        channel_sku: channel_sku.to_string(),
+        sku: listing.sku.to_string(),
+    };
+    Ok(json(written(&outcome), &view))
+}
+
+/// One listing.
+#[utoipa::path(get, path = "/v1/channels/{id}/listings/{channel_sku}", tag = "catalog",
+    params(
+        ("id" = String, Path, description = "The channel id"),
+        ("channel_sku" = String, Path, description = "The channel's own SKU"),
+    ),
+    responses(
+        (status = 200, description = "The listing", body = ListingView),
+        (status = 404, description = "No such listing", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn get_listing(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, channel_sku)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let id = visible_channel(&caller, &id)?;
+    let channel_sku = parse_path("channel_sku", &channel_sku, ChannelSku::parse)?;
+    let listing = state
+        .store
+        .listing_get(&id, &channel_sku)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("channel {id} has no listing {channel_sku}")))?;
+    let view = ListingView {
+        channel: id.to_string(),
+        channel_sku: channel_sku.to_string(),
+        sku: listing.sku.to_string(),
+    };
+    Ok(json(StatusCode::OK, &view))
+}
+
+/// Removes a listing.
+#[utoipa::path(delete, path = "/v1/channels/{id}/listings/{channel_sku}", tag = "catalog",
+    params(
+        ("id" = String, Path, description = "The channel id"),
+        ("channel_sku" = String, Path, description = "The channel's own SKU"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such listing", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn delete_listing(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((id, channel_sku)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let id = visible_channel(&caller, &id)?;
+    let channel_sku = parse_path("channel_sku", &channel_sku, ChannelSku::parse)?;
+    if !state.store.listing_delete(&id, &channel_sku).await? {
+        return Err(Problem::not_found(format!(
+            "channel {id} has no listing {channel_sku}"
+        )));
+    }
+    audit(
+        &state,
+        &caller,
+        &ctx,
+        "listing.delete",
+        &format!("{id}/{channel_sku}"),
+        "ok",
+    )
+    .await;
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::NO_CONTENT,
+    ))
+}
