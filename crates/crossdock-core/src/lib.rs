@@ -8,6 +8,7 @@ pub mod activity;
 pub mod catalog;
 pub mod correlation;
 pub mod event;
+pub mod inventory;
 pub mod json;
 pub mod retry;
 pub mod time;

@@ -1,0 +1,777 @@
+//! The inventory ledger: per `(sku, location)` movements, counts and warehouse allocations, and
+//! the numbers derived from them — on_hand, allocated, reserved, ATP — and what a channel may
+//! show (its policy applied to the ATP of its locations, kits from their components).
+//!
+//! The state is a function of the *set* of events applied: deltas are keyed by the event that
+//! made them, a count replaces an older count and absorbs the deltas it already includes, and an
+//! allocation snapshot replaces an older one. Applying the same events in any order, any number
+//! of times, gives the same state.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::catalog::{LocationId, Policy, Sku};
+use crate::event::FieldError;
+use crate::json::{Fields, QUANTITY_ABS_MAX};
+use crate::time::Timestamp;
+
+/// What an inventory event does to the ledger, as parsed from its `data`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Movement {
+    /// `inventory.received`: goods in.
+    Received {
+        sku: Sku,
+        location: LocationId,
+        quantity: i64,
+    },
+    /// `inventory.adjusted`: a correction up or down, with a reason.
+    Adjusted {
+        sku: Sku,
+        location: LocationId,
+        delta: i64,
+        reason: String,
+    },
+    /// `inventory.counted`: the on-hand quantity as of a time.
+    Counted {
+        sku: Sku,
+        location: LocationId,
+        on_hand: i64,
+        as_of: Timestamp,
+    },
+    /// `inventory.allocated`: what the warehouse has set aside for orders, as of a time.
+    Allocated {
+        sku: Sku,
+        location: LocationId,
+        allocated: i64,
+        as_of: Timestamp,
+    },
+    /// `inventory.transferred`: stock moved between locations.
+    Transferred {
+        sku: Sku,
+        from: LocationId,
+        to: LocationId,
+        quantity: i64,
+    },
+    /// `inventory.shipped`: goods out to a customer.
+    Shipped {
+        sku: Sku,
+        location: LocationId,
+        quantity: i64,
+    },
+    /// `inventory.returned`: goods back from a customer, restocked.
+    Returned {
+        sku: Sku,
+        location: LocationId,
+        quantity: i64,
+    },
+}
+
+/// The CloudEvents types that carry inventory movements.
+pub const MOVEMENT_TYPES: [&str; 7] = [
+    "inventory.received",
+    "inventory.adjusted",
+    "inventory.counted",
+    "inventory.allocated",
+    "inventory.transferred",
+    "inventory.shipped",
+    "inventory.returned",
+];
+
+/// Whether an event type is an inventory movement.
+pub fn is_movement(kind: &str) -> bool {
+    MOVEMENT_TYPES.contains(&kind)
+}
+
+fn sku_at(f: &mut Fields<'_>, name: &'static str) -> Option<Sku> {
+    let text = f.string(name, true, 128)?;
+    match Sku::parse(&text) {
+        Ok(sku) => Some(sku),
+        Err(why) => {
+            f.problem(name, why);
+            None
+        }
+    }
+}
+
+fn location_at(f: &mut Fields<'_>, name: &'static str) -> Option<LocationId> {
+    let text = f.string(name, true, 64)?;
+    match LocationId::parse(&text) {
+        Ok(id) => Some(id),
+        Err(why) => {
+            f.problem(name, why);
+            None
+        }
+    }
+}
+
+fn time_at(f: &mut Fields<'_>, name: &'static str) -> Option<Timestamp> {
+    let text = f.string(name, true, 64)?;
+    match Timestamp::parse_rfc3339(&text) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            f.problem(name, why);
+            None
+        }
+    }
+}
+
+impl Movement {
+    /// Parses the `data` of an inventory event of type `kind`; problems point under `at`.
+    pub fn parse(
+        kind: &str,
+        data: Option<&Value>,
+        at: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<Movement> {
+        let before = errors.len();
+        let Some(data) = data else {
+            errors.push(FieldError::new(at, format!("{kind} needs data")));
+            return None;
+        };
+        let mut f = Fields::new(data, at, errors);
+        let positive = |f: &mut Fields<'_>, name| f.int(name, true, 1, QUANTITY_ABS_MAX);
+        let movement = match kind {
+            "inventory.received" | "inventory.shipped" | "inventory.returned" => {
+                let sku = sku_at(&mut f, "sku");
+                let location = location_at(&mut f, "location");
+                let quantity = positive(&mut f, "quantity");
+                let _ = f.string("reference", false, 256);
+                let _ = f.string("order_id", false, 256);
+                match (sku, location, quantity) {
+                    (Some(sku), Some(location), Some(quantity)) => Some(match kind {
+                        "inventory.received" => Movement::Received {
+                            sku,
+                            location,
+                            quantity,
+                        },
+                        "inventory.shipped" => Movement::Shipped {
+                            sku,
+                            location,
+                            quantity,
+                        },
+                        _ => Movement::Returned {
+                            sku,
+                            location,
+                            quantity,
+                        },
+                    }),
+                    _ => None,
+                }
+            }
+            "inventory.adjusted" => {
+                let sku = sku_at(&mut f, "sku");
+                let location = location_at(&mut f, "location");
+                let delta = f.int("delta", true, -QUANTITY_ABS_MAX, QUANTITY_ABS_MAX);
+                let reason = f.string("reason", true, 256);
+                if delta == Some(0) {
+                    f.problem("delta", "must not be 0");
+                }
+                match (sku, location, delta, reason) {
+                    (Some(sku), Some(location), Some(delta), Some(reason)) if delta != 0 => {
+                        Some(Movement::Adjusted {
+                            sku,
+                            location,
+                            delta,
+                            reason,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            "inventory.counted" => {
+                let sku = sku_at(&mut f, "sku");
+                let location = location_at(&mut f, "location");
+                let on_hand = f.int("on_hand", true, 0, QUANTITY_ABS_MAX);
+                let as_of = time_at(&mut f, "as_of");
+                match (sku, location, on_hand, as_of) {
+                    (Some(sku), Some(location), Some(on_hand), Some(as_of)) => {
+                        Some(Movement::Counted {
+                            sku,
+                            location,
+                            on_hand,
+                            as_of,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            "inventory.allocated" => {
+                let sku = sku_at(&mut f, "sku");
+                let location = location_at(&mut f, "location");
+                let allocated = f.int("allocated", true, 0, QUANTITY_ABS_MAX);
+                let as_of = time_at(&mut f, "as_of");
+                match (sku, location, allocated, as_of) {
+                    (Some(sku), Some(location), Some(allocated), Some(as_of)) => {
+                        Some(Movement::Allocated {
+                            sku,
+                            location,
+                            allocated,
+                            as_of,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            "inventory.transferred" => {
+                let sku = sku_at(&mut f, "sku");
+                let from = location_at(&mut f, "from");
+                let to = location_at(&mut f, "to");
+                let quantity = positive(&mut f, "quantity");
+                if from.is_some() && from == to {
+                    f.problem("to", "must differ from from");
+                }
+                match (sku, from, to, quantity) {
+                    (Some(sku), Some(from), Some(to), Some(quantity)) if from != to => {
+                        Some(Movement::Transferred {
+                            sku,
+                            from,
+                            to,
+                            quantity,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            other => {
+                f.problem("", format!("{other} is not an inventory movement"));
+                None
+            }
+        };
+        f.finish();
+        if errors.len() > before {
+            None
+        } else {
+            movement
+        }
+    }
+
+    /// The SKU and every location the movement touches.
+    pub fn touches(&self) -> (&Sku, Vec<&LocationId>) {
+        match self {
+            Movement::Received { sku, location, .. }
+            | Movement::Adjusted { sku, location, .. }
+            | Movement::Counted { sku, location, .. }
+            | Movement::Allocated { sku, location, .. }
+            | Movement::Shipped { sku, location, .. }
+            | Movement::Returned { sku, location, .. } => (sku, vec![location]),
+            Movement::Transferred { sku, from, to, .. } => (sku, vec![from, to]),
+        }
+    }
+
+    /// The changes to positions: `(location, entry)`. `at` orders deltas against counts (the
+    /// event's own time, or when crossdock recorded it); `seq` identifies the event.
+    pub fn entries(&self, seq: i64, at: Timestamp) -> Vec<(&LocationId, Entry)> {
+        let delta = |quantity: i64, kind: DeltaKind| {
+            Entry::Delta(Delta {
+                seq,
+                at,
+                quantity,
+                kind,
+            })
+        };
+        match self {
+            Movement::Received {
+                location, quantity, ..
+            } => vec![(location, delta(*quantity, DeltaKind::Received))],
+            Movement::Adjusted {
+                location, delta: d, ..
+            } => vec![(location, delta(*d, DeltaKind::Adjusted))],
+            Movement::Shipped {
+                location, quantity, ..
+            } => vec![(location, delta(-*quantity, DeltaKind::Shipped))],
+            Movement::Returned {
+                location, quantity, ..
+            } => vec![(location, delta(*quantity, DeltaKind::Returned))],
+            Movement::Transferred {
+                from, to, quantity, ..
+            } => vec![
+                (from, delta(-*quantity, DeltaKind::TransferredOut)),
+                (to, delta(*quantity, DeltaKind::TransferredIn)),
+            ],
+            Movement::Counted {
+                location,
+                on_hand,
+                as_of,
+                ..
+            } => {
+                vec![(
+                    location,
+                    Entry::Count(Snapshot {
+                        seq,
+                        as_of: *as_of,
+                        value: *on_hand,
+                    }),
+                )]
+            }
+            Movement::Allocated {
+                location,
+                allocated,
+                as_of,
+                ..
+            } => {
+                vec![(
+                    location,
+                    Entry::Allocation(Snapshot {
+                        seq,
+                        as_of: *as_of,
+                        value: *allocated,
+                    }),
+                )]
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeltaKind {
+    Received,
+    Adjusted,
+    Shipped,
+    Returned,
+    TransferredIn,
+    TransferredOut,
+}
+
+impl DeltaKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeltaKind::Received => "received",
+            DeltaKind::Adjusted => "adjusted",
+            DeltaKind::Shipped => "shipped",
+            DeltaKind::Returned => "returned",
+            DeltaKind::TransferredIn => "transferred_in",
+            DeltaKind::TransferredOut => "transferred_out",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeltaKind> {
+        Some(match text {
+            "received" => DeltaKind::Received,
+            "adjusted" => DeltaKind::Adjusted,
+            "shipped" => DeltaKind::Shipped,
+            "returned" => DeltaKind::Returned,
+            "transferred_in" => DeltaKind::TransferredIn,
+            "transferred_out" => DeltaKind::TransferredOut,
+            _ => return None,
+        })
+    }
+}
+
+/// A change of on-hand by an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delta {
+    /// The event's sequence number: its identity here.
+    pub seq: i64,
+    /// When it happened, for ordering against counts.
+    pub at: Timestamp,
+    pub quantity: i64,
+    pub kind: DeltaKind,
+}
+
+/// An absolute figure as of a time (a count, or an allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: i64,
+    pub as_of: Timestamp,
+    pub value: i64,
+}
+
+impl Snapshot {
+    /// Later wins; ties (same time) go to the later event, so the choice is the same in any
+    /// order.
+    fn newer_than(&self, other: &Snapshot) -> bool {
+        (self.as_of, self.seq) > (other.as_of, other.seq)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Delta(Delta),
+    Count(Snapshot),
+    Allocation(Snapshot),
+}
+
+/// The ledger of one `(sku, location)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The latest count.
+    pub count: Option<Snapshot>,
+    /// Deltas the latest count does not include, by event.
+    pub deltas: BTreeMap<i64, Delta>,
+    /// The latest warehouse allocation snapshot.
+    pub allocated: Option<Snapshot>,
+    /// Units held by hub reservations not yet acknowledged by the warehouse.
+    pub reserved: i64,
+}
+
+impl Position {
+    /// Applies one entry; returns whether the position changed.
+    pub fn apply(&mut self, entry: Entry) -> bool {
+        match entry {
+            Entry::Delta(d) => {
+                // A delta at or before the latest count is already part of it.
+                if self.count.is_some_and(|c| d.at <= c.as_of) || self.deltas.contains_key(&d.seq) {
+                    return false;
+                }
+                self.deltas.insert(d.seq, d);
+                true
+            }
+            Entry::Count(c) => {
+                if self.count.is_some_and(|current| !c.newer_than(&current)) {
+                    return false;
+                }
+                self.count = Some(c);
+                self.deltas.retain(|_, d| d.at > c.as_of);
+                true
+            }
+            Entry::Allocation(a) => {
+                if self
+                    .allocated
+                    .is_some_and(|current| !a.newer_than(&current))
+                {
+                    return false;
+                }
+                self.allocated = Some(a);
+                true
+            }
+        }
+    }
+
+    /// The latest count plus every delta after it.
+    pub fn on_hand(&self) -> i64 {
+        self.count.map_or(0, |c| c.value) + self.deltas.values().map(|d| d.quantity).sum::<i64>()
+    }
+
+    pub fn allocated(&self) -> i64 {
+        self.allocated.map_or(0, |a| a.value)
+    }
+
+    /// Available to promise: what is on hand and neither allocated by the warehouse, reserved by
+    /// the hub, nor kept as safety stock. Never negative.
+    pub fn atp(&self, safety_stock: i64) -> i64 {
+        (self.on_hand() - self.allocated() - self.reserved - safety_stock).max(0)
+    }
+}
+
+/// One step in deriving a channel's number, for explanations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyStep {
+    /// `percent`, `buffer`, `min_to_show`, `max` or `fixed`.
+    pub rule: &'static str,
+    pub setting: i64,
+    pub before: i64,
+    pub after: i64,
+}
+
+/// Applies a channel's policy to the ATP summed over its locations, step by step: a fixed
+/// quantity (never above the ATP) or a percentage (rounded down), then the buffer, then the
+/// minimum to show ("end when": below it, 0), then the maximum.
+pub fn shape(policy: &Policy, atp: i64) -> (i64, Vec<PolicyStep>) {
+    let mut steps = Vec::new();
+    let mut value = atp.max(0);
+    let mut step = |rule: &'static str, setting: i64, after: i64, value: &mut i64| {
+        steps.push(PolicyStep {
+            rule,
+            setting,
+            before: *value,
+            after,
+        });
+        *value = after;
+    };
+    if let Some(fixed) = policy.fixed {
+        let after = fixed.min(value);
+        step("fixed", fixed, after, &mut value);
+    } else if let Some(percent) = policy.percent {
+        // i128 so that a percentage of a 2^53 quantity cannot overflow.
+        let after = i64::try_from(i128::from(value) * i128::from(percent) / 100).unwrap_or(value);
+        step("percent", percent, after, &mut value);
+    }
+    if let Some(buffer) = policy.buffer {
+        let after = (value - buffer).max(0);
+        step("buffer", buffer, after, &mut value);
+    }
+    if let Some(min) = policy.min_to_show {
+        let after = if value < min { 0 } else { value };
+        step("min_to_show", min, after, &mut value);
+    }
+    if let Some(max) = policy.max {
+        let after = value.min(max);
+        step("max", max, after, &mut value);
+    }
+    (value, steps)
+}
+
+/// The stocked items one unit of `sku` consumes: itself if it is stocked, or its components
+/// expanded through nested kits, with the quantities of shared components added up.
+pub fn bill_of_materials(sku: &Sku, kits: &crate::catalog::Kits) -> BTreeMap<Sku, i64> {
+    fn go(
+        sku: &Sku,
+        times: i64,
+        kits: &crate::catalog::Kits,
+        out: &mut BTreeMap<Sku, i64>,
+        depth: usize,
+    ) {
+        // The catalog refuses cycles; the bound only keeps a corrupt catalog from looping.
+        if depth > 32 {
+            return;
+        }
+        match kits.get(sku) {
+            None => *out.entry(sku.clone()).or_default() += times,
+            Some(components) => {
+                for c in components {
+                    go(
+                        &c.sku,
+                        times.saturating_mul(c.quantity),
+                        kits,
+                        out,
+                        depth + 1,
+                    );
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(sku, 1, kits, &mut out, 0);
+    out
+}
+
+/// The ATP of a SKU that may be a kit: for a kit, the most whole kits its stocked components
+/// allow together (a component shared by nested kits counts once per use). `atp_of` gives a
+/// stocked SKU's ATP.
+pub fn kit_atp(sku: &Sku, kits: &crate::catalog::Kits, atp_of: &dyn Fn(&Sku) -> i64) -> i64 {
+    bill_of_materials(sku, kits)
+        .iter()
+        .map(|(component, per_kit)| atp_of(component).max(0) / (*per_kit).max(1))
+        .min()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Component, Kits};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_unix_micros(s * 1_000_000)
+    }
+
+    fn d(seq: i64, at: i64, q: i64) -> Entry {
+        Entry::Delta(Delta {
+            seq,
+            at: t(at),
+            quantity: q,
+            kind: DeltaKind::Adjusted,
+        })
+    }
+
+    fn c(seq: i64, as_of: i64, v: i64) -> Entry {
+        Entry::Count(Snapshot {
+            seq,
+            as_of: t(as_of),
+            value: v,
+        })
+    }
+
+    #[test]
+    fn a_count_absorbs_older_deltas_and_keeps_newer_ones() {
+        let mut p = Position::default();
+        p.apply(d(1, 10, 5));
+        p.apply(d(2, 20, -2));
+        assert_eq!(p.on_hand(), 3);
+        p.apply(c(3, 15, 100));
+        // The receipt at 10 is in the count; the adjustment at 20 is not.
+        assert_eq!(p.on_hand(), 98);
+        // An older delta arriving late is not applied twice.
+        assert!(!p.apply(d(4, 12, 7)));
+        assert_eq!(p.on_hand(), 98);
+        // An older count changes nothing.
+        assert!(!p.apply(c(5, 14, 1)));
+        assert_eq!(p.on_hand(), 98);
+    }
+
+    #[test]
+    fn atp_subtracts_allocations_reservations_and_safety_and_is_never_negative() {
+        let mut p = Position::default();
+        p.apply(c(1, 10, 10));
+        p.apply(Entry::Allocation(Snapshot {
+            seq: 2,
+            as_of: t(10),
+            value: 3,
+        }));
+        p.reserved = 2;
+        assert_eq!(p.atp(1), 4);
+        p.reserved = 20;
+        assert_eq!(p.atp(0), 0);
+    }
+
+    #[test]
+    fn policies_shape_in_a_fixed_order() {
+        let policy = Policy {
+            percent: Some(50),
+            buffer: Some(2),
+            min_to_show: Some(5),
+            max: Some(30),
+            fixed: None,
+        };
+        assert_eq!(shape(&policy, 101).0, 30);
+        assert_eq!(
+            shape(&policy, 13).0,
+            0,
+            "50% of 13 is 6, minus 2 is 4, below 5 shows 0"
+        );
+        let (value, steps) = shape(&policy, 21);
+        assert_eq!(value, 8);
+        let rules: Vec<&str> = steps.iter().map(|s| s.rule).collect();
+        assert_eq!(rules, vec!["percent", "buffer", "min_to_show", "max"]);
+        let fixed = Policy {
+            fixed: Some(10),
+            ..Policy::default()
+        };
+        assert_eq!(
+            shape(&fixed, 4).0,
+            4,
+            "a fixed quantity is never more than the ATP"
+        );
+        assert_eq!(shape(&fixed, 40).0, 10);
+        assert_eq!(shape(&Policy::default(), -3).0, 0);
+    }
+
+    #[test]
+    fn movements_parse_with_pointers() {
+        let mut errors = Vec::new();
+        let m = Movement::parse(
+            "inventory.counted",
+            Some(
+                &json!({"sku": "A", "location": "east", "on_hand": 5, "as_of": "2026-11-26T10:00:00Z"}),
+            ),
+            "/data",
+            &mut errors,
+        );
+        assert!(matches!(m, Some(Movement::Counted { on_hand: 5, .. })));
+        let bad = Movement::parse(
+            "inventory.counted",
+            Some(
+                &json!({"sku": "A", "location": "east", "on_hand": -1, "as_of": "noon", "by": "me"}),
+            ),
+            "/data",
+            &mut errors,
+        );
+        assert!(bad.is_none());
+        let got: Vec<String> = errors.iter().map(|e| e.pointer.clone()).collect();
+        assert_eq!(got, vec!["/data/on_hand", "/data/as_of", "/data/by"]);
+        let mut errors = Vec::new();
+        assert!(
+            Movement::parse(
+                "inventory.adjusted",
+                Some(&json!({"sku": "A", "location": "e", "delta": 0, "reason": "x"})),
+                "",
+                &mut errors
+            )
+            .is_none()
+        );
+        assert!(
+            Movement::parse(
+                "inventory.transferred",
+                Some(&json!({"sku": "A", "from": "e", "to": "e", "quantity": 1})),
+                "",
+                &mut errors
+            )
+            .is_none()
+        );
+        assert!(Movement::parse("inventory.received", None, "", &mut errors).is_none());
+    }
+
+    fn arb_entry() -> impl Strategy<Value = Entry> {
+        prop_oneof![
+            (0i64..50, -20i64..20)
+                .prop_map(|(at, q)| (at, q))
+                .prop_flat_map(|(at, q)| Just(d(0, at, q))),
+            (0i64..50, 0i64..100).prop_map(|(as_of, v)| c(0, as_of, v)),
+            (0i64..50, 0i64..30).prop_map(|(as_of, v)| Entry::Allocation(Snapshot {
+                seq: 0,
+                as_of: t(as_of),
+                value: v
+            })),
+        ]
+    }
+
+    fn with_seq(entry: Entry, seq: i64) -> Entry {
+        match entry {
+            Entry::Delta(d) => Entry::Delta(Delta { seq, ..d }),
+            Entry::Count(s) => Entry::Count(Snapshot { seq, ..s }),
+            Entry::Allocation(s) => Entry::Allocation(Snapshot { seq, ..s }),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_with_any_duplicates_gives_the_same_state(
+            entries in proptest::collection::vec(arb_entry(), 0..40),
+            order in any::<u64>(),
+        ) {
+            let history: Vec<Entry> = entries.into_iter().enumerate().map(|(i, e)| with_seq(e, i as i64 + 1)).collect();
+            let mut forward = Position::default();
+            for e in &history { forward.apply(*e); }
+            let mut shuffled: Vec<Entry> = history.iter().chain(history.iter().step_by(2)).copied().collect();
+            let mut state = order | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut other = Position::default();
+            for e in shuffled { other.apply(e); }
+            prop_assert_eq!(&forward, &other);
+            prop_assert!(forward.atp(0) >= 0);
+        }
+
+        #[test]
+        fn without_counts_on_hand_is_the_sum_of_movements(qs in proptest::collection::vec(-50i64..50, 0..40)) {
+            let mut p = Position::default();
+            for (i, q) in qs.iter().enumerate() { p.apply(d(i as i64 + 1, i as i64, *q)); }
+            prop_assert_eq!(p.on_hand(), qs.iter().sum::<i64>());
+        }
+
+        #[test]
+        fn kit_availability_matches_a_brute_force_count(
+            atps in proptest::collection::vec(0i64..40, 4),
+            kit_a in proptest::collection::vec((0usize..4, 1i64..4), 1..4),
+            kit_b in proptest::collection::vec((0usize..4, 1i64..4), 1..3),
+        ) {
+            // Stocked items S0..S3; kit A uses stocked items; kit B uses stocked items and A.
+            let sku = |i: usize| Sku::parse(&format!("S{i}")).unwrap();
+            let dedup = |v: &[(usize, i64)]| -> Vec<Component> {
+                let mut m = BTreeMap::new();
+                for (i, q) in v { *m.entry(*i).or_insert(0) += q; }
+                m.into_iter().map(|(i, q)| Component { sku: sku(i), quantity: q }).collect()
+            };
+            let a = Sku::parse("A").unwrap();
+            let b = Sku::parse("B").unwrap();
+            let mut b_components = dedup(&kit_b);
+            b_components.push(Component { sku: a.clone(), quantity: 1 });
+            let kits: Kits = BTreeMap::from([(a.clone(), dedup(&kit_a)), (b.clone(), b_components.clone())]);
+            let atp_of = |s: &Sku| s.as_str()[1..].parse::<usize>().map_or(0, |i| atps[i]);
+            // Brute force: the most kits n such that n kits' total need fits the stock.
+            let need = |target: &Sku, n: i64| -> Vec<i64> {
+                let mut total = vec![0i64; 4];
+                let mut add = |comps: &[Component], times: i64, total: &mut Vec<i64>| {
+                    for c in comps {
+                        if c.sku == a { for ca in &kits[&a] { let i: usize = ca.sku.as_str()[1..].parse().unwrap(); total[i] += ca.quantity * c.quantity * times; } }
+                        else { let i: usize = c.sku.as_str()[1..].parse().unwrap(); total[i] += c.quantity * times; }
+                    }
+                };
+                add(&kits[target], n, &mut total);
+                total
+            };
+            for target in [&a, &b] {
+                let mut best = 0;
+                for n in 1..=200 {
+                    if need(target, n).iter().zip(&atps).all(|(need, have)| need <= have) { best = n; } else { break; }
+                }
+                prop_assert_eq!(kit_atp(target, &kits, &atp_of), best);
+            }
+        }
+    }
+}
