@@ -756,7 +756,7 @@ mod tests {
             // Brute force: the most kits n such that n kits' total need fits the stock.
             let need = |target: &Sku, n: i64| -> Vec<i64> {
                 let mut total = vec![0i64; 4];
-                let mut add = |comps: &[Component], times: i64, total: &mut Vec<i64>| {
+                let add = |comps: &[Component], times: i64, total: &mut Vec<i64>| {
                     for c in comps {
                         if c.sku == a { for ca in &kits[&a] { let i: usize = ca.sku.as_str()[1..].parse().unwrap(); total[i] += ca.quantity * c.quantity * times; } }
                         else { let i: usize = c.sku.as_str()[1..].parse().unwrap(); total[i] += c.quantity * times; }
