@@ -78,6 +78,30 @@ pub const MOVEMENT_TYPES: [&str; 7] = [
     "inventory.returned",
 ];
 
+/// The CloudEvents types crossdock itself records when it holds or releases stock for an order
+/// (`data`: `{"order_id", "lines": [{"sku", "location", "quantity"}]}`). They are not accepted
+/// from outside.
+pub const HOLD_TYPES: [&str; 2] = ["inventory.reserved", "inventory.released"];
+
+/// Whether an event type records a hub reservation change.
+pub fn is_hold(kind: &str) -> bool {
+    HOLD_TYPES.contains(&kind)
+}
+
+/// The SKUs a hold event's `data` names.
+pub fn hold_skus(data: &Value) -> Vec<Sku> {
+    data.get("lines")
+        .and_then(Value::as_array)
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(|l| l.get("sku").and_then(Value::as_str))
+                .filter_map(|s| Sku::parse(s).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether an event type is an inventory movement.
 pub fn is_movement(kind: &str) -> bool {
     MOVEMENT_TYPES.contains(&kind)
@@ -256,6 +280,14 @@ impl Movement {
             | Movement::Shipped { sku, location, .. }
             | Movement::Returned { sku, location, .. } => (sku, vec![location]),
             Movement::Transferred { sku, from, to, .. } => (sku, vec![from, to]),
+        }
+    }
+
+    /// The `data` members naming the locations of [`Movement::touches`], in the same order.
+    pub fn location_members(&self) -> &'static [&'static str] {
+        match self {
+            Movement::Transferred { .. } => &["from", "to"],
+            _ => &["location"],
         }
     }
 

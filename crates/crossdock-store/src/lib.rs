@@ -42,12 +42,14 @@ mod model;
 mod pg;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crossdock_core::activity::{ActivityDelta, ActivityEntry, ActivityKey};
 use crossdock_core::catalog::{
     Channel, ChannelId, ChannelSku, Item, Listing, Location, LocationId, Sku,
 };
+use crossdock_core::inventory::Position;
 use crossdock_core::{NewEvent, RetryPolicy, StoredEvent, Timestamp};
 
 pub use migrate::MigrationReport;
@@ -457,6 +459,78 @@ impl Store {
         dispatch!(self.listing_delete(channel, channel_sku))
     }
 
+    // ---- inventory ----
+
+    /// The ledger positions of these SKUs at every location that has one.
+    pub async fn positions(&self, skus: Vec<Sku>) -> Result<BTreeMap<PositionKey, Position>> {
+        dispatch!(self.positions(skus))
+    }
+
+    /// Holds stock for an order: every line or none, never beyond what is available to promise
+    /// at the moment (on hand, less allocations and other reservations), and records the event
+    /// in the log in the same transaction. An order that holds stock already changes nothing.
+    pub async fn reserve(&self, request: ReserveRequest) -> Result<ReserveOutcome> {
+        dispatch!(self.reserve(request))
+    }
+
+    /// Releases everything an order holds (cancelled, shipped, or handed to the warehouse),
+    /// recording the event in the same transaction. Returns what was released (nothing: no
+    /// event).
+    pub async fn release(
+        &self,
+        order_id: String,
+        event: ReservationEvent,
+        now: Timestamp,
+    ) -> Result<Vec<ReservationLine>> {
+        dispatch!(self.release(order_id, event, now))
+    }
+
+    /// The open reservations of these SKUs.
+    pub async fn reservations(&self, skus: Vec<Sku>) -> Result<Vec<Reservation>> {
+        dispatch!(self.reservations(skus))
+    }
+
+    /// The `(source, id)` of the events at these sequence numbers (those still in the log).
+    pub async fn event_ids(&self, seqs: Vec<i64>) -> Result<BTreeMap<i64, (String, String)>> {
+        dispatch!(self.event_ids(seqs))
+    }
+
+    /// Which of these SKUs are items in the catalog.
+    pub async fn items_known(&self, skus: Vec<Sku>) -> Result<std::collections::BTreeSet<Sku>> {
+        dispatch!(self.items_known(skus))
+    }
+
+    /// The catalog as the inventory engine reads it.
+    pub async fn catalog_snapshot(&self) -> Result<CatalogSnapshot> {
+        dispatch!(self.catalog_snapshot())
+    }
+
+    /// Bumped by every catalog write: a cached snapshot older than this is stale.
+    pub async fn catalog_version(&self) -> Result<i64> {
+        dispatch!(self.catalog_version())
+    }
+
+    /// What each listing of these SKUs shows.
+    pub async fn channel_availability(&self, skus: Vec<Sku>) -> Result<Vec<AvailabilityRow>> {
+        dispatch!(self.channel_availability(skus))
+    }
+
+    /// Records the quantity a channel acknowledged for a listing.
+    pub async fn availability_published(
+        &self,
+        channel: &ChannelId,
+        channel_sku: &ChannelSku,
+        quantity: i64,
+        now: Timestamp,
+    ) -> Result<()> {
+        dispatch!(self.availability_published(channel, channel_sku, quantity, now))
+    }
+
+    /// Inventory events kept but not applied (not from the location's authority), newest last.
+    pub async fn divergences(&self, after_seq: i64, limit: usize) -> Result<Vec<Divergence>> {
+        dispatch!(self.divergences(after_seq, limit))
+    }
+
     // ---- API keys ----
 
     pub async fn key_create(&self, key: NewApiKey) -> Result<KeyCreateOutcome> {
@@ -543,24 +617,35 @@ pub enum ProjectionWrites {
     /// A consumer with no state of its own: only its position moves.
     None,
     SourceActivity(ActivityDelta),
+    Inventory(Box<InventoryWrites>),
+}
+
+impl ProjectionWrites {
+    /// Whether committing these writes queues outbox actions (delivery workers should look).
+    pub fn queues_actions(&self) -> bool {
+        matches!(self, ProjectionWrites::Inventory(w) if !w.actions.is_empty())
+    }
 }
 
 /// The projections whose state lives in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Projection {
     SourceActivity,
+    Inventory,
 }
 
 impl Projection {
     pub const fn consumer_name(self) -> &'static str {
         match self {
             Projection::SourceActivity => "source_activity",
+            Projection::Inventory => "inventory",
         }
     }
 
     pub fn from_consumer_name(name: &str) -> Option<Projection> {
         match name {
             "source_activity" => Some(Projection::SourceActivity),
+            "inventory" => Some(Projection::Inventory),
             _ => None,
         }
     }

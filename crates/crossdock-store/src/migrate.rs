@@ -25,6 +25,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "catalog",
         sql: include_str!("../migrations/sqlite/0003_catalog.sql"),
     },
+    Migration {
+        version: 4,
+        name: "inventory",
+        sql: include_str!("../migrations/sqlite/0004_inventory.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -42,6 +47,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "catalog",
         sql: include_str!("../migrations/pg/0003_catalog.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "inventory",
+        sql: include_str!("../migrations/pg/0004_inventory.sql"),
     },
 ];
 

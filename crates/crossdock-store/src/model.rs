@@ -415,3 +415,151 @@ pub enum BulkWrite {
     Written { created: usize, updated: usize },
     Refused(Vec<crossdock_core::FieldError>),
 }
+
+/// `(sku, location)`: one position of the ledger.
+pub type PositionKey = (
+    crossdock_core::catalog::Sku,
+    crossdock_core::catalog::LocationId,
+);
+
+/// An inventory event that was kept but not applied to a location, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    pub seq: i64,
+    pub sku: crossdock_core::catalog::Sku,
+    pub location: crossdock_core::catalog::LocationId,
+    pub source: String,
+    pub reason: String,
+}
+
+/// What a channel listing shows: what the hub computed last, and what the channel last
+/// acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AvailabilityRow {
+    pub channel: crossdock_core::catalog::ChannelId,
+    pub channel_sku: crossdock_core::catalog::ChannelSku,
+    pub sku: crossdock_core::catalog::Sku,
+    pub available: i64,
+    pub published: Option<i64>,
+}
+
+/// Everything one inventory batch changes, committed with the consumer's position.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InventoryWrites {
+    /// The first sequence number of the batch: deltas from here on are new.
+    pub new_from_seq: i64,
+    /// The new state of every position the batch changed (its `reserved` is not written: the
+    /// reservation primitive owns it).
+    pub positions: Vec<(PositionKey, crossdock_core::inventory::Position)>,
+    pub divergences: Vec<Divergence>,
+    /// New computed availability of listings (the `published` member is left as stored).
+    pub availability: Vec<AvailabilityRow>,
+    /// Channel updates to deliver.
+    pub actions: Vec<NewAction>,
+}
+
+/// The catalog as the inventory engine needs it, read at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CatalogSnapshot {
+    pub version: i64,
+    pub locations: std::collections::BTreeMap<
+        crossdock_core::catalog::LocationId,
+        crossdock_core::catalog::Location,
+    >,
+    pub channels: std::collections::BTreeMap<
+        crossdock_core::catalog::ChannelId,
+        crossdock_core::catalog::Channel,
+    >,
+    /// `(channel, channel SKU, SKU)`.
+    pub listings: Vec<(
+        crossdock_core::catalog::ChannelId,
+        crossdock_core::catalog::ChannelSku,
+        crossdock_core::catalog::Sku,
+    )>,
+    pub kits: crossdock_core::catalog::Kits,
+}
+
+/// One line of a reservation: units of a stocked SKU held at a location.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReservationLine {
+    pub sku: crossdock_core::catalog::Sku,
+    pub location: crossdock_core::catalog::LocationId,
+    pub quantity: i64,
+}
+
+/// Builds the event that records a reservation change in the log, from the lines it changed.
+pub type ReservationEvent = Box<dyn FnOnce(&[ReservationLine]) -> crossdock_core::NewEvent + Send>;
+
+/// A request to hold stock for an order: all lines or none.
+pub struct ReserveRequest {
+    pub order_id: String,
+    /// Stocked SKUs only (kits expanded by the caller); lines of the same position are added up.
+    pub lines: Vec<ReservationLine>,
+    /// Appended in the same transaction when the reservation is made.
+    pub event: ReservationEvent,
+    pub now: Timestamp,
+}
+
+impl std::fmt::Debug for ReserveRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReserveRequest")
+            .field("order_id", &self.order_id)
+            .field("lines", &self.lines)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A line that could not be held: what it needed and what was available to promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    pub sku: crossdock_core::catalog::Sku,
+    pub location: crossdock_core::catalog::LocationId,
+    pub needed: i64,
+    pub atp: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Held (these lines, merged by position), and the event appended at this sequence number.
+    Reserved {
+        seq: i64,
+        lines: Vec<ReservationLine>,
+    },
+    /// The order already holds these lines; nothing changed.
+    AlreadyReserved(Vec<ReservationLine>),
+    /// Not enough stock for these lines; nothing was held.
+    Short(Vec<Shortfall>),
+}
+
+/// An open reservation, for reads and explanations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: String,
+    pub sku: crossdock_core::catalog::Sku,
+    pub location: crossdock_core::catalog::LocationId,
+    pub quantity: i64,
+    pub created_at: Timestamp,
+}
+
+/// Merges lines of the same position and sorts them by position: the order locks are taken in.
+pub fn merge_lines(lines: Vec<ReservationLine>) -> Vec<ReservationLine> {
+    let mut merged: std::collections::BTreeMap<
+        (
+            crossdock_core::catalog::Sku,
+            crossdock_core::catalog::LocationId,
+        ),
+        i64,
+    > = std::collections::BTreeMap::new();
+    for l in lines {
+        let q = merged.entry((l.sku, l.location)).or_default();
+        *q = q.saturating_add(l.quantity);
+    }
+    merged
+        .into_iter()
+        .map(|((sku, location), quantity)| ReservationLine {
+            sku,
+            location,
+            quantity,
+        })
+        .collect()
+}

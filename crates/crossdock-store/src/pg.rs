@@ -18,6 +18,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 mod catalog;
+mod inventory;
 
 use crate::migrate::{self, MigrationReport};
 use crate::model::*;
@@ -343,6 +344,7 @@ impl PgStore {
         }
         match writes {
             ProjectionWrites::None => {}
+            ProjectionWrites::Inventory(w) => inventory::write_inventory(&mut tx, &w, now).await?,
             ProjectionWrites::SourceActivity(delta) => {
                 let n = delta.len();
                 let (mut sources, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -386,14 +388,16 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        match projection {
-            Projection::SourceActivity => {
-                sqlx::query("DELETE FROM source_activity")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(pgerr("clear source activity"))?;
+        let sql = match projection {
+            Projection::SourceActivity => "DELETE FROM source_activity",
+            Projection::Inventory => {
+                "DELETE FROM inventory_positions; DELETE FROM inventory_deltas; DELETE FROM inventory_divergences"
             }
-        }
+        };
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("clear projection"))?;
         set_position(&mut tx, projection.consumer_name(), 0, now).await?;
         tx.commit().await.map_err(pgerr("commit projection reset"))
     }
@@ -430,63 +434,7 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<Vec<EnqueueResult>> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        let mut results = Vec::with_capacity(actions.len());
-        for a in actions {
-            if let Some(key) = &a.coalesce_key {
-                lock_coalesce_key(&mut tx, &a.target, key).await?;
-            }
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE target = $1 AND idempotency_key = $2)",
-            )
-            .bind(&a.target)
-            .bind(&a.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pgerr("check action"))?;
-            if exists {
-                results.push(EnqueueResult::Duplicate);
-                continue;
-            }
-            let replaced: Option<i64> = match &a.coalesce_key {
-                None => None,
-                Some(key) => sqlx::query_scalar(
-                    "UPDATE outbox SET status = 'superseded', updated_at = $3 \
-                     WHERE target = $1 AND coalesce_key = $2 AND status = 'pending' RETURNING id",
-                )
-                .bind(&a.target)
-                .bind(key)
-                .bind(now.unix_micros())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(pgerr("supersede action"))?,
-            };
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO outbox (target, idempotency_key, coalesce_key, priority, payload, status, \
-                 next_attempt_at, created_at, updated_at, correlation_id, causation_id) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8, $9) RETURNING id",
-            )
-            .bind(&a.target)
-            .bind(&a.idempotency_key)
-            .bind(&a.coalesce_key)
-            .bind(a.priority)
-            .bind(&a.payload)
-            .bind(a.not_before.unix_micros())
-            .bind(now.unix_micros())
-            .bind(&a.correlation_id)
-            .bind(&a.causation_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pgerr("queue action"))?;
-            if let Some(old) = replaced {
-                sqlx::query("UPDATE outbox SET superseded_by = $2 WHERE id = $1")
-                    .bind(old)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(pgerr("supersede action"))?;
-            }
-            results.push(EnqueueResult::Queued { id, replaced });
-        }
+        let results = enqueue_rows(&mut tx, &actions, now).await?;
         tx.commit().await.map_err(pgerr("commit enqueue"))?;
         Ok(results)
     }
@@ -1074,6 +1022,72 @@ fn key_row(r: &PgRow) -> Result<ApiKeyRecord> {
 /// `outbox_attempts` columns: attempt, started, finished, outcome, error.
 type AttemptRow = (i64, i64, Option<i64>, String, Option<String>);
 
+/// Queues actions inside the caller's transaction (see `Store::enqueue`).
+async fn enqueue_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    actions: &[NewAction],
+    now: Timestamp,
+) -> Result<Vec<EnqueueResult>> {
+    let mut results = Vec::with_capacity(actions.len());
+    for a in actions {
+        if let Some(key) = &a.coalesce_key {
+            lock_coalesce_key(tx, &a.target, key).await?;
+        }
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE target = $1 AND idempotency_key = $2)",
+        )
+        .bind(&a.target)
+        .bind(&a.idempotency_key)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(pgerr("check action"))?;
+        if exists {
+            results.push(EnqueueResult::Duplicate);
+            continue;
+        }
+        let replaced: Option<i64> = match &a.coalesce_key {
+            None => None,
+            Some(key) => sqlx::query_scalar(
+                "UPDATE outbox SET status = 'superseded', updated_at = $3 \
+                 WHERE target = $1 AND coalesce_key = $2 AND status = 'pending' RETURNING id",
+            )
+            .bind(&a.target)
+            .bind(key)
+            .bind(now.unix_micros())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(pgerr("supersede action"))?,
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (target, idempotency_key, coalesce_key, priority, payload, status, \
+             next_attempt_at, created_at, updated_at, correlation_id, causation_id) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8, $9) RETURNING id",
+        )
+        .bind(&a.target)
+        .bind(&a.idempotency_key)
+        .bind(&a.coalesce_key)
+        .bind(a.priority)
+        .bind(&a.payload)
+        .bind(a.not_before.unix_micros())
+        .bind(now.unix_micros())
+        .bind(&a.correlation_id)
+        .bind(&a.causation_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(pgerr("queue action"))?;
+        if let Some(old) = replaced {
+            sqlx::query("UPDATE outbox SET superseded_by = $2 WHERE id = $1")
+                .bind(old)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(pgerr("supersede action"))?;
+        }
+        results.push(EnqueueResult::Queued { id, replaced });
+    }
+    Ok(results)
+}
+
 /// Serializes every change to the actions of one coalescing key, across nodes.
 async fn lock_coalesce_key(
     tx: &mut Transaction<'static, Postgres>,
@@ -1218,16 +1232,7 @@ async fn append_group(
     group: &mut [AppendRequest],
 ) -> Result<Vec<IdempotentOutcome>> {
     let mut tx = pool.begin().await.map_err(pgerr("begin append"))?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOCK_APPEND)
-        .execute(&mut *tx)
-        .await
-        .map_err(pgerr("lock the event log"))?;
-    // A statement of its own, after the lock: its snapshot sees the previous holder's commit.
-    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pgerr("read log head"))?;
+    let head = lock_log(&mut tx).await?;
 
     // Requests answered before under their idempotency key append nothing. Appends are serialized
     // across nodes by the lock above, so this look-up cannot race another node's answer.
@@ -1258,6 +1263,50 @@ async fn append_group(
         }
         planned.push(seqs);
     }
+    let inserted = insert_events(&mut tx, &cols).await?;
+    let outcomes: Vec<AppendOutcome> = planned
+        .into_iter()
+        .map(|seqs| AppendOutcome {
+            results: seqs
+                .into_iter()
+                .map(|seq| match seq {
+                    Some(seq) if inserted.contains(&seq) => AppendResult::Appended(seq),
+                    _ => AppendResult::Duplicate,
+                })
+                .collect(),
+        })
+        .collect();
+    keep_responses(&mut tx, group, &outcomes, &answered).await?;
+    tx.commit().await.map_err(pgerr("commit append"))?;
+    Ok(outcomes
+        .into_iter()
+        .zip(answered)
+        .map(|(outcome, answered)| match answered {
+            Some(recorded) => IdempotentOutcome::Recorded(recorded),
+            None => IdempotentOutcome::Appended(outcome),
+        })
+        .collect())
+}
+
+/// Takes the event log's lock for the rest of the transaction and returns the head it found.
+async fn lock_log(tx: &mut Transaction<'static, Postgres>) -> Result<i64> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(LOCK_APPEND)
+        .execute(&mut **tx)
+        .await
+        .map_err(pgerr("lock the event log"))?;
+    // A statement of its own, after the lock: its snapshot sees the previous holder's commit.
+    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(pgerr("read log head"))
+}
+
+/// Inserts numbered events, skipping those already in the log; returns the numbers inserted.
+async fn insert_events(
+    tx: &mut Transaction<'static, Postgres>,
+    cols: &EventColumns<'_>,
+) -> Result<HashSet<i64>> {
     let mut inserted: HashSet<i64> = HashSet::with_capacity(cols.seq.len());
     for range in cols.chunks(STATEMENT_BYTES_MAX) {
         let seqs: Vec<i64> = sqlx::query_scalar(
@@ -1281,33 +1330,45 @@ async fn append_group(
         .bind(&cols.correlation_id[range.clone()])
         .bind(&cols.causation_id[range.clone()])
         .bind(&cols.recorded_at[range])
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await
         .map_err(pgerr("append events"))?;
         inserted.extend(seqs);
     }
-    let outcomes: Vec<AppendOutcome> = planned
-        .into_iter()
-        .map(|seqs| AppendOutcome {
-            results: seqs
-                .into_iter()
-                .map(|seq| match seq {
-                    Some(seq) if inserted.contains(&seq) => AppendResult::Appended(seq),
-                    _ => AppendResult::Duplicate,
-                })
-                .collect(),
-        })
-        .collect();
-    keep_responses(&mut tx, group, &outcomes, &answered).await?;
-    tx.commit().await.map_err(pgerr("commit append"))?;
-    Ok(outcomes
-        .into_iter()
-        .zip(answered)
-        .map(|(outcome, answered)| match answered {
-            Some(recorded) => IdempotentOutcome::Recorded(recorded),
-            None => IdempotentOutcome::Appended(outcome),
-        })
-        .collect())
+    Ok(inserted)
+}
+
+/// Appends events inside the caller's transaction (which then holds the log's lock until it
+/// ends): for writes that must be recorded in the log atomically with their own effect.
+pub(super) async fn append_in(
+    tx: &mut Transaction<'static, Postgres>,
+    events: &[NewEvent],
+    now: Timestamp,
+) -> Result<AppendOutcome> {
+    let head = lock_log(tx).await?;
+    let mut cols = EventColumns::with_capacity(events.len());
+    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
+    let mut planned = Vec::with_capacity(events.len());
+    let mut next = head;
+    for e in events {
+        if seen.insert((e.source(), e.id())) {
+            next += 1;
+            cols.push(next, e, now);
+            planned.push(Some(next));
+        } else {
+            planned.push(None);
+        }
+    }
+    let inserted = insert_events(tx, &cols).await?;
+    Ok(AppendOutcome {
+        results: planned
+            .into_iter()
+            .map(|seq| match seq {
+                Some(seq) if inserted.contains(&seq) => AppendResult::Appended(seq),
+                _ => AppendResult::Duplicate,
+            })
+            .collect(),
+    })
 }
 
 /// A kept idempotency record: fingerprint, created at, status, content type, body.

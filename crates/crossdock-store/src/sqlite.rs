@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 mod catalog;
+mod inventory;
 
 use crate::migrate::{self, MigrationReport};
 use crate::model::*;
@@ -478,6 +479,7 @@ impl SqliteStore {
             }
             match writes {
                 ProjectionWrites::None => {}
+                ProjectionWrites::Inventory(writes) => inventory::write_inventory(conn, &writes, now)?,
                 ProjectionWrites::SourceActivity(delta) => {
                     let mut stmt = conn
                         .prepare_cached(
@@ -512,11 +514,8 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<()> {
         self.write(1, move |conn| {
-            match projection {
-                Projection::SourceActivity => conn
-                    .execute("DELETE FROM source_activity", [])
-                    .map_err(db("clear source activity"))?,
-            };
+            conn.execute_batch(clear_sql(projection))
+                .map_err(db("clear projection"))?;
             set_position(conn, projection.consumer_name(), 0, now)
         })
         .await
@@ -556,62 +555,8 @@ impl SqliteStore {
         actions: Vec<NewAction>,
         now: Timestamp,
     ) -> Result<Vec<EnqueueResult>> {
-        self.write(actions.len(), move |conn| {
-            let mut results = Vec::with_capacity(actions.len());
-            for a in &actions {
-                let exists: bool = conn
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE target = ?1 AND idempotency_key = ?2)")
-                    .and_then(|mut s| s.query_row(params![a.target, a.idempotency_key], |r| r.get(0)))
-                    .map_err(db("check action"))?;
-                if exists {
-                    results.push(EnqueueResult::Duplicate);
-                    continue;
-                }
-                let replaced: Option<i64> = match &a.coalesce_key {
-                    None => None,
-                    Some(key) => conn
-                        .prepare_cached(
-                            "SELECT id FROM outbox WHERE target = ?1 AND coalesce_key = ?2 AND status = 'pending'",
-                        )
-                        .and_then(|mut s| s.query_row(params![a.target, key], |r| r.get(0)).optional())
-                        .map_err(db("find coalesced action"))?,
-                };
-                if let Some(old) = replaced {
-                    conn.execute(
-                        "UPDATE outbox SET status = 'superseded', updated_at = ?2 WHERE id = ?1",
-                        params![old, now.unix_micros()],
-                    )
-                    .map_err(db("supersede action"))?;
-                }
-                conn.prepare_cached(
-                    "INSERT INTO outbox (target, idempotency_key, coalesce_key, priority, payload, status, \
-                     next_attempt_at, created_at, updated_at, correlation_id, causation_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?7, ?8, ?9)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        a.target,
-                        a.idempotency_key,
-                        a.coalesce_key,
-                        a.priority,
-                        a.payload,
-                        a.not_before.unix_micros(),
-                        now.unix_micros(),
-                        a.correlation_id,
-                        a.causation_id
-                    ])
-                })
-                .map_err(db("queue action"))?;
-                let id = conn.last_insert_rowid();
-                if let Some(old) = replaced {
-                    conn.execute("UPDATE outbox SET superseded_by = ?2 WHERE id = ?1", params![old, id])
-                        .map_err(db("supersede action"))?;
-                }
-                results.push(EnqueueResult::Queued { id, replaced });
-            }
-            Ok(results)
-        })
-        .await
+        self.write(actions.len(), move |conn| enqueue_rows(conn, &actions, now))
+            .await
     }
 
     pub(crate) async fn claim(&self, c: ClaimRequest<'_>) -> Result<Vec<ClaimedAction>> {
@@ -1279,6 +1224,83 @@ pub(crate) fn insert_event(
         e.causation_id(),
         recorded_at.unix_micros(),
     ])
+}
+
+/// What clearing a projection deletes. The inventory keeps what channels last acknowledged;
+/// the rebuild recomputes what they should show.
+fn clear_sql(projection: Projection) -> &'static str {
+    match projection {
+        Projection::SourceActivity => "DELETE FROM source_activity;",
+        Projection::Inventory => {
+            "DELETE FROM inventory_positions; DELETE FROM inventory_deltas; DELETE FROM inventory_divergences;"
+        }
+    }
+}
+
+/// Queues actions inside the caller's transaction (see `Store::enqueue`).
+fn enqueue_rows(
+    conn: &Connection,
+    actions: &[NewAction],
+    now: Timestamp,
+) -> Result<Vec<EnqueueResult>> {
+    let mut results = Vec::with_capacity(actions.len());
+    for a in actions {
+        let exists: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE target = ?1 AND idempotency_key = ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![a.target, a.idempotency_key], |r| r.get(0)))
+            .map_err(db("check action"))?;
+        if exists {
+            results.push(EnqueueResult::Duplicate);
+            continue;
+        }
+        let replaced: Option<i64> = match &a.coalesce_key {
+            None => None,
+            Some(key) => conn
+                .prepare_cached(
+                    "SELECT id FROM outbox WHERE target = ?1 AND coalesce_key = ?2 AND status = 'pending'",
+                )
+                .and_then(|mut s| s.query_row(params![a.target, key], |r| r.get(0)).optional())
+                .map_err(db("find coalesced action"))?,
+        };
+        if let Some(old) = replaced {
+            conn.execute(
+                "UPDATE outbox SET status = 'superseded', updated_at = ?2 WHERE id = ?1",
+                params![old, now.unix_micros()],
+            )
+            .map_err(db("supersede action"))?;
+        }
+        conn.prepare_cached(
+            "INSERT INTO outbox (target, idempotency_key, coalesce_key, priority, payload, status, \
+             next_attempt_at, created_at, updated_at, correlation_id, causation_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?7, ?8, ?9)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                a.target,
+                a.idempotency_key,
+                a.coalesce_key,
+                a.priority,
+                a.payload,
+                a.not_before.unix_micros(),
+                now.unix_micros(),
+                a.correlation_id,
+                a.causation_id
+            ])
+        })
+        .map_err(db("queue action"))?;
+        let id = conn.last_insert_rowid();
+        if let Some(old) = replaced {
+            conn.execute(
+                "UPDATE outbox SET superseded_by = ?2 WHERE id = ?1",
+                params![old, id],
+            )
+            .map_err(db("supersede action"))?;
+        }
+        results.push(EnqueueResult::Queued { id, replaced });
+    }
+    Ok(results)
 }
 
 /// Records a failed or abandoned attempt and applies the retry decision.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub gate: crate::http::gate::Gate,
     /// Idempotency keys being processed by this process.
     pub claims: crate::http::idempotency::Claims,
+    /// The catalog as the inventory engine and routes see it, read again when it changes.
+    pub catalog: crate::runtime::inventory::CatalogCache,
 }
 
 /// Builds an [`App`]: configuration plus what tests may replace (the clock, extra targets).
@@ -108,7 +110,10 @@ impl AppBuilder {
                 )
             })?;
         let head = store.head_seq().await?;
-        let mut consumers: Vec<Arc<dyn LogConsumer>> = vec![Arc::new(SourceActivity)];
+        let mut consumers: Vec<Arc<dyn LogConsumer>> = vec![
+            Arc::new(SourceActivity),
+            Arc::new(crate::runtime::inventory::InventoryProjection),
+        ];
         for sub in &config.subscriptions {
             consumers.push(Arc::new(Subscription::new(sub.clone())));
         }
@@ -128,6 +133,7 @@ impl AppBuilder {
             shutdown: CancellationToken::new(),
             gate,
             claims: crate::http::idempotency::Claims::default(),
+            catalog: crate::runtime::inventory::CatalogCache::default(),
         });
         Ok(App {
             state,

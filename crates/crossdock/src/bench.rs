@@ -87,7 +87,7 @@ fn make_events(n: usize) -> anyhow::Result<Vec<NewEvent>> {
             NewEvent::new(
                 &format!("evt-{i:012}"),
                 "/bench/wms",
-                "inventory.adjusted",
+                "wms.stock.adjusted",
                 Some(&event_data(i)),
             )
             .and_then(|e| e.with_subject(&format!("SKU-{:08}", i % 100_000)))
@@ -240,7 +240,7 @@ async fn store_figures(
                 .iter()
                 .map(|i| {
                     serde_json::json!({"specversion": "1.0", "id": format!("api-{i:012}"), "source": "/bench/api",
-                        "type": "inventory.adjusted", "subject": format!("SKU-{:08}", i % 100_000), "data": event_data(*i)})
+                        "type": "wms.stock.adjusted", "subject": format!("SKU-{:08}", i % 100_000), "data": event_data(*i)})
                 })
                 .collect();
             serde_json::to_vec(&batch).unwrap_or_default()
@@ -513,7 +513,7 @@ async fn http_client(
     let mut buf = vec![0u8; 8192];
     for i in 0..requests {
         let body = format!(
-            r#"{{"specversion":"1.0","id":"h-{connection}-{i}","source":"/bench/http","type":"inventory.adjusted","data":{}}}"#,
+            r#"{{"specversion":"1.0","id":"h-{connection}-{i}","source":"/bench/http","type":"wms.stock.adjusted","data":{}}}"#,
             event_data(i)
         );
         let mut governance = token

@@ -73,6 +73,18 @@ enum Command {
         #[arg(long)]
         rebuild: bool,
     },
+    /// Explain the number a channel may show for an item: counts, movements, allocations,
+    /// reservations and policy steps, from the ledger as it is now.
+    Explain {
+        /// Our SKU.
+        sku: String,
+        /// The channel whose number to explain.
+        #[arg(long)]
+        channel: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure ingest, deduplication and replay throughput against baselines.
     Bench(crate::bench::BenchArgs),
 }
@@ -206,8 +218,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             from_time,
             rebuild,
         } => replay(&config, &consumer, from, from_time.as_deref(), rebuild).await,
+        Command::Explain { sku, channel, json } => explain(&config, &sku, &channel, json).await,
         Command::Bench(args) => crate::bench::run(&args).await,
     }
+}
+
+async fn explain(config: &Config, sku: &str, channel: &str, json: bool) -> anyhow::Result<()> {
+    let sku = crossdock_core::catalog::Sku::parse(sku)
+        .map_err(|why| anyhow::anyhow!("SKU {sku:?}: {why}"))?;
+    let channel = crossdock_core::catalog::ChannelId::parse(channel)
+        .map_err(|why| anyhow::anyhow!("channel {channel:?}: {why}"))?;
+    let store = Store::open(&config.store.options()).await?;
+    let catalog = crate::runtime::inventory::CatalogCache::default()
+        .get(&store)
+        .await?;
+    let result = crate::explain::explain(&store, &catalog, &sku, &channel).await;
+    store.close().await;
+    let explanation = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{}", explanation.to_text());
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

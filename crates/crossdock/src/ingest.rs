@@ -3,7 +3,11 @@
 
 use std::time::Instant;
 
-use crossdock_core::{BatchLimits, NewEvent, ParseRejection, parse_event_batch};
+use crossdock_core::catalog::Sku;
+use crossdock_core::inventory::{Movement, is_hold, is_movement};
+use crossdock_core::{
+    BatchLimits, EventData, FieldError, NewEvent, ParseRejection, parse_event_batch,
+};
 use crossdock_store::{IdempotentAppend, IdempotentOutcome, InboxMessage, InboxStatus, StoreError};
 
 use crate::app::AppState;
@@ -44,6 +48,7 @@ pub async fn accept(
     idempotent: impl FnOnce() -> Option<IdempotentAppend>,
 ) -> Result<IdempotentOutcome, IngestError> {
     let mut events = parse(protocol, body, &state.limits)?;
+    check_inventory(state, &events, body).await?;
     for e in &mut events {
         e.correlate(correlation_id);
     }
@@ -67,6 +72,96 @@ pub async fn accept(
         });
     }
     Ok(IdempotentOutcome::Appended(outcome))
+}
+
+/// Checks the inventory events of a batch against their `data` schemas and the catalog: each
+/// names an item that is not a kit (a kit's stock is its components') and locations that exist.
+/// One problem rejects the whole batch, so nothing is partially applied.
+async fn check_inventory(
+    state: &AppState,
+    events: &[NewEvent],
+    body: &[u8],
+) -> Result<(), IngestError> {
+    if !events
+        .iter()
+        .any(|e| is_movement(e.kind()) || is_hold(e.kind()))
+    {
+        return Ok(());
+    }
+    let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let prefix = |index: usize| {
+        if array {
+            format!("/{index}")
+        } else {
+            String::new()
+        }
+    };
+    let mut errors = Vec::new();
+    for (index, event) in events.iter().enumerate().filter(|(_, e)| is_hold(e.kind())) {
+        errors.push(FieldError::new(
+            format!("{}/type", prefix(index)),
+            format!(
+                "{} is recorded by crossdock itself; hold stock with POST /v1/reservations",
+                event.kind()
+            ),
+        ));
+    }
+    let mut parsed = Vec::new();
+    for (index, event) in events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| is_movement(e.kind()))
+    {
+        let at = format!("{}/data", prefix(index));
+        let data = match event.data() {
+            None => None,
+            Some(EventData::Json(raw)) => serde_json::from_str::<serde_json::Value>(raw.get()).ok(),
+            Some(EventData::Base64(_)) => {
+                errors.push(FieldError::new(
+                    at,
+                    "inventory events carry JSON data, not data_base64",
+                ));
+                continue;
+            }
+        };
+        if let Some(movement) = Movement::parse(event.kind(), data.as_ref(), &at, &mut errors) {
+            parsed.push((at, movement));
+        }
+    }
+    if !parsed.is_empty() {
+        let catalog = state.catalog.get(&state.store).await?;
+        let skus: Vec<Sku> = parsed.iter().map(|(_, m)| m.touches().0.clone()).collect();
+        let known = state.store.items_known(skus).await?;
+        for (at, movement) in &parsed {
+            let (sku, locations) = movement.touches();
+            if !known.contains(sku) {
+                errors.push(FieldError::new(
+                    format!("{at}/sku"),
+                    format!("{sku} is not an item; PUT /v1/items/{sku} first"),
+                ));
+            } else if catalog.snapshot.kits.contains_key(sku) {
+                errors.push(FieldError::new(
+                    format!("{at}/sku"),
+                    format!(
+                        "{sku} is a kit; its stock is its components' — send movements of those"
+                    ),
+                ));
+            }
+            for (location, member) in locations.into_iter().zip(movement.location_members()) {
+                if !catalog.snapshot.locations.contains_key(location) {
+                    errors.push(FieldError::new(
+                        format!("{at}/{member}"),
+                        format!("{location} is not a location; PUT /v1/locations/{location} first"),
+                    ));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ParseRejection::Invalid(errors).into())
+    }
 }
 
 /// Keeps a rejected body in the inbox so operators can see what was sent and replay it after a

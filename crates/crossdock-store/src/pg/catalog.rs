@@ -11,6 +11,7 @@ use crossdock_core::catalog::{
 };
 use sqlx::{Postgres, Transaction};
 
+use super::inventory::bump_catalog;
 use super::{PgStore, pgerr};
 use crate::model::{BulkWrite, CatalogWrite};
 use crate::{Result, StoreError};
@@ -80,6 +81,12 @@ async fn reachable_kits(
 }
 
 impl PgStore {
+    async fn bump(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        bump_catalog(&mut tx).await?;
+        tx.commit().await.map_err(pgerr("commit catalog version"))
+    }
+
     pub(crate) async fn items_put(
         &self,
         items: Vec<(Sku, Item)>,
@@ -142,6 +149,7 @@ impl PgStore {
                 .map_err(pgerr("write kit"))?;
             }
         }
+        bump_catalog(&mut tx).await?;
         tx.commit().await.map_err(pgerr("commit items"))?;
         Ok(BulkWrite::Written { created, updated })
     }
@@ -199,6 +207,7 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(pgerr("write location"))?;
+        self.bump().await?;
         Ok(if inserted {
             CatalogWrite::Created
         } else {
@@ -275,6 +284,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(pgerr("write channel"))?;
+        bump_catalog(&mut tx).await?;
         tx.commit().await.map_err(pgerr("commit channel"))?;
         Ok(if inserted {
             CatalogWrite::Created
@@ -348,6 +358,7 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(pgerr("write listing"))?;
+        bump_catalog(&mut tx).await?;
         tx.commit().await.map_err(pgerr("commit listing"))?;
         Ok(if inserted {
             CatalogWrite::Created
@@ -382,6 +393,7 @@ impl PgStore {
             .execute(&self.pool)
             .await
             .map_err(pgerr("delete listing"))?;
+        self.bump().await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -11,6 +11,7 @@ use crossdock_core::catalog::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::inventory::bump_catalog;
 use super::{SqliteStore, db};
 use crate::model::{BulkWrite, CatalogWrite};
 use crate::{Result, StoreError};
@@ -108,6 +109,7 @@ impl SqliteStore {
                         .map_err(db("write kit"))?;
                     }
                 }
+                bump_catalog(conn)?;
                 Ok(BulkWrite::Written { created, updated })
             })
             .await;
@@ -156,6 +158,7 @@ impl SqliteStore {
                 params![id.as_str(), l.name, l.kind.as_str(), l.authority, now.unix_micros()],
             )
             .map_err(db("write location"))?;
+            bump_catalog(conn)?;
             Ok(if existed { CatalogWrite::Updated } else { CatalogWrite::Created })
         })
         .await
@@ -220,6 +223,7 @@ impl SqliteStore {
                 )
                 .map_err(db("write channel"))?;
             }
+            bump_catalog(conn)?;
             Ok(if existed { CatalogWrite::Updated } else { CatalogWrite::Created })
         })
         .await
@@ -287,6 +291,7 @@ impl SqliteStore {
                 params![channel.as_str(), channel_sku.as_str(), listing.sku.as_str(), now.unix_micros()],
             )
             .map_err(db("write listing"))?;
+            bump_catalog(conn)?;
             Ok(if existed { CatalogWrite::Updated } else { CatalogWrite::Created })
         })
         .await
@@ -325,6 +330,7 @@ impl SqliteStore {
                     [channel.as_str(), channel_sku.as_str()],
                 )
                 .map_err(db("delete listing"))?;
+            bump_catalog(conn)?;
             Ok(n == 1)
         })
         .await

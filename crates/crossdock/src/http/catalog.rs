@@ -28,7 +28,7 @@ use crate::app::AppState;
 pub const BULK_ITEMS_MAX: usize = 10_000;
 
 /// Parses a JSON request body, saying where it breaks.
-fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
+pub(super) fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
     let bytes = body.map_err(|e| Problem::new(problem::BODY_TOO_LARGE, e.body_text()))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         Problem::new(
@@ -47,12 +47,12 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
     })
 }
 
-fn refused(errors: Vec<FieldError>) -> Problem {
+pub(super) fn refused(errors: Vec<FieldError>) -> Problem {
     let first = errors.first().map(ToString::to_string).unwrap_or_default();
     Problem::new(problem::INVALID_BODY, first).with_errors(errors)
 }
 
-fn parse_path<T>(
+pub(super) fn parse_path<T>(
     name: &str,
     text: &str,
     parse: fn(&str) -> Result<T, String>,

@@ -5,6 +5,7 @@ mod catalog;
 mod events;
 pub mod gate;
 pub mod idempotency;
+mod inventory;
 pub mod openapi;
 mod ops;
 pub mod policy;

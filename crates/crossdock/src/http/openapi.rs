@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::policy::{self, Access, Idempotency};
-use super::{catalog, events, ops};
+use super::{catalog, events, inventory, ops};
 use crate::app::AppState;
 
 /// The shape of every error response (`application/problem+json`, RFC 9457).
@@ -96,6 +96,7 @@ pub enum EventsBody {
     tags(
         (name = "events", description = "The event log: append and follow"),
         (name = "catalog", description = "Items and kits, locations, channels and their availability policies, listings"),
+        (name = "inventory", description = "Stock per location and channel, explanations, reservations"),
         (name = "dead letters", description = "Deliveries that failed for good: inspect, replay, drop"),
         (name = "operations", description = "Health, metrics, consumers, the inbox and the audit log"),
         (name = "documentation", description = "This document and its reference page"),
@@ -131,6 +132,10 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
             catalog::get_listing,
             catalog::delete_listing
         ))
+        .routes(routes!(inventory::get_inventory))
+        .routes(routes!(inventory::explain_inventory))
+        .routes(routes!(inventory::post_reservation))
+        .routes(routes!(inventory::delete_reservation))
 }
 
 /// The finished document, built once.

@@ -147,6 +147,10 @@ pub const POLICIES: &[RoutePolicy] = &[
         "/v1/channels/{id}/listings/{channel_sku}",
         Scope::CatalogWrite,
     ),
+    read("/v1/inventory/{sku}", Scope::InventoryRead),
+    read("/v1/inventory/{sku}/explain", Scope::InventoryRead),
+    post("/v1/reservations", Scope::InventoryWrite),
+    delete("/v1/reservations/{order_id}", Scope::InventoryWrite),
 ];
 
 /// The policy of a matched route. `HEAD` follows `GET`.

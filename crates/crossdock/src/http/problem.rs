@@ -70,6 +70,8 @@ kinds! {
         "There is no resource at this path.");
     METHOD_NOT_ALLOWED = ("method-not-allowed", METHOD_NOT_ALLOWED, "Method not allowed",
         "The path exists but does not accept this method. The `Allow` header lists the methods it does accept.");
+    INSUFFICIENT_STOCK = ("insufficient-stock", CONFLICT, "Not enough stock",
+        "The reservation needs more than is available to promise at a location. `errors` names each short line with what it needed and what was available. Nothing was held.");
     CONFLICT = ("conflict", CONFLICT, "Conflict",
         "The resource is not in a state that allows this operation. `detail` says which state it is in.");
     OVERLOADED = ("overloaded", SERVICE_UNAVAILABLE, "Overloaded",

@@ -69,12 +69,18 @@ pub async fn step(
         return Ok(0);
     };
     let writes = consumer.apply(state, &batch).await?;
+    let queues_actions = writes.queues_actions();
     match state
         .store
         .commit_projection(name, from, last.seq, writes, state.clock.now())
         .await
     {
-        Ok(()) => Ok(batch.len()),
+        Ok(()) => {
+            if queues_actions {
+                state.outbox_wake.notify_waiters();
+            }
+            Ok(batch.len())
+        }
         // Someone else moved the position: nothing was written; start over from where it is.
         Err(StoreError::PositionMoved { .. }) => Ok(1),
         Err(e) => Err(e),

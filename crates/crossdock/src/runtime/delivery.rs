@@ -188,7 +188,7 @@ async fn deliver_one(
     let result = match outcome {
         DeliveryOutcome::Delivered => {
             match state.store.ack(action.id, action.attempt, now).await {
-                Ok(true) => {}
+                Ok(true) => super::inventory::acknowledged(&state, &action).await,
                 Ok(false) => tracing::warn!(
                     target = %target.name, action_id = action.id,
                     "delivered after the lease expired; the target may see it again (same idempotency key)"

@@ -4,6 +4,7 @@
 
 pub mod consumer;
 pub mod delivery;
+pub mod inventory;
 pub mod subscription;
 pub mod webhook;
 

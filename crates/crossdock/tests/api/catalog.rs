@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, create_key, read};
+use crate::helpers::{TestApp, create_key, put, read};
 
 crate::backend_tests!(
     items_and_kits_are_written_read_and_checked,
@@ -11,18 +11,6 @@ crate::backend_tests!(
     a_key_bound_to_a_channel_finds_no_other_channel,
     bad_quantities_and_identifiers_are_named_and_change_nothing,
 );
-
-async fn put(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
-    let response = app
-        .client
-        .put(app.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    read(response).await
-}
 
 async fn items_and_kits_are_written_read_and_checked(db: crossdock_store::testkit::TestDb) {
     let app = TestApp::spawn(db).await;

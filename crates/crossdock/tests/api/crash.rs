@@ -118,7 +118,7 @@ fn admin_client(key_file: &std::path::Path) -> reqwest::Client {
 fn batch(index: usize) -> Value {
     let events: Vec<Value> = (index * BATCH..(index + 1) * BATCH)
         .map(|i| {
-            json!({"specversion": "1.0", "id": format!("c-{i}"), "source": "/crash", "type": "inventory.adjusted",
+            json!({"specversion": "1.0", "id": format!("c-{i}"), "source": "/crash", "type": "wms.stock.adjusted",
                    "data": {"sku": format!("SKU-{}", i % 1000), "delta": -1, "note": "crash test event of roughly 150 bytes"}})
         })
         .collect();

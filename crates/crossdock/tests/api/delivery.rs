@@ -309,7 +309,7 @@ async fn a_subscription_delivers_events_to_a_webhook_with_retries(
     config.subscriptions.push(SubscriptionConfig {
         name: "crm-stock".into(),
         target: "crm".into(),
-        types: vec!["inventory.*".into()],
+        types: vec!["wms.*".into()],
         sources: vec![],
     });
     let manual: Arc<dyn Clock> = clock.clone();
@@ -321,7 +321,7 @@ async fn a_subscription_delivers_events_to_a_webhook_with_retries(
         &json!([event("/wms", "1"), other, event("/wms", "2")]),
     )
     .await;
-    app.eventually("both inventory events reach the CRM", || async {
+    app.eventually("both stock events reach the CRM", || async {
         clock.advance_ms(4000);
         received.lock().unwrap().len() >= 2
     })

@@ -198,6 +198,18 @@ pub async fn create_key(
         .expose()
 }
 
+pub async fn put(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .client
+        .put(app.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    read(response).await
+}
+
 pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
@@ -210,7 +222,7 @@ pub fn event(source: &str, id: &str) -> Value {
         "specversion": "1.0",
         "id": id,
         "source": source,
-        "type": "inventory.adjusted",
+        "type": "wms.stock.adjusted",
         "subject": "A-1",
         "data": {"sku": "A-1", "location": "WH-1", "delta": -1}
     })

@@ -9,3 +9,4 @@ mod delivery;
 mod events;
 mod governance;
 mod helpers;
+mod inventory;

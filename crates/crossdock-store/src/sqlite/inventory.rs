@@ -1,0 +1,589 @@
+//! The inventory ledger on SQLite: positions and their deltas, divergences, what listings show,
+//! and the catalog snapshot the inventory engine works from.
+
+use std::collections::BTreeMap;
+
+use crossdock_core::Timestamp;
+use crossdock_core::catalog::{ChannelId, ChannelSku, Component, LocationId, Sku};
+use crossdock_core::inventory::{Delta, DeltaKind, Position, Snapshot};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{SqliteStore, append_rows, db, enqueue_rows};
+use crate::model::{
+    AvailabilityRow, CatalogSnapshot, Divergence, InventoryWrites, PositionKey, Reservation,
+    ReservationEvent, ReservationLine, ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
+};
+use crate::{Result, StoreError};
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("stored {what}: {e}"))
+}
+
+fn snapshot(seq: Option<i64>, as_of: Option<i64>, value: Option<i64>) -> Option<Snapshot> {
+    Some(Snapshot {
+        seq: seq?,
+        as_of: Timestamp::from_unix_micros(as_of?),
+        value: value?,
+    })
+}
+
+fn position_row(r: &Row<'_>) -> rusqlite::Result<(String, Position)> {
+    let position = Position {
+        count: snapshot(r.get(1)?, r.get(2)?, r.get(3)?),
+        deltas: BTreeMap::new(),
+        allocated: snapshot(r.get(4)?, r.get(5)?, r.get(6)?),
+        reserved: r.get(7)?,
+    };
+    Ok((r.get(0)?, position))
+}
+
+/// Every position of one SKU, with its deltas.
+fn positions_of(
+    conn: &Connection,
+    sku: &Sku,
+    out: &mut BTreeMap<PositionKey, Position>,
+) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT p.location, count_seq, count_as_of, count_value, alloc_seq, alloc_as_of, alloc_value, \
+             COALESCE(r.reserved, 0) FROM inventory_positions p \
+             LEFT JOIN inventory_reserved r ON r.sku = p.sku AND r.location = p.location WHERE p.sku = ?1",
+        )
+        .map_err(db("read positions"))?;
+    let rows = stmt
+        .query_map([sku.as_str()], position_row)
+        .map_err(db("read positions"))?;
+    for row in rows {
+        let (location, position) = row.map_err(db("read positions"))?;
+        let location = LocationId::parse(&location).map_err(|e| corrupt("location", e))?;
+        out.insert((sku.clone(), location), position);
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT location, seq, at, quantity, kind FROM inventory_deltas WHERE sku = ?1",
+        )
+        .map_err(db("read deltas"))?;
+    let rows = stmt
+        .query_map([sku.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .map_err(db("read deltas"))?;
+    for row in rows {
+        let (location, seq, at, quantity, kind) = row.map_err(db("read deltas"))?;
+        let location = LocationId::parse(&location).map_err(|e| corrupt("location", e))?;
+        let kind = DeltaKind::parse(&kind).ok_or_else(|| corrupt("delta kind", &kind))?;
+        let delta = Delta {
+            seq,
+            at: Timestamp::from_unix_micros(at),
+            quantity,
+            kind,
+        };
+        out.entry((sku.clone(), location))
+            .or_default()
+            .deltas
+            .insert(seq, delta);
+    }
+    Ok(())
+}
+
+/// Writes an inventory batch inside the projection's transaction.
+pub(super) fn write_inventory(
+    conn: &Connection,
+    w: &InventoryWrites,
+    now: Timestamp,
+) -> Result<()> {
+    for ((sku, location), p) in &w.positions {
+        let count = p.count;
+        let alloc = p.allocated;
+        conn.prepare_cached(
+            "INSERT INTO inventory_positions (sku, location, count_seq, count_as_of, count_value, alloc_seq, \
+             alloc_as_of, alloc_value, on_hand, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (sku, location) DO UPDATE SET count_seq = excluded.count_seq, count_as_of = excluded.count_as_of, \
+             count_value = excluded.count_value, alloc_seq = excluded.alloc_seq, alloc_as_of = excluded.alloc_as_of, \
+             alloc_value = excluded.alloc_value, on_hand = excluded.on_hand, updated_at = excluded.updated_at",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                sku.as_str(),
+                location.as_str(),
+                count.map(|c| c.seq),
+                count.map(|c| c.as_of.unix_micros()),
+                count.map(|c| c.value),
+                alloc.map(|a| a.seq),
+                alloc.map(|a| a.as_of.unix_micros()),
+                alloc.map(|a| a.value),
+                p.on_hand(),
+                now.unix_micros()
+            ])
+        })
+        .map_err(db("write position"))?;
+        // Deltas the latest count includes go; deltas of this batch come; the rest stay as they are.
+        if let Some(count) = count {
+            conn.prepare_cached(
+                "DELETE FROM inventory_deltas WHERE sku = ?1 AND location = ?2 AND at <= ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    sku.as_str(),
+                    location.as_str(),
+                    count.as_of.unix_micros()
+                ])
+            })
+            .map_err(db("write deltas"))?;
+        }
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO inventory_deltas (sku, location, seq, at, quantity, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .map_err(db("write deltas"))?;
+        for d in p.deltas.range(w.new_from_seq..).map(|(_, d)| d) {
+            insert
+                .execute(params![
+                    sku.as_str(),
+                    location.as_str(),
+                    d.seq,
+                    d.at.unix_micros(),
+                    d.quantity,
+                    d.kind.as_str()
+                ])
+                .map_err(db("write deltas"))?;
+        }
+    }
+    for d in &w.divergences {
+        conn.prepare_cached(
+            "INSERT INTO inventory_divergences (seq, location, sku, source, reason, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                d.seq,
+                d.location.as_str(),
+                d.sku.as_str(),
+                d.source,
+                d.reason,
+                now.unix_micros()
+            ])
+        })
+        .map_err(db("record divergence"))?;
+    }
+    for a in &w.availability {
+        conn.prepare_cached(
+            "INSERT INTO channel_availability (channel, channel_sku, sku, available, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = excluded.sku, available = excluded.available, \
+             updated_at = excluded.updated_at",
+        )
+        .and_then(|mut s| {
+            s.execute(params![a.channel.as_str(), a.channel_sku.as_str(), a.sku.as_str(), a.available, now.unix_micros()])
+        })
+        .map_err(db("write availability"))?;
+    }
+    enqueue_rows(conn, &w.actions, now)?;
+    Ok(())
+}
+
+/// Marks the catalog changed, so cached snapshots are read again.
+pub(super) fn bump_catalog(conn: &Connection) -> Result<()> {
+    conn.prepare_cached("UPDATE catalog_version SET version = version + 1 WHERE id = 1")
+        .and_then(|mut s| s.execute([]))
+        .map_err(db("bump catalog version"))?;
+    Ok(())
+}
+
+fn availability_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, Option<i64>)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_availability(row: (String, String, String, i64, Option<i64>)) -> Result<AvailabilityRow> {
+    let (channel, channel_sku, sku, available, published) = row;
+    Ok(AvailabilityRow {
+        channel: ChannelId::parse(&channel).map_err(|e| corrupt("channel", e))?,
+        channel_sku: ChannelSku::parse(&channel_sku).map_err(|e| corrupt("channel SKU", e))?,
+        sku: Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
+        available,
+        published,
+    })
+}
+
+fn reservation_line(r: &Row<'_>) -> rusqlite::Result<(String, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn to_line((sku, location, quantity): (String, String, i64)) -> Result<ReservationLine> {
+    Ok(ReservationLine {
+        sku: Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
+        location: LocationId::parse(&location).map_err(|e| corrupt("location", e))?,
+        quantity,
+    })
+}
+
+/// The lines an order holds, by position.
+fn order_lines(conn: &Connection, order_id: &str) -> Result<Vec<ReservationLine>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT sku, location, quantity FROM inventory_reservations WHERE order_id = ?1 ORDER BY sku, location",
+        )
+        .map_err(db("read reservations"))?;
+    let rows = stmt
+        .query_map([order_id], reservation_line)
+        .map_err(db("read reservations"))?;
+    rows.map(|r| to_line(r.map_err(db("read reservations"))?))
+        .collect()
+}
+
+/// What is available to promise at a position now: on hand, less the warehouse's allocation and
+/// the hub's reservations.
+fn position_atp(conn: &Connection, line: &ReservationLine) -> Result<i64> {
+    let atp: Option<i64> = conn
+        .prepare_cached(
+            "SELECT p.on_hand - COALESCE(p.alloc_value, 0) - COALESCE(r.reserved, 0) FROM inventory_positions p \
+             LEFT JOIN inventory_reserved r ON r.sku = p.sku AND r.location = p.location \
+             WHERE p.sku = ?1 AND p.location = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row([line.sku.as_str(), line.location.as_str()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db("read position"))?;
+    Ok(atp.unwrap_or(0).max(0))
+}
+
+fn add_reserved(conn: &Connection, line: &ReservationLine, quantity: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO inventory_reserved (sku, location, reserved) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (sku, location) DO UPDATE SET reserved = reserved + excluded.reserved",
+    )
+    .and_then(|mut s| s.execute(params![line.sku.as_str(), line.location.as_str(), quantity]))
+    .map_err(db("hold stock"))?;
+    Ok(())
+}
+
+fn reserve_rows(conn: &Connection, r: ReserveRequest) -> Result<ReserveOutcome> {
+    let held = order_lines(conn, &r.order_id)?;
+    if !held.is_empty() {
+        return Ok(ReserveOutcome::AlreadyReserved(held));
+    }
+    let lines = merge_lines(r.lines);
+    let mut short = Vec::new();
+    for line in &lines {
+        let atp = position_atp(conn, line)?;
+        if atp < line.quantity {
+            short.push(Shortfall {
+                sku: line.sku.clone(),
+                location: line.location.clone(),
+                needed: line.quantity,
+                atp,
+            });
+        }
+    }
+    if !short.is_empty() {
+        return Ok(ReserveOutcome::Short(short));
+    }
+    for line in &lines {
+        add_reserved(conn, line, line.quantity)?;
+        conn.prepare_cached(
+            "INSERT INTO inventory_reservations (order_id, sku, location, quantity, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![r.order_id, line.sku.as_str(), line.location.as_str(), line.quantity, r.now.unix_micros()])
+        })
+        .map_err(db("record reservation"))?;
+    }
+    let event = (r.event)(&lines);
+    let outcome = append_rows(conn, std::slice::from_ref(&event), r.now)?;
+    let seq = outcome.seq_range().map_or(0, |(_, last)| last);
+    Ok(ReserveOutcome::Reserved { seq, lines })
+}
+
+fn release_rows(
+    conn: &Connection,
+    order_id: &str,
+    event: ReservationEvent,
+    now: Timestamp,
+) -> Result<Vec<ReservationLine>> {
+    let lines = order_lines(conn, order_id)?;
+    if lines.is_empty() {
+        return Ok(lines);
+    }
+    for line in &lines {
+        add_reserved(conn, line, -line.quantity)?;
+    }
+    conn.prepare_cached("DELETE FROM inventory_reservations WHERE order_id = ?1")
+        .and_then(|mut s| s.execute([order_id]))
+        .map_err(db("release reservation"))?;
+    let event = event(&lines);
+    append_rows(conn, std::slice::from_ref(&event), now)?;
+    Ok(lines)
+}
+
+impl SqliteStore {
+    pub(crate) async fn reserve(&self, request: ReserveRequest) -> Result<ReserveOutcome> {
+        let n = request.lines.len().max(1);
+        self.write(n, move |conn| reserve_rows(conn, request)).await
+    }
+
+    pub(crate) async fn release(
+        &self,
+        order_id: String,
+        event: ReservationEvent,
+        now: Timestamp,
+    ) -> Result<Vec<ReservationLine>> {
+        self.write(1, move |conn| release_rows(conn, &order_id, event, now))
+            .await
+    }
+
+    pub(crate) async fn event_ids(
+        &self,
+        seqs: Vec<i64>,
+    ) -> Result<BTreeMap<i64, (String, String)>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT source, id FROM events WHERE seq = ?1")
+                .map_err(db("read event ids"))?;
+            let mut out = BTreeMap::new();
+            for seq in seqs {
+                if let Some(ids) = stmt
+                    .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(db("read event ids"))?
+                {
+                    out.insert(seq, ids);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn reservations(&self, skus: Vec<Sku>) -> Result<Vec<Reservation>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT order_id, location, quantity, created_at FROM inventory_reservations WHERE sku = ?1 \
+                     ORDER BY location, created_at, order_id",
+                )
+                .map_err(db("read reservations"))?;
+            let mut out = Vec::new();
+            for sku in &skus {
+                let rows = stmt
+                    .query_map([sku.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                    })
+                    .map_err(db("read reservations"))?;
+                for row in rows {
+                    let (order_id, location, quantity, created_at) = row.map_err(db("read reservations"))?;
+                    out.push(Reservation {
+                        order_id,
+                        sku: sku.clone(),
+                        location: LocationId::parse(&location).map_err(|e| corrupt("location", e))?,
+                        quantity,
+                        created_at: Timestamp::from_unix_micros(created_at),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn positions(
+        &self,
+        skus: Vec<Sku>,
+    ) -> Result<BTreeMap<PositionKey, Position>> {
+        self.read(move |conn| {
+            let mut out = BTreeMap::new();
+            for sku in &skus {
+                positions_of(conn, sku, &mut out)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn items_known(
+        &self,
+        skus: Vec<Sku>,
+    ) -> Result<std::collections::BTreeSet<Sku>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM items WHERE sku = ?1")
+                .map_err(db("look up items"))?;
+            let mut known = std::collections::BTreeSet::new();
+            for sku in skus {
+                if stmt.exists([sku.as_str()]).map_err(db("look up items"))? {
+                    known.insert(sku);
+                }
+            }
+            Ok(known)
+        })
+        .await
+    }
+
+    pub(crate) async fn catalog_version(&self) -> Result<i64> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT version FROM catalog_version WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db("read catalog version"))
+        })
+        .await
+    }
+
+    pub(crate) async fn catalog_snapshot(&self) -> Result<CatalogSnapshot> {
+        self.read(|conn| {
+            // One read transaction, so the parts agree with each other and with the version.
+            conn.execute_batch("BEGIN").map_err(db("begin snapshot"))?;
+            let result = (|| {
+                let version = conn
+                    .query_row("SELECT version FROM catalog_version WHERE id = 1", [], |r| r.get(0))
+                    .map_err(db("read catalog version"))?;
+                let mut snapshot = CatalogSnapshot { version, ..CatalogSnapshot::default() };
+                let mut stmt = conn
+                    .prepare("SELECT id, name, kind, authority FROM locations")
+                    .map_err(db("read locations"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?)))
+                    .map_err(db("read locations"))?;
+                for row in rows {
+                    let (id, name, kind, authority) = row.map_err(db("read locations"))?;
+                    let id = LocationId::parse(&id).map_err(|e| corrupt("location id", e))?;
+                    snapshot.locations.insert(id, crate::catalog_rows::location(name, &kind, authority)?);
+                }
+                let mut stmt = conn
+                    .prepare("SELECT id, kind, policy, increase_hold_ms FROM channels")
+                    .map_err(db("read channels"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?)))
+                    .map_err(db("read channels"))?;
+                let mut channels = Vec::new();
+                for row in rows {
+                    channels.push(row.map_err(db("read channels"))?);
+                }
+                for (id, kind, policy, hold) in channels {
+                    let mut stmt = conn
+                        .prepare_cached("SELECT location FROM channel_locations WHERE channel = ?1 ORDER BY priority")
+                        .map_err(db("read channels"))?;
+                    let locations: Vec<String> = stmt
+                        .query_map([&id], |r| r.get(0))
+                        .map_err(db("read channels"))?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(db("read channels"))?;
+                    let id = ChannelId::parse(&id).map_err(|e| corrupt("channel id", e))?;
+                    snapshot.channels.insert(id, crate::catalog_rows::channel(kind, &policy, hold, locations)?);
+                }
+                let mut stmt = conn
+                    .prepare("SELECT channel, channel_sku, sku FROM listings")
+                    .map_err(db("read listings"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                    .map_err(db("read listings"))?;
+                for row in rows {
+                    let (channel, channel_sku, sku) = row.map_err(db("read listings"))?;
+                    snapshot.listings.push((
+                        ChannelId::parse(&channel).map_err(|e| corrupt("channel id", e))?,
+                        ChannelSku::parse(&channel_sku).map_err(|e| corrupt("channel SKU", e))?,
+                        Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
+                    ));
+                }
+                let mut stmt = conn
+                    .prepare("SELECT kit_sku, component_sku, quantity FROM kit_components ORDER BY kit_sku, position")
+                    .map_err(db("read kits"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+                    .map_err(db("read kits"))?;
+                for row in rows {
+                    let (kit, component, quantity) = row.map_err(db("read kits"))?;
+                    let kit = Sku::parse(&kit).map_err(|e| corrupt("SKU", e))?;
+                    let sku = Sku::parse(&component).map_err(|e| corrupt("SKU", e))?;
+                    snapshot.kits.entry(kit).or_default().push(Component { sku, quantity });
+                }
+                Ok(snapshot)
+            })();
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+
+    pub(crate) async fn channel_availability(
+        &self,
+        skus: Vec<Sku>,
+    ) -> Result<Vec<AvailabilityRow>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT channel, channel_sku, sku, available, published FROM channel_availability \
+                     WHERE sku = ?1 ORDER BY channel, channel_sku",
+                )
+                .map_err(db("read availability"))?;
+            let mut out = Vec::new();
+            for sku in &skus {
+                let rows = stmt.query_map([sku.as_str()], availability_row).map_err(db("read availability"))?;
+                for r in rows {
+                    out.push(to_availability(r.map_err(db("read availability"))?)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn availability_published(
+        &self,
+        channel: &ChannelId,
+        channel_sku: &ChannelSku,
+        quantity: i64,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (channel, channel_sku) = (channel.clone(), channel_sku.clone());
+        self.write(1, move |conn| {
+            conn.execute(
+                "UPDATE channel_availability SET published = ?3, published_at = ?4 WHERE channel = ?1 AND channel_sku = ?2",
+                params![channel.as_str(), channel_sku.as_str(), quantity, now.unix_micros()],
+            )
+            .map_err(db("record published quantity"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn divergences(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Divergence>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, sku, location, source, reason FROM inventory_divergences WHERE seq > ?1 \
+                     ORDER BY seq, location LIMIT ?2",
+                )
+                .map_err(db("read divergences"))?;
+            let rows = stmt
+                .query_map(params![after_seq, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+                })
+                .map_err(db("read divergences"))?;
+            rows.map(|row| {
+                let (seq, sku, location, source, reason) = row.map_err(db("read divergences"))?;
+                Ok(Divergence {
+                    seq,
+                    sku: Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
+                    location: LocationId::parse(&location).map_err(|e| corrupt("location", e))?,
+                    source,
+                    reason,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+}

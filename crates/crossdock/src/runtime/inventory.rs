@@ -1,0 +1,551 @@
+//! The inventory engine: the consumer that applies inventory events to the ledger, recomputes
+//! what each affected channel listing may show, and queues `channel.availability` actions —
+//! zero-outs first, then decreases, then increases held back by the channel's
+//! `increase_hold_ms` and replaced by anything newer. Also the cached catalog the engine and the
+//! inventory routes read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crossdock_core::catalog::{Channel, ChannelId, ChannelSku, LocationId, Sku};
+use crossdock_core::inventory::{
+    Movement, Position, bill_of_materials, hold_skus, is_hold, is_movement, kit_atp, shape,
+};
+use crossdock_core::json::QUANTITY_ABS_MAX;
+use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent};
+use crossdock_store::{
+    AvailabilityRow, CatalogSnapshot, ClaimedAction, Divergence, InventoryWrites, NewAction,
+    PositionKey, Projection, ProjectionWrites, ReservationLine, ReserveOutcome, ReserveRequest,
+    Store, StoreError,
+};
+use serde::{Deserialize, Serialize};
+
+use super::consumer::{ApplyFuture, LogConsumer};
+use crate::app::AppState;
+
+/// Priorities of availability updates: a zero-out goes before a decrease before an increase.
+pub const PRIORITY_ZERO_OUT: i32 = 30;
+pub const PRIORITY_DECREASE: i32 = 20;
+pub const PRIORITY_INCREASE: i32 = 10;
+
+/// The delivery target of a channel's availability updates.
+pub fn channel_target(channel: &ChannelId) -> String {
+    format!("channel-{channel}")
+}
+
+/// The catalog with the indexes the engine needs.
+#[derive(Debug, Default)]
+pub struct CatalogIndex {
+    pub snapshot: CatalogSnapshot,
+    /// SKU → its listings.
+    pub listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>>,
+    /// SKU → the kits that list it as a component.
+    pub parents: HashMap<Sku, Vec<Sku>>,
+}
+
+impl CatalogIndex {
+    fn build(snapshot: CatalogSnapshot) -> CatalogIndex {
+        let mut listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>> = HashMap::new();
+        for (channel, channel_sku, sku) in &snapshot.listings {
+            listings
+                .entry(sku.clone())
+                .or_default()
+                .push((channel.clone(), channel_sku.clone()));
+        }
+        let mut parents: HashMap<Sku, Vec<Sku>> = HashMap::new();
+        for (kit, components) in &snapshot.kits {
+            for c in components {
+                parents.entry(c.sku.clone()).or_default().push(kit.clone());
+            }
+        }
+        CatalogIndex {
+            snapshot,
+            listings,
+            parents,
+        }
+    }
+
+    /// The SKUs whose availability depends on these: themselves and every kit above them.
+    pub fn affected(&self, skus: impl IntoIterator<Item = Sku>) -> BTreeSet<Sku> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<Sku> = skus.into_iter().collect();
+        while let Some(sku) = todo.pop() {
+            if out.insert(sku.clone())
+                && let Some(kits) = self.parents.get(&sku)
+            {
+                todo.extend(kits.iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// What a listing of `sku` on `channel` may show, from the given positions.
+    pub fn available(
+        &self,
+        channel: &Channel,
+        sku: &Sku,
+        positions: &BTreeMap<PositionKey, Position>,
+    ) -> i64 {
+        let atp = self.channel_atp(channel, sku, positions);
+        shape(&channel.policy, atp).0
+    }
+
+    /// The ATP of `sku` over a channel's locations (through its components, for a kit).
+    pub fn channel_atp(
+        &self,
+        channel: &Channel,
+        sku: &Sku,
+        positions: &BTreeMap<PositionKey, Position>,
+    ) -> i64 {
+        let atp_of = |component: &Sku| -> i64 {
+            channel
+                .locations
+                .iter()
+                .filter_map(|l| positions.get(&(component.clone(), l.clone())))
+                .map(|p| p.atp(0))
+                .sum()
+        };
+        kit_atp(sku, &self.snapshot.kits, &atp_of)
+    }
+
+    /// The stocked SKUs whose positions determine `sku`'s availability.
+    pub fn stocked(&self, sku: &Sku) -> Vec<Sku> {
+        bill_of_materials(sku, &self.snapshot.kits)
+            .into_keys()
+            .collect()
+    }
+}
+
+/// A catalog snapshot shared by the engine and the routes, read again when the catalog changes.
+#[derive(Debug, Default)]
+pub struct CatalogCache(Mutex<Option<Arc<CatalogIndex>>>);
+
+impl CatalogCache {
+    pub async fn get(&self, store: &Store) -> Result<Arc<CatalogIndex>, StoreError> {
+        let version = store.catalog_version().await?;
+        if let Some(index) = self.0.lock().ok().and_then(|c| c.clone())
+            && index.snapshot.version == version
+        {
+            return Ok(index);
+        }
+        let index = Arc::new(CatalogIndex::build(store.catalog_snapshot().await?));
+        if let Ok(mut cache) = self.0.lock() {
+            *cache = Some(index.clone());
+        }
+        Ok(index)
+    }
+}
+
+/// The payload of a `channel.availability` action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvailabilityUpdate {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel: String,
+    pub channel_sku: String,
+    pub sku: String,
+    /// What the listing should show.
+    pub quantity: i64,
+    /// What the channel last acknowledged, if known.
+    pub previous_published: Option<i64>,
+}
+
+/// The inventory projection.
+#[derive(Debug, Default)]
+pub struct InventoryProjection;
+
+impl LogConsumer for InventoryProjection {
+    fn name(&self) -> &str {
+        Projection::Inventory.consumer_name()
+    }
+
+    fn apply<'a>(&'a self, state: &'a AppState, batch: &'a [StoredEvent]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            Ok(ProjectionWrites::Inventory(Box::new(
+                apply_batch(state, batch).await?,
+            )))
+        })
+    }
+}
+
+async fn apply_batch(
+    state: &AppState,
+    batch: &[StoredEvent],
+) -> Result<InventoryWrites, StoreError> {
+    let mut writes = InventoryWrites {
+        new_from_seq: batch.first().map_or(0, |e| e.seq),
+        ..InventoryWrites::default()
+    };
+    let data = |e: &StoredEvent| -> Option<serde_json::Value> {
+        e.event
+            .data()
+            .and_then(|d| serde_json::from_str(d.as_text()).ok())
+    };
+    let mut movements: Vec<(&StoredEvent, Movement)> = Vec::new();
+    // SKUs whose reservations changed: their positions are as stored, their listings may not be.
+    let mut held: BTreeSet<Sku> = BTreeSet::new();
+    for e in batch {
+        let kind = e.event.kind();
+        if is_movement(kind) {
+            // Events are validated when they arrive; one that is not (written by an older
+            // version, say) is skipped here.
+            let mut errors = Vec::new();
+            if let Some(m) = Movement::parse(kind, data(e).as_ref(), "/data", &mut errors) {
+                movements.push((e, m));
+            }
+        } else if is_hold(kind) {
+            held.extend(data(e).as_ref().map(hold_skus).unwrap_or_default());
+        }
+    }
+    if movements.is_empty() && held.is_empty() {
+        return Ok(writes);
+    }
+    let catalog = state.catalog.get(&state.store).await?;
+    let touched: BTreeSet<Sku> = movements
+        .iter()
+        .map(|(_, m)| m.touches().0.clone())
+        .chain(held.iter().cloned())
+        .collect();
+    let mut positions = state
+        .store
+        .positions(touched.iter().cloned().collect())
+        .await?;
+    let mut changed: BTreeSet<PositionKey> = BTreeSet::new();
+    for (event, movement) in &movements {
+        let at = event.event.time().unwrap_or(event.recorded_at);
+        let source = event.event.source();
+        for (location, entry) in movement.entries(event.seq, at) {
+            let refused = match catalog.snapshot.locations.get(location) {
+                None => Some(format!("{location} is not a location")),
+                Some(l) if !l.is_authoritative(source) => Some(format!(
+                    "{source} is not the authority for {location} ({})",
+                    l.authority
+                )),
+                Some(_) => None,
+            };
+            let sku = movement.touches().0.clone();
+            if let Some(reason) = refused {
+                writes.divergences.push(Divergence {
+                    seq: event.seq,
+                    sku,
+                    location: location.clone(),
+                    source: source.to_owned(),
+                    reason,
+                });
+                continue;
+            }
+            let key = (sku, location.clone());
+            if positions.entry(key.clone()).or_default().apply(entry) {
+                changed.insert(key);
+            }
+        }
+    }
+    if changed.is_empty() && held.is_empty() {
+        return Ok(writes);
+    }
+    // Recompute every listing whose number depends on a changed SKU.
+    let affected = catalog.affected(changed.iter().map(|(sku, _)| sku.clone()).chain(held));
+    let needed: BTreeSet<Sku> = affected
+        .iter()
+        .flat_map(|sku| catalog.stocked(sku))
+        .filter(|sku| !touched.contains(sku))
+        .collect();
+    if !needed.is_empty() {
+        positions.extend(state.store.positions(needed.into_iter().collect()).await?);
+    }
+    let listed: Vec<Sku> = affected
+        .iter()
+        .filter(|s| catalog.listings.contains_key(*s))
+        .cloned()
+        .collect();
+    let current: HashMap<(ChannelId, ChannelSku), AvailabilityRow> = state
+        .store
+        .channel_availability(listed.clone())
+        .await?
+        .into_iter()
+        .map(|row| ((row.channel.clone(), row.channel_sku.clone()), row))
+        .collect();
+    let now = state.clock.now();
+    let last_seq = batch.last().map_or(0, |e| e.seq);
+    for sku in &listed {
+        for (channel_id, channel_sku) in &catalog.listings[sku] {
+            let Some(channel) = catalog.snapshot.channels.get(channel_id) else {
+                continue;
+            };
+            let available = catalog.available(channel, sku, &positions);
+            let row = current.get(&(channel_id.clone(), channel_sku.clone()));
+            if row.is_some_and(|r| r.available == available && &r.sku == sku) {
+                continue;
+            }
+            let published = row.and_then(|r| r.published);
+            writes.availability.push(AvailabilityRow {
+                channel: channel_id.clone(),
+                channel_sku: channel_sku.clone(),
+                sku: sku.clone(),
+                available,
+                published,
+            });
+            if published == Some(available) {
+                // The channel already shows this number; a pending update is superseded by it.
+                continue;
+            }
+            let (priority, not_before) = match published {
+                _ if available == 0 => (PRIORITY_ZERO_OUT, now),
+                Some(shown) if available > shown => {
+                    (PRIORITY_INCREASE, now.plus_millis(channel.increase_hold_ms))
+                }
+                // A decrease, or nothing known about what the channel shows: send at once.
+                _ => (PRIORITY_DECREASE, now),
+            };
+            let update = AvailabilityUpdate {
+                kind: "channel.availability".into(),
+                channel: channel_id.to_string(),
+                channel_sku: channel_sku.to_string(),
+                sku: sku.to_string(),
+                quantity: available,
+                previous_published: published,
+            };
+            writes.actions.push(NewAction {
+                target: channel_target(channel_id),
+                idempotency_key: format!("availability-{channel_id}-{channel_sku}-{last_seq}"),
+                coalesce_key: Some(format!("{channel_id}/{channel_sku}")),
+                priority,
+                payload: serde_json::to_string(&update)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?,
+                not_before,
+                correlation_id: None,
+                causation_id: Some(format!("seq:{last_seq}")),
+            });
+        }
+    }
+    writes.positions = changed
+        .into_iter()
+        .filter_map(|key| positions.get(&key).cloned().map(|p| (key, p)))
+        .collect();
+    Ok(writes)
+}
+
+/// After a delivery: if it was an availability update, remember what the channel now shows.
+pub async fn acknowledged(state: &AppState, action: &ClaimedAction) {
+    if !action.target.starts_with("channel-") {
+        return;
+    }
+    let Ok(update) = serde_json::from_str::<AvailabilityUpdate>(&action.payload) else {
+        return;
+    };
+    let (Ok(channel), Ok(channel_sku)) = (
+        ChannelId::parse(&update.channel),
+        ChannelSku::parse(&update.channel_sku),
+    ) else {
+        return;
+    };
+    if let Err(e) = state
+        .store
+        .availability_published(&channel, &channel_sku, update.quantity, state.clock.now())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record a published quantity");
+    }
+}
+
+/// The source of the events crossdock records for its own reservations.
+pub const HOLD_SOURCE: &str = "/crossdock/reservations";
+
+/// The longest order id a reservation accepts.
+pub const ORDER_ID_LEN_MAX: usize = 128;
+
+/// One line of an order to hold stock for: any item (a kit holds its components).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldLine {
+    pub sku: Sku,
+    pub location: LocationId,
+    pub quantity: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("the reservation is not valid")]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Holds stock for an order's lines, all or none, at the given locations. A kit line holds its
+/// components (through nested kits); lines that share a component are added up before the check,
+/// so a multi-line order never holds more than is available to promise.
+pub async fn reserve(
+    state: &AppState,
+    order_id: &str,
+    lines: Vec<HoldLine>,
+    correlation_id: Option<&str>,
+) -> Result<ReserveOutcome, HoldError> {
+    let catalog = state.catalog.get(&state.store).await?;
+    let mut errors = Vec::new();
+    check_order_id(order_id, &mut errors);
+    if lines.is_empty() {
+        errors.push(FieldError::new(
+            "/lines",
+            "a reservation needs at least one line",
+        ));
+    }
+    let known = state
+        .store
+        .items_known(lines.iter().map(|l| l.sku.clone()).collect())
+        .await?;
+    let mut stocked = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !(1..=QUANTITY_ABS_MAX).contains(&line.quantity) {
+            errors.push(FieldError::new(
+                format!("/lines/{i}/quantity"),
+                "a quantity is a whole number from 1 to 2^53",
+            ));
+            continue;
+        }
+        if !known.contains(&line.sku) {
+            errors.push(FieldError::new(
+                format!("/lines/{i}/sku"),
+                format!("{} is not an item", line.sku),
+            ));
+        }
+        if !catalog.snapshot.locations.contains_key(&line.location) {
+            errors.push(FieldError::new(
+                format!("/lines/{i}/location"),
+                format!("{} is not a location", line.location),
+            ));
+        }
+        for (component, per_unit) in bill_of_materials(&line.sku, &catalog.snapshot.kits) {
+            let Some(quantity) = per_unit
+                .checked_mul(line.quantity)
+                .filter(|q| *q <= QUANTITY_ABS_MAX)
+            else {
+                errors.push(FieldError::new(
+                    format!("/lines/{i}/quantity"),
+                    format!(
+                        "{} units of {} need more than 2^53 of {component}",
+                        line.quantity, line.sku
+                    ),
+                ));
+                continue;
+            };
+            stocked.push(ReservationLine {
+                sku: component,
+                location: line.location.clone(),
+                quantity,
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(HoldError::Invalid(errors));
+    }
+    let event = hold_event(
+        "inventory.reserved",
+        order_id,
+        correlation_id,
+        state.clock.now(),
+    )?;
+    let order = order_id.to_owned();
+    let outcome = state
+        .store
+        .reserve(ReserveRequest {
+            order_id: order_id.to_owned(),
+            lines: stocked,
+            event: Box::new(move |lines| with_lines(event, &order, lines)),
+            now: state.clock.now(),
+        })
+        .await?;
+    if let ReserveOutcome::Reserved { seq, .. } = &outcome {
+        advance_head(state, *seq);
+    }
+    Ok(outcome)
+}
+
+/// Releases everything an order holds. Returns the lines released (none: it held nothing).
+pub async fn release(
+    state: &AppState,
+    order_id: &str,
+    correlation_id: Option<&str>,
+) -> Result<Vec<ReservationLine>, HoldError> {
+    let mut errors = Vec::new();
+    check_order_id(order_id, &mut errors);
+    if !errors.is_empty() {
+        return Err(HoldError::Invalid(errors));
+    }
+    let event = hold_event(
+        "inventory.released",
+        order_id,
+        correlation_id,
+        state.clock.now(),
+    )?;
+    let order = order_id.to_owned();
+    let released = state
+        .store
+        .release(
+            order_id.to_owned(),
+            Box::new(move |lines| with_lines(event, &order, lines)),
+            state.clock.now(),
+        )
+        .await?;
+    if !released.is_empty() {
+        // The release event is in the log; wake the engine to act on it.
+        let head = state.store.head_seq().await?;
+        advance_head(state, head);
+    }
+    Ok(released)
+}
+
+fn check_order_id(order_id: &str, errors: &mut Vec<FieldError>) {
+    if order_id.is_empty()
+        || order_id.len() > ORDER_ID_LEN_MAX
+        || order_id.chars().any(char::is_control)
+    {
+        errors.push(FieldError::new(
+            "/order_id",
+            format!("an order id is 1 to {ORDER_ID_LEN_MAX} bytes of printable text"),
+        ));
+    }
+}
+
+fn advance_head(state: &AppState, seq: i64) {
+    state.head.send_if_modified(|head| {
+        let moved = seq > *head;
+        *head = (*head).max(seq);
+        moved
+    });
+}
+
+/// The event of a reservation change, without its lines (the store knows them).
+fn hold_event(
+    kind: &str,
+    order_id: &str,
+    correlation_id: Option<&str>,
+    now: crossdock_core::Timestamp,
+) -> Result<NewEvent, HoldError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let suffix = kind.trim_start_matches("inventory.");
+    let id = format!("{suffix}-{}-{n}-{order_id}", now.unix_micros());
+    let mut event = NewEvent::new(&id, HOLD_SOURCE, kind, None)
+        .map_err(|e| HoldError::Invalid(vec![FieldError::new("/order_id", e.detail)]))?
+        .with_subject(order_id)
+        .map_err(|e| HoldError::Invalid(vec![FieldError::new("/order_id", e.detail)]))?
+        .with_time(now);
+    if let Some(c) = correlation_id {
+        event.correlate(c);
+    }
+    Ok(event)
+}
+
+fn with_lines(event: NewEvent, order_id: &str, lines: &[ReservationLine]) -> NewEvent {
+    let data = serde_json::json!({
+        "order_id": order_id,
+        "lines": lines.iter().map(|l| serde_json::json!({
+            "sku": l.sku.as_str(),
+            "location": l.location.as_str(),
+            "quantity": l.quantity,
+        })).collect::<Vec<_>>(),
+    });
+    match serde_json::value::to_raw_value(&data) {
+        Ok(raw) => event.with_data(EventData::Json(raw)),
+        Err(_) => event,
+    }
+}
