@@ -214,3 +214,194 @@ impl ScratchSchema {
         }
     }
 }
+
+/// The SKU a single-unit order of the reservation baselines takes: `hot` orders all take the
+/// first; the others spread over the rest.
+fn reservation_sku(names: &[String], order: usize, hot: bool) -> &str {
+    if hot || names.len() < 2 {
+        &names[0]
+    } else {
+        &names[1 + order % (names.len() - 1)]
+    }
+}
+
+/// Positions at `location` for every name: `orders` units each, half of that for the first (hot)
+/// one, so that the hot run must refuse half its orders.
+fn reservation_stock(names: &[String], orders: usize) -> Vec<(String, i64)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.clone(),
+                if i == 0 {
+                    orders as i64 / 2
+                } else {
+                    orders as i64
+                },
+            )
+        })
+        .collect()
+}
+
+/// Raw SQLite reservations: per single-unit order, a conditional update of the reserved total
+/// (only while on hand − allocated − reserved stays ≥ 0) and, when it held, the reservation row;
+/// `per_commit` orders per transaction (what crossdock's group commit gathers from as many
+/// callers). Returns orders per second spread over many SKUs, then on the hot one.
+pub fn raw_sqlite_reservations(
+    path: &std::path::Path,
+    names: &[String],
+    location: &str,
+    orders: usize,
+    per_commit: usize,
+    full_sync: bool,
+) -> Result<(f64, f64)> {
+    let conn = rusqlite::Connection::open(path).map_err(sq)?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .map_err(sq)?;
+    let sync = if full_sync { "FULL" } else { "NORMAL" };
+    conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
+        .map_err(sq)?;
+    for m in crate::migrate::SQLITE {
+        conn.execute_batch(m.sql).map_err(sq)?;
+    }
+    conn.execute_batch("BEGIN").map_err(sq)?;
+    for (name, on_hand) in reservation_stock(names, orders) {
+        conn.execute(
+            "INSERT INTO inventory_positions (sku, location, on_hand, updated_at) VALUES (?1, ?2, ?3, 0)",
+            rusqlite::params![name, location, on_hand],
+        )
+        .map_err(sq)?;
+        conn.execute(
+            "INSERT INTO inventory_reserved (sku, location, reserved) VALUES (?1, ?2, 0)",
+            rusqlite::params![name, location],
+        )
+        .map_err(sq)?;
+    }
+    conn.execute_batch("COMMIT").map_err(sq)?;
+    let run = |hot: bool| -> rusqlite::Result<(Duration, usize)> {
+        let started = Instant::now();
+        let mut held = 0;
+        let ids: Vec<usize> = (0..orders).collect();
+        for chunk in ids.chunks(per_commit.max(1)) {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            for order in chunk {
+                let sku = reservation_sku(names, *order, hot);
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE inventory_reserved SET reserved = reserved + 1 WHERE sku = ?1 AND location = ?2 \
+                         AND reserved + 1 <= (SELECT on_hand - COALESCE(alloc_value, 0) FROM inventory_positions \
+                         WHERE sku = ?1 AND location = ?2)",
+                    )?
+                    .execute(rusqlite::params![sku, location])?;
+                if changed == 1 {
+                    held += 1;
+                    conn.prepare_cached(
+                        "INSERT INTO inventory_reservations (order_id, sku, location, quantity, created_at) \
+                         VALUES (?1, ?2, ?3, 1, 0)",
+                    )?
+                    .execute(rusqlite::params![format!("{}-{order}", if hot { "h" } else { "m" }), sku, location])?;
+                }
+            }
+            conn.execute_batch("COMMIT")?;
+        }
+        Ok((started.elapsed(), held))
+    };
+    let (spread, _) = run(false).map_err(sq)?;
+    let (hot, held) = run(true).map_err(sq)?;
+    if held != orders / 2 {
+        return Err(StoreError::Invalid(format!(
+            "the raw baseline held {held} of {} on the hot SKU",
+            orders / 2
+        )));
+    }
+    Ok((rate(orders, spread), rate(orders, hot)))
+}
+
+/// Raw PostgreSQL reservations: the same conditional update and insert, one transaction per
+/// order, from `callers` concurrent connections.
+pub async fn raw_postgres_reservations(
+    url: &str,
+    names: &[String],
+    location: &str,
+    orders: usize,
+    callers: usize,
+) -> Result<(f64, f64)> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(callers).unwrap_or(64))
+        .connect(url)
+        .await
+        .map_err(pg)?;
+    sqlx::raw_sql(
+        "CREATE TABLE raw_positions (sku TEXT NOT NULL, location TEXT NOT NULL, on_hand BIGINT NOT NULL, \
+         reserved BIGINT NOT NULL, PRIMARY KEY (sku, location)); \
+         CREATE TABLE raw_reservations (order_id TEXT NOT NULL, sku TEXT NOT NULL, location TEXT NOT NULL, \
+         quantity BIGINT NOT NULL, PRIMARY KEY (order_id, sku, location))",
+    )
+    .execute(&pool)
+    .await
+    .map_err(pg)?;
+    let stock = reservation_stock(names, orders);
+    let skus: Vec<&str> = stock.iter().map(|(n, _)| n.as_str()).collect();
+    let on_hand: Vec<i64> = stock.iter().map(|(_, q)| *q).collect();
+    sqlx::query(
+        "INSERT INTO raw_positions (sku, location, on_hand, reserved) SELECT s, $2, q, 0 FROM UNNEST($1::text[], $3::bigint[]) AS t(s, q)",
+    )
+    .bind(&skus)
+    .bind(location)
+    .bind(&on_hand)
+    .execute(&pool)
+    .await
+    .map_err(pg)?;
+    let names = std::sync::Arc::new(names.to_vec());
+    let mut figures = Vec::new();
+    for hot in [false, true] {
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for caller in 0..callers {
+            let (pool, names, location) = (pool.clone(), names.clone(), location.to_owned());
+            tasks.spawn(async move {
+                let mut held = 0usize;
+                for order in (caller..orders).step_by(callers) {
+                    let sku = reservation_sku(&names, order, hot);
+                    let mut tx = pool.begin().await?;
+                    let changed = sqlx::query(
+                        "UPDATE raw_positions SET reserved = reserved + 1 WHERE sku = $1 AND location = $2 \
+                         AND on_hand - reserved >= 1",
+                    )
+                    .bind(sku)
+                    .bind(&location)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if changed == 1 {
+                        held += 1;
+                        sqlx::query("INSERT INTO raw_reservations VALUES ($1, $2, $3, 1)")
+                            .bind(format!("{}-{order}", if hot { "h" } else { "m" }))
+                            .bind(sku)
+                            .bind(&location)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                }
+                Ok::<_, sqlx::Error>(held)
+            });
+        }
+        let mut held = 0;
+        while let Some(done) = tasks.join_next().await {
+            held += done
+                .map_err(|e| StoreError::Invalid(e.to_string()))?
+                .map_err(pg)?;
+        }
+        if hot && held != orders / 2 {
+            return Err(StoreError::Invalid(format!(
+                "the raw baseline held {held} of {} on the hot SKU",
+                orders / 2
+            )));
+        }
+        figures.push(rate(orders, started.elapsed()));
+    }
+    pool.close().await;
+    Ok((figures[0], figures[1]))
+}

@@ -456,6 +456,9 @@ pub struct InventoryWrites {
     pub availability: Vec<AvailabilityRow>,
     /// Channel updates to deliver.
     pub actions: Vec<NewAction>,
+    /// Reservations a shipment of their order consumed: `(order id, line)`. The store takes at
+    /// most what the order still holds at that position.
+    pub converted: Vec<(String, ReservationLine)>,
 }
 
 /// The catalog as the inventory engine needs it, read at once.

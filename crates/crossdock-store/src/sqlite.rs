@@ -1265,10 +1265,10 @@ fn enqueue_rows(
                 .map_err(db("find coalesced action"))?,
         };
         if let Some(old) = replaced {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE outbox SET status = 'superseded', updated_at = ?2 WHERE id = ?1",
-                params![old, now.unix_micros()],
             )
+            .and_then(|mut s| s.execute(params![old, now.unix_micros()]))
             .map_err(db("supersede action"))?;
         }
         conn.prepare_cached(

@@ -8,6 +8,8 @@
 //! - rebuild: clearing a projection and replaying the whole log into it;
 //! - http: single-event POSTs over keep-alive connections to a real server on a local port.
 
+mod inventory;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,10 @@ pub enum Scenario {
     Store,
     /// Single-event HTTP ingest with many connections.
     Http,
-    /// Both.
+    /// The inventory engine: projection throughput, event-to-action latency, reservations,
+    /// memory.
+    Inventory,
+    /// Store and HTTP (not the inventory figures, which take longer).
     All,
 }
 
@@ -58,6 +63,27 @@ pub struct BenchArgs {
     /// Also measure on PostgreSQL at this URL (a fresh schema is created and dropped).
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
+    /// SKUs for the inventory figures (each at 3 locations, listed on 3 channels).
+    #[arg(long, default_value_t = 100_000)]
+    skus: usize,
+    /// Channels (0 to 3) listing every SKU, for the inventory figures.
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    /// Inventory events for the engine's throughput figure.
+    #[arg(long, default_value_t = 1_000_000)]
+    inventory_events: usize,
+    /// Inventory events per second for the latency figure.
+    #[arg(long, default_value_t = 5_000)]
+    latency_rate: usize,
+    /// Seconds the latency figure runs for.
+    #[arg(long, default_value_t = 20)]
+    latency_seconds: usize,
+    /// Single-unit orders for the reservation figures.
+    #[arg(long, default_value_t = 100_000)]
+    reservations: usize,
+    /// SKUs (x 3 locations) for the memory figure; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_skus: usize,
     /// Where to put the SQLite files (default: the system temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -159,6 +185,9 @@ async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<(
             report("PostgreSQL", &rounds);
         }
     }
+    if args.scenario == Scenario::Inventory {
+        inventory::run(args, run_dir).await?;
+    }
     if matches!(args.scenario, Scenario::Http | Scenario::All) {
         let db = run_dir.join("http.db").display().to_string();
         http_figure(args, &db, "SQLite").await?;
@@ -194,6 +223,11 @@ fn bench_config(database: &str, durability: BenchDurability) -> Config {
     };
     config.server.listen = "127.0.0.1:0".into();
     config.server.in_flight_requests_max = 4096;
+    // A served bench app creates an admin key; its token goes next to the bench's files.
+    config.auth.admin_key_file = std::env::temp_dir()
+        .join(format!("crossdock-bench-{}-admin-key", std::process::id()))
+        .display()
+        .to_string();
     config
 }
 

@@ -8,7 +8,9 @@ use crossdock_core::inventory::{Movement, is_hold, is_movement};
 use crossdock_core::{
     BatchLimits, EventData, FieldError, NewEvent, ParseRejection, parse_event_batch,
 };
-use crossdock_store::{IdempotentAppend, IdempotentOutcome, InboxMessage, InboxStatus, StoreError};
+use crossdock_store::{
+    AppendOutcome, IdempotentAppend, IdempotentOutcome, InboxMessage, InboxStatus, StoreError,
+};
 
 use crate::app::AppState;
 
@@ -52,8 +54,8 @@ pub async fn accept(
     for e in &mut events {
         e.correlate(correlation_id);
     }
-    let started = Instant::now();
     let now = state.clock.now();
+    let started = Instant::now();
     let outcome = match idempotent() {
         Some(request) => match state.store.append_idempotent(events, now, request).await? {
             IdempotentOutcome::Appended(outcome) => outcome,
@@ -61,17 +63,38 @@ pub async fn accept(
         },
         None => state.store.append(events, now).await?,
     };
+    appended(state, &outcome, started);
+    Ok(IdempotentOutcome::Appended(outcome))
+}
+
+/// Appends events built inside crossdock (already valid), as `accept` does after parsing.
+pub async fn accept_events(
+    state: &AppState,
+    events: Vec<NewEvent>,
+) -> Result<AppendOutcome, IngestError> {
+    let started = Instant::now();
+    let outcome = state.store.append(events, state.clock.now()).await?;
+    appended(state, &outcome, started);
+    Ok(outcome)
+}
+
+/// Counts an append and wakes whoever follows the log.
+fn appended(state: &AppState, outcome: &AppendOutcome, started: Instant) {
     state
         .metrics
         .events_appended(outcome.appended(), outcome.duplicates(), started.elapsed());
     if let Some((_, last)) = outcome.seq_range() {
-        state.head.send_if_modified(|head| {
-            let moved = last > *head;
-            *head = (*head).max(last);
-            moved
-        });
+        advance_head(state, last);
     }
-    Ok(IdempotentOutcome::Appended(outcome))
+}
+
+/// Records that the log reaches `seq`, waking consumers and long polls if that is news.
+pub fn advance_head(state: &AppState, seq: i64) {
+    state.head.send_if_modified(|head| {
+        let moved = seq > *head;
+        *head = (*head).max(seq);
+        moved
+    });
 }
 
 /// Checks the inventory events of a batch against their `data` schemas and the catalog: each

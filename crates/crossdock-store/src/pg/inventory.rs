@@ -187,8 +187,53 @@ pub(super) async fn write_inventory(
         .await
         .map_err(pgerr("write availability"))?;
     }
+    let mut converted: Vec<&(String, ReservationLine)> = w.converted.iter().collect();
+    converted.sort_by(|a, b| (&a.1.sku, &a.1.location, &a.0).cmp(&(&b.1.sku, &b.1.location, &b.0)));
+    for (order_id, line) in converted {
+        convert_reservation(tx, order_id, line).await?;
+    }
     enqueue_rows(tx, &w.actions, now).await?;
     Ok(())
+}
+
+/// Takes up to `line.quantity` from what `order_id` holds at the line's position, locking the
+/// position's total first (the order every reservation writer locks in).
+async fn convert_reservation(
+    tx: &mut Transaction<'static, Postgres>,
+    order_id: &str,
+    line: &ReservationLine,
+) -> Result<()> {
+    let (sku, location) = (line.sku.as_str(), line.location.as_str());
+    lock_positions(tx, &[sku], &[location]).await?;
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT quantity FROM inventory_reservations WHERE order_id = $1 AND sku = $2 AND location = $3 FOR UPDATE",
+    )
+    .bind(order_id)
+    .bind(sku)
+    .bind(location)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(pgerr("read reservation"))?;
+    let take = held.unwrap_or(0).min(line.quantity);
+    if take <= 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE inventory_reservations SET quantity = quantity - $4 WHERE order_id = $1 AND sku = $2 AND location = $3",
+    )
+    .bind(order_id)
+    .bind(sku)
+    .bind(location)
+    .bind(take)
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("convert reservation"))?;
+    sqlx::query("DELETE FROM inventory_reservations WHERE order_id = $1 AND quantity <= 0")
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(pgerr("convert reservation"))?;
+    add_reserved(tx, &[sku], &[location], &[-take]).await
 }
 
 /// Marks the catalog changed, so cached snapshots are read again.

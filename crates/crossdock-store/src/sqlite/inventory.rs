@@ -27,55 +27,65 @@ fn snapshot(seq: Option<i64>, as_of: Option<i64>, value: Option<i64>) -> Option<
     })
 }
 
+/// A position row after its SKU: location, count, allocation, reserved.
 fn position_row(r: &Row<'_>) -> rusqlite::Result<(String, Position)> {
     let position = Position {
-        count: snapshot(r.get(1)?, r.get(2)?, r.get(3)?),
+        count: snapshot(r.get(2)?, r.get(3)?, r.get(4)?),
         deltas: BTreeMap::new(),
-        allocated: snapshot(r.get(4)?, r.get(5)?, r.get(6)?),
-        reserved: r.get(7)?,
+        allocated: snapshot(r.get(5)?, r.get(6)?, r.get(7)?),
+        reserved: r.get(8)?,
     };
-    Ok((r.get(0)?, position))
+    Ok((r.get(1)?, position))
 }
 
-/// Every position of one SKU, with its deltas.
-fn positions_of(
-    conn: &Connection,
-    sku: &Sku,
-    out: &mut BTreeMap<PositionKey, Position>,
-) -> Result<()> {
+/// A JSON array of SKUs, for `IN (SELECT value FROM json_each(?))`: one statement for a batch.
+fn sku_array(skus: &[Sku]) -> Result<String> {
+    serde_json::to_string(&skus.iter().map(Sku::as_str).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// Every position of these SKUs, with their deltas and reservations.
+fn positions_in(conn: &Connection, skus: &[Sku]) -> Result<BTreeMap<PositionKey, Position>> {
+    let mut out = BTreeMap::new();
+    let names = sku_array(skus)?;
     let mut stmt = conn
         .prepare_cached(
-            "SELECT p.location, count_seq, count_as_of, count_value, alloc_seq, alloc_as_of, alloc_value, \
+            "SELECT p.sku, p.location, count_seq, count_as_of, count_value, alloc_seq, alloc_as_of, alloc_value, \
              COALESCE(r.reserved, 0) FROM inventory_positions p \
-             LEFT JOIN inventory_reserved r ON r.sku = p.sku AND r.location = p.location WHERE p.sku = ?1",
+             LEFT JOIN inventory_reserved r ON r.sku = p.sku AND r.location = p.location \
+             WHERE p.sku IN (SELECT value FROM json_each(?1))",
         )
         .map_err(db("read positions"))?;
     let rows = stmt
-        .query_map([sku.as_str()], position_row)
+        .query_map([&names], |r| Ok((r.get::<_, String>(0)?, position_row(r)?)))
         .map_err(db("read positions"))?;
     for row in rows {
-        let (location, position) = row.map_err(db("read positions"))?;
+        let (sku, (location, position)) = row.map_err(db("read positions"))?;
+        let sku = Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?;
         let location = LocationId::parse(&location).map_err(|e| corrupt("location", e))?;
-        out.insert((sku.clone(), location), position);
+        out.insert((sku, location), position);
     }
     let mut stmt = conn
         .prepare_cached(
-            "SELECT location, seq, at, quantity, kind FROM inventory_deltas WHERE sku = ?1",
+            "SELECT sku, location, seq, at, quantity, kind FROM inventory_deltas \
+             WHERE sku IN (SELECT value FROM json_each(?1))",
         )
         .map_err(db("read deltas"))?;
     let rows = stmt
-        .query_map([sku.as_str()], |r| {
+        .query_map([&names], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
+                r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
             ))
         })
         .map_err(db("read deltas"))?;
     for row in rows {
-        let (location, seq, at, quantity, kind) = row.map_err(db("read deltas"))?;
+        let (sku, location, seq, at, quantity, kind) = row.map_err(db("read deltas"))?;
+        let sku = Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?;
         let location = LocationId::parse(&location).map_err(|e| corrupt("location", e))?;
         let kind = DeltaKind::parse(&kind).ok_or_else(|| corrupt("delta kind", &kind))?;
         let delta = Delta {
@@ -84,12 +94,12 @@ fn positions_of(
             quantity,
             kind,
         };
-        out.entry((sku.clone(), location))
+        out.entry((sku, location))
             .or_default()
             .deltas
             .insert(seq, delta);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Writes an inventory batch inside the projection's transaction.
@@ -184,8 +194,39 @@ pub(super) fn write_inventory(
         })
         .map_err(db("write availability"))?;
     }
+    let mut converted: Vec<&(String, ReservationLine)> = w.converted.iter().collect();
+    converted.sort_by(|a, b| (&a.1.sku, &a.1.location, &a.0).cmp(&(&b.1.sku, &b.1.location, &b.0)));
+    for (order_id, line) in converted {
+        convert_reservation(conn, order_id, line)?;
+    }
     enqueue_rows(conn, &w.actions, now)?;
     Ok(())
+}
+
+/// Takes up to `line.quantity` from what `order_id` holds at the line's position.
+fn convert_reservation(conn: &Connection, order_id: &str, line: &ReservationLine) -> Result<()> {
+    let held: Option<i64> = conn
+        .prepare_cached(
+            "SELECT quantity FROM inventory_reservations WHERE order_id = ?1 AND sku = ?2 AND location = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![order_id, line.sku.as_str(), line.location.as_str()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db("read reservation"))?;
+    let take = held.unwrap_or(0).min(line.quantity);
+    if take <= 0 {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "UPDATE inventory_reservations SET quantity = quantity - ?4 WHERE order_id = ?1 AND sku = ?2 AND location = ?3",
+    )
+    .and_then(|mut s| s.execute(params![order_id, line.sku.as_str(), line.location.as_str(), take]))
+    .map_err(db("convert reservation"))?;
+    conn.prepare_cached("DELETE FROM inventory_reservations WHERE order_id = ?1 AND quantity <= 0")
+        .and_then(|mut s| s.execute([order_id]))
+        .map_err(db("convert reservation"))?;
+    add_reserved(conn, line, -take)
 }
 
 /// Marks the catalog changed, so cached snapshots are read again.
@@ -396,14 +437,7 @@ impl SqliteStore {
         &self,
         skus: Vec<Sku>,
     ) -> Result<BTreeMap<PositionKey, Position>> {
-        self.read(move |conn| {
-            let mut out = BTreeMap::new();
-            for sku in &skus {
-                positions_of(conn, sku, &mut out)?;
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| positions_in(conn, &skus)).await
     }
 
     pub(crate) async fn items_known(
@@ -412,15 +446,19 @@ impl SqliteStore {
     ) -> Result<std::collections::BTreeSet<Sku>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT 1 FROM items WHERE sku = ?1")
+                .prepare_cached(
+                    "SELECT sku FROM items WHERE sku IN (SELECT value FROM json_each(?1))",
+                )
                 .map_err(db("look up items"))?;
-            let mut known = std::collections::BTreeSet::new();
-            for sku in skus {
-                if stmt.exists([sku.as_str()]).map_err(db("look up items"))? {
-                    known.insert(sku);
-                }
-            }
-            Ok(known)
+            let found: std::collections::HashSet<String> = stmt
+                .query_map([sku_array(&skus)?], |r| r.get(0))
+                .map_err(db("look up items"))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db("look up items"))?;
+            Ok(skus
+                .into_iter()
+                .filter(|s| found.contains(s.as_str()))
+                .collect())
         })
         .await
     }
@@ -521,17 +559,14 @@ impl SqliteStore {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT channel, channel_sku, sku, available, published FROM channel_availability \
-                     WHERE sku = ?1 ORDER BY channel, channel_sku",
+                     WHERE sku IN (SELECT value FROM json_each(?1)) ORDER BY sku, channel, channel_sku",
                 )
                 .map_err(db("read availability"))?;
-            let mut out = Vec::new();
-            for sku in &skus {
-                let rows = stmt.query_map([sku.as_str()], availability_row).map_err(db("read availability"))?;
-                for r in rows {
-                    out.push(to_availability(r.map_err(db("read availability"))?)?);
-                }
-            }
-            Ok(out)
+            let rows = stmt
+                .query_map([sku_array(&skus)?], availability_row)
+                .map_err(db("read availability"))?;
+            rows.map(|r| to_availability(r.map_err(db("read availability"))?))
+                .collect()
         })
         .await
     }

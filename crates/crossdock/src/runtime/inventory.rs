@@ -181,7 +181,8 @@ async fn apply_batch(
             .data()
             .and_then(|d| serde_json::from_str(d.as_text()).ok())
     };
-    let mut movements: Vec<(&StoredEvent, Movement)> = Vec::new();
+    // Each movement with the order it ships, if it names one.
+    let mut movements: Vec<(&StoredEvent, Movement, Option<String>)> = Vec::new();
     // SKUs whose reservations changed: their positions are as stored, their listings may not be.
     let mut held: BTreeSet<Sku> = BTreeSet::new();
     for e in batch {
@@ -190,8 +191,17 @@ async fn apply_batch(
             // Events are validated when they arrive; one that is not (written by an older
             // version, say) is skipped here.
             let mut errors = Vec::new();
-            if let Some(m) = Movement::parse(kind, data(e).as_ref(), "/data", &mut errors) {
-                movements.push((e, m));
+            let value = data(e);
+            if let Some(m) = Movement::parse(kind, value.as_ref(), "/data", &mut errors) {
+                let order = match &m {
+                    Movement::Shipped { .. } => value
+                        .as_ref()
+                        .and_then(|v| v.get("order_id"))
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
+                    _ => None,
+                };
+                movements.push((e, m, order));
             }
         } else if is_hold(kind) {
             held.extend(data(e).as_ref().map(hold_skus).unwrap_or_default());
@@ -203,7 +213,7 @@ async fn apply_batch(
     let catalog = state.catalog.get(&state.store).await?;
     let touched: BTreeSet<Sku> = movements
         .iter()
-        .map(|(_, m)| m.touches().0.clone())
+        .map(|(_, m, _)| m.touches().0.clone())
         .chain(held.iter().cloned())
         .collect();
     let mut positions = state
@@ -211,7 +221,8 @@ async fn apply_batch(
         .positions(touched.iter().cloned().collect())
         .await?;
     let mut changed: BTreeSet<PositionKey> = BTreeSet::new();
-    for (event, movement) in &movements {
+    let mut shipped_orders: Vec<(String, ReservationLine)> = Vec::new();
+    for (event, movement, order) in &movements {
         let at = event.event.time().unwrap_or(event.recorded_at);
         let source = event.event.source();
         for (location, entry) in movement.entries(event.seq, at) {
@@ -236,12 +247,52 @@ async fn apply_batch(
             }
             let key = (sku, location.clone());
             if positions.entry(key.clone()).or_default().apply(entry) {
+                if let (Some(order), Movement::Shipped { quantity, .. }) = (order, movement) {
+                    shipped_orders.push((
+                        order.clone(),
+                        ReservationLine {
+                            sku: key.0.clone(),
+                            location: key.1.clone(),
+                            quantity: *quantity,
+                        },
+                    ));
+                }
                 changed.insert(key);
             }
         }
     }
     if changed.is_empty() && held.is_empty() {
         return Ok(writes);
+    }
+    // A shipment of an order consumes what the order held there: the position's reserved drops
+    // with its on hand, in the same commit, so the units are never counted twice or not at all.
+    if !shipped_orders.is_empty() {
+        let skus: BTreeSet<Sku> = shipped_orders.iter().map(|(_, l)| l.sku.clone()).collect();
+        let mut open: HashMap<(String, Sku, LocationId), i64> = state
+            .store
+            .reservations(skus.into_iter().collect())
+            .await?
+            .into_iter()
+            .map(|r| ((r.order_id, r.sku, r.location), r.quantity))
+            .collect();
+        for (order, line) in shipped_orders {
+            let key = (order, line.sku.clone(), line.location.clone());
+            let Some(left) = open.get_mut(&key).filter(|q| **q > 0) else {
+                continue;
+            };
+            let take = (*left).min(line.quantity);
+            *left -= take;
+            if let Some(p) = positions.get_mut(&(line.sku.clone(), line.location.clone())) {
+                p.reserved -= take;
+            }
+            writes.converted.push((
+                key.0,
+                ReservationLine {
+                    quantity: take,
+                    ..line
+                },
+            ));
+        }
     }
     // Recompute every listing whose number depends on a changed SKU.
     let affected = catalog.affected(changed.iter().map(|(sku, _)| sku.clone()).chain(held));
@@ -454,7 +505,7 @@ pub async fn reserve(
         })
         .await?;
     if let ReserveOutcome::Reserved { seq, .. } = &outcome {
-        advance_head(state, *seq);
+        crate::ingest::advance_head(state, *seq);
     }
     Ok(outcome)
 }
@@ -488,7 +539,7 @@ pub async fn release(
     if !released.is_empty() {
         // The release event is in the log; wake the engine to act on it.
         let head = state.store.head_seq().await?;
-        advance_head(state, head);
+        crate::ingest::advance_head(state, head);
     }
     Ok(released)
 }
@@ -503,14 +554,6 @@ fn check_order_id(order_id: &str, errors: &mut Vec<FieldError>) {
             format!("an order id is 1 to {ORDER_ID_LEN_MAX} bytes of printable text"),
         ));
     }
-}
-
-fn advance_head(state: &AppState, seq: i64) {
-    state.head.send_if_modified(|head| {
-        let moved = seq > *head;
-        *head = (*head).max(seq);
-        moved
-    });
 }
 
 /// The event of a reservation change, without its lines (the store knows them).
@@ -535,7 +578,8 @@ fn hold_event(
     Ok(event)
 }
 
-fn with_lines(event: NewEvent, order_id: &str, lines: &[ReservationLine]) -> NewEvent {
+/// Completes a reservation event with the lines the store changed.
+pub fn with_lines(event: NewEvent, order_id: &str, lines: &[ReservationLine]) -> NewEvent {
     let data = serde_json::json!({
         "order_id": order_id,
         "lines": lines.iter().map(|l| serde_json::json!({

@@ -24,6 +24,7 @@ crate::backend_tests!(
     bad_inventory_input_is_refused_whole,
     sixty_four_reservers_never_oversell,
     kit_orders_sharing_components_never_reserve_beyond_atp,
+    a_shipment_of_an_order_converts_its_reservation,
 );
 
 /// A channel that records every quantity it is sent, per listing.
@@ -762,5 +763,72 @@ async fn kit_orders_sharing_components_never_reserve_beyond_atp(db: TestDb) {
     assert!(
         reservations.iter().any(|r| r.sku.as_str() == "SAUCER"),
         "some orders were held"
+    );
+}
+
+async fn a_shipment_of_an_order_converts_its_reservation(db: TestDb) {
+    let channel = Arc::new(FakeChannel::default());
+    let app = spawn(db, None, &channel).await;
+    catalog(&app, json!({}), 0).await;
+    stock(&app, "MUG", "wh-1", 10).await;
+    let (status, held) = app
+        .post_json(
+            "/v1/reservations",
+            &json!({"order_id": "o-9", "lines": [{"sku": "MUG", "location": "wh-1", "quantity": 3}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{held}");
+    settled(&app).await;
+    assert_eq!(available(&app, "MUG", "shop-mug").await.0, 7);
+    // The warehouse ships two of the order's three, then the third with a stray unit.
+    let ship = |id: &str, quantity: i64| {
+        movement(
+            "erp",
+            id,
+            "inventory.shipped",
+            json!({"sku": "MUG", "location": "wh-1", "quantity": quantity, "order_id": "o-9"}),
+        )
+    };
+    post(&app, vec![ship("s-1", 2)]).await;
+    settled(&app).await;
+    let (_, mug) = app.get("/v1/inventory/MUG").await;
+    let wh1 = &mug["locations"][0];
+    assert_eq!(
+        (
+            wh1["on_hand"].as_i64(),
+            wh1["reserved"].as_i64(),
+            wh1["atp"].as_i64()
+        ),
+        (Some(8), Some(1), Some(7)),
+        "{mug}"
+    );
+    post(&app, vec![ship("s-2", 2)]).await;
+    settled(&app).await;
+    let (_, mug) = app.get("/v1/inventory/MUG").await;
+    let wh1 = &mug["locations"][0];
+    assert_eq!(
+        (
+            wh1["on_hand"].as_i64(),
+            wh1["reserved"].as_i64(),
+            wh1["atp"].as_i64()
+        ),
+        (Some(6), Some(0), Some(6)),
+        "{mug}"
+    );
+    assert!(
+        app.state
+            .store
+            .reservations(vec![Sku::parse("MUG").unwrap()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(available(&app, "MUG", "shop-mug").await.0, 6);
+    // The same shipment again is a duplicate event: nothing changes.
+    post(&app, vec![ship("s-2", 2)]).await;
+    settled(&app).await;
+    assert_eq!(
+        app.get("/v1/inventory/MUG").await.1["locations"][0]["on_hand"],
+        6
     );
 }
