@@ -515,15 +515,43 @@ impl Store {
         dispatch!(self.channel_availability(skus))
     }
 
-    /// Records the quantity a channel acknowledged for a listing.
+    /// Records the quantities a channel acknowledged for its listings. A listing whose value
+    /// still differs and is now an increase over what the channel shows waits `hold_ms` from now.
     pub async fn availability_published(
         &self,
         channel: &ChannelId,
-        channel_sku: &ChannelSku,
-        quantity: i64,
+        shown: Vec<(ChannelSku, i64)>,
+        hold_ms: i64,
         now: Timestamp,
     ) -> Result<()> {
-        dispatch!(self.availability_published(channel, channel_sku, quantity, now))
+        dispatch!(self.availability_published(channel, shown, hold_ms, now))
+    }
+
+    /// The listings of a channel whose updates are due now (at most `limit`), and how many of
+    /// `target`'s actions are open.
+    pub async fn availability_due(
+        &self,
+        channel: &ChannelId,
+        target: &str,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<AvailabilityDue> {
+        dispatch!(self.availability_due(channel, target, limit, now))
+    }
+
+    /// In one transaction: unless `target` already has an action open, takes up to `limit` of the
+    /// channel's due listings, enqueues the action `build` makes for them and marks them queued
+    /// at the values it carries. Returns what was due (`listings` empty or `open > 0`: nothing
+    /// was queued).
+    pub async fn feed_availability(
+        &self,
+        channel: &ChannelId,
+        target: &str,
+        limit: usize,
+        now: Timestamp,
+        build: FeedBuilder,
+    ) -> Result<AvailabilityDue> {
+        dispatch!(self.feed_availability(channel, target, limit, now, build))
     }
 
     /// Inventory events kept but not applied (not from the location's authority), newest last.
@@ -621,9 +649,9 @@ pub enum ProjectionWrites {
 }
 
 impl ProjectionWrites {
-    /// Whether committing these writes queues outbox actions (delivery workers should look).
-    pub fn queues_actions(&self) -> bool {
-        matches!(self, ProjectionWrites::Inventory(w) if !w.actions.is_empty())
+    /// Whether committing these writes makes channel updates due (the feeder should look).
+    pub fn changes_availability(&self) -> bool {
+        matches!(self, ProjectionWrites::Inventory(w) if !w.availability.is_empty())
     }
 }
 

@@ -30,6 +30,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "inventory",
         sql: include_str!("../migrations/sqlite/0004_inventory.sql"),
     },
+    Migration {
+        version: 5,
+        name: "availability_feed",
+        sql: include_str!("../migrations/sqlite/0005_availability_feed.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -52,6 +57,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "inventory",
         sql: include_str!("../migrations/pg/0004_inventory.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "availability_feed",
+        sql: include_str!("../migrations/pg/0005_availability_feed.sql"),
     },
 ];
 

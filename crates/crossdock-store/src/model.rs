@@ -441,7 +441,48 @@ pub struct AvailabilityRow {
     pub sku: crossdock_core::catalog::Sku,
     pub available: i64,
     pub published: Option<i64>,
+    /// The value last handed to the outbox for delivery.
+    pub queued: Option<i64>,
 }
+
+/// A new value a listing may show, with the order and time its update may be sent in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AvailabilityChange {
+    pub channel: crossdock_core::catalog::ChannelId,
+    pub channel_sku: crossdock_core::catalog::ChannelSku,
+    pub sku: crossdock_core::catalog::Sku,
+    pub available: i64,
+    /// 0 zero-out, 1 decrease (or nothing known of what the channel shows), 2 increase.
+    pub rank: i32,
+    pub due_at: Timestamp,
+}
+
+/// A listing whose update is due: its value differs from the last one queued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueListing {
+    pub channel_sku: crossdock_core::catalog::ChannelSku,
+    pub sku: crossdock_core::catalog::Sku,
+    pub available: i64,
+    pub published: Option<i64>,
+    pub rank: i32,
+    /// Names this value; queued only while it is still the listing's value.
+    pub version: i64,
+}
+
+/// What a channel has due, and how busy its delivery target is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AvailabilityDue {
+    /// Zero-outs first, then decreases, then increases whose hold is over; oldest first.
+    pub listings: Vec<DueListing>,
+    /// The target's actions pending or in flight.
+    pub open: i64,
+    /// When the next held increase becomes due, if one waits.
+    pub next_due: Option<Timestamp>,
+}
+
+/// Builds the one outbox action that carries a batch of due listings to their channel; called
+/// inside the transaction that marks them queued.
+pub type FeedBuilder = Box<dyn FnOnce(&[DueListing]) -> crate::Result<NewAction> + Send>;
 
 /// Everything one inventory batch changes, committed with the consumer's position.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -452,10 +493,8 @@ pub struct InventoryWrites {
     /// reservation primitive owns it).
     pub positions: Vec<(PositionKey, crossdock_core::inventory::Position)>,
     pub divergences: Vec<Divergence>,
-    /// New computed availability of listings (the `published` member is left as stored).
-    pub availability: Vec<AvailabilityRow>,
-    /// Channel updates to deliver.
-    pub actions: Vec<NewAction>,
+    /// Listings whose available changed; the channel feeder queues their updates.
+    pub availability: Vec<AvailabilityChange>,
     /// Reservations a shipment of their order consumed: `(order id, line)`. The store takes at
     /// most what the order still holds at that position.
     pub converted: Vec<(String, ReservationLine)>,

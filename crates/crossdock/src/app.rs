@@ -40,6 +40,8 @@ pub struct AppState {
     pub gate: crate::http::gate::Gate,
     /// Idempotency keys being processed by this process.
     pub claims: crate::http::idempotency::Claims,
+    /// Wakes the channel feeder when listings change or deliveries finish.
+    pub availability_wake: Arc<Notify>,
     /// The catalog as the inventory engine and routes see it, read again when it changes.
     pub catalog: crate::runtime::inventory::CatalogCache,
 }
@@ -133,6 +135,7 @@ impl AppBuilder {
             shutdown: CancellationToken::new(),
             gate,
             claims: crate::http::idempotency::Claims::default(),
+            availability_wake: Arc::new(Notify::new()),
             catalog: crate::runtime::inventory::CatalogCache::default(),
         });
         Ok(App {
@@ -171,6 +174,10 @@ impl App {
         for target in self.targets {
             tasks.spawn(delivery::run(state.clone(), target, workers.clone()));
         }
+        tasks.spawn(crate::runtime::inventory::feed(
+            state.clone(),
+            workers.clone(),
+        ));
         let purge = tasks.spawn(purge_loop(state.clone(), workers.clone()));
         drop(purge);
         tasks.close();

@@ -10,8 +10,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::{PgStore, append_in, enqueue_rows, pgerr};
 use crate::model::{
-    AvailabilityRow, CatalogSnapshot, Divergence, InventoryWrites, PositionKey, Reservation,
-    ReservationEvent, ReservationLine, ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
+    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DueListing, FeedBuilder,
+    InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine, ReserveOutcome,
+    ReserveRequest, Shortfall, merge_lines,
 };
 use crate::{Result, StoreError};
 
@@ -38,16 +39,17 @@ type PositionRow = (
     Option<i64>,
     i64,
 );
-type AvailabilityTuple = (String, String, String, i64, Option<i64>);
+type AvailabilityTuple = (String, String, String, i64, Option<i64>, Option<i64>);
 
 fn to_availability(row: AvailabilityTuple) -> Result<AvailabilityRow> {
-    let (channel, channel_sku, sku, available, published) = row;
+    let (channel, channel_sku, sku, available, published, queued) = row;
     Ok(AvailabilityRow {
         channel: ChannelId::parse(&channel).map_err(|e| corrupt("channel", e))?,
         channel_sku: ChannelSku::parse(&channel_sku).map_err(|e| corrupt("channel SKU", e))?,
         sku: Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
         available,
         published,
+        queued,
     })
 }
 
@@ -172,16 +174,26 @@ pub(super) async fn write_inventory(
             .collect();
         let skus: Vec<&str> = w.availability.iter().map(|a| a.sku.as_str()).collect();
         let available: Vec<i64> = w.availability.iter().map(|a| a.available).collect();
+        let ranks: Vec<i32> = w.availability.iter().map(|a| a.rank).collect();
+        let due: Vec<i64> = w
+            .availability
+            .iter()
+            .map(|a| a.due_at.unix_micros())
+            .collect();
         sqlx::query(
-            "INSERT INTO channel_availability (channel, channel_sku, sku, available, updated_at) \
-             SELECT c, cs, s, a, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS t(c, cs, s, a) \
+            "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
+             SELECT c, cs, s, a, 1, r, d, $7 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], \
+             $6::bigint[]) AS t(c, cs, s, a, r, d) \
              ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = EXCLUDED.sku, available = EXCLUDED.available, \
+             version = channel_availability.version + 1, rank = EXCLUDED.rank, due_at = EXCLUDED.due_at, \
              updated_at = EXCLUDED.updated_at",
         )
         .bind(channels)
         .bind(channel_skus)
         .bind(skus)
         .bind(available)
+        .bind(ranks)
+        .bind(due)
         .bind(now.unix_micros())
         .execute(&mut **tx)
         .await
@@ -192,7 +204,6 @@ pub(super) async fn write_inventory(
     for (order_id, line) in converted {
         convert_reservation(tx, order_id, line).await?;
     }
-    enqueue_rows(tx, &w.actions, now).await?;
     Ok(())
 }
 
@@ -621,8 +632,8 @@ impl PgStore {
     ) -> Result<Vec<AvailabilityRow>> {
         let names: Vec<&str> = skus.iter().map(Sku::as_str).collect();
         let rows: Vec<AvailabilityTuple> = sqlx::query_as(
-            "SELECT channel, channel_sku, sku, available, published FROM channel_availability \
-             WHERE sku = ANY($1) ORDER BY channel, channel_sku",
+            "SELECT channel, channel_sku, sku, available, published, queued FROM channel_availability \
+             WHERE sku = ANY($1) ORDER BY sku, channel, channel_sku",
         )
         .bind(&names)
         .fetch_all(&self.pool)
@@ -634,21 +645,80 @@ impl PgStore {
     pub(crate) async fn availability_published(
         &self,
         channel: &ChannelId,
-        channel_sku: &ChannelSku,
-        quantity: i64,
+        shown: Vec<(ChannelSku, i64)>,
+        hold_ms: i64,
         now: Timestamp,
     ) -> Result<()> {
+        let channel_skus: Vec<&str> = shown.iter().map(|(c, _)| c.as_str()).collect();
+        let quantities: Vec<i64> = shown.iter().map(|(_, q)| *q).collect();
+        // A value still waiting is ranked again against what the channel now shows; one that has
+        // become an increase waits its hold from now.
         sqlx::query(
-            "UPDATE channel_availability SET published = $3, published_at = $4 WHERE channel = $1 AND channel_sku = $2",
+            "UPDATE channel_availability a SET published = t.q, published_at = $4, \
+             rank = CASE WHEN a.available = 0 THEN 0 WHEN a.available < t.q THEN 1 ELSE 2 END, \
+             due_at = CASE WHEN a.available > t.q AND a.rank < 2 THEN $5 ELSE a.due_at END \
+             FROM UNNEST($2::text[], $3::bigint[]) AS t(cs, q) WHERE a.channel = $1 AND a.channel_sku = t.cs",
         )
         .bind(channel.as_str())
-        .bind(channel_sku.as_str())
-        .bind(quantity)
+        .bind(channel_skus)
+        .bind(quantities)
         .bind(now.unix_micros())
+        .bind(now.plus_millis(hold_ms).unix_micros())
         .execute(&self.pool)
         .await
-        .map_err(pgerr("record published quantity"))?;
+        .map_err(pgerr("record published quantities"))?;
         Ok(())
+    }
+
+    pub(crate) async fn availability_due(
+        &self,
+        channel: &ChannelId,
+        target: &str,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<AvailabilityDue> {
+        let mut conn = self.pool.acquire().await.map_err(pgerr("connect"))?;
+        due_listings(&mut conn, channel, target, limit, now, false).await
+    }
+
+    pub(crate) async fn feed_availability(
+        &self,
+        channel: &ChannelId,
+        target: &str,
+        limit: usize,
+        now: Timestamp,
+        build: FeedBuilder,
+    ) -> Result<AvailabilityDue> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin feeding"))?;
+        // One feeder per channel at a time across nodes: a channel has at most one open batch.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crossdock.feed:' || $1, 0))")
+            .bind(channel.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("lock channel feed"))?;
+        let due = due_listings(&mut tx, channel, target, limit, now, true).await?;
+        if due.open > 0 || due.listings.is_empty() {
+            return Ok(due);
+        }
+        enqueue_rows(&mut tx, &[build(&due.listings)?], now).await?;
+        let channel_skus: Vec<&str> = due
+            .listings
+            .iter()
+            .map(|l| l.channel_sku.as_str())
+            .collect();
+        let values: Vec<i64> = due.listings.iter().map(|l| l.available).collect();
+        sqlx::query(
+            "UPDATE channel_availability a SET queued = t.v FROM UNNEST($2::text[], $3::bigint[]) \
+             AS t(cs, v) WHERE a.channel = $1 AND a.channel_sku = t.cs",
+        )
+        .bind(channel.as_str())
+        .bind(channel_skus)
+        .bind(values)
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("mark listings queued"))?;
+        tx.commit().await.map_err(pgerr("commit feeding"))?;
+        Ok(due)
     }
 
     pub(crate) async fn divergences(
@@ -677,4 +747,70 @@ impl PgStore {
             })
             .collect()
     }
+}
+
+/// A channel's due listings (zero-outs, then decreases, then increases past their hold; oldest
+/// first), how many of `target`'s actions are open, and when the next held increase falls due.
+/// `lock` holds the listed rows until the transaction ends, so the engine's next change to one
+/// of them waits for the values read here to be marked queued; rows the engine is changing are
+/// skipped (its commit wakes the feeder again), so the two never wait on each other in a cycle.
+async fn due_listings(
+    conn: &mut sqlx::PgConnection,
+    channel: &ChannelId,
+    target: &str,
+    limit: usize,
+    now: Timestamp,
+    lock: bool,
+) -> Result<AvailabilityDue> {
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE status IN ('pending', 'in_flight') AND target = $1",
+    )
+    .bind(target)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(pgerr("count open actions"))?;
+    let sql = if lock {
+        "SELECT channel_sku, sku, available, published, rank::int, version FROM channel_availability \
+         WHERE channel = $1 AND queued IS DISTINCT FROM available AND due_at <= $2 ORDER BY rank, due_at \
+         LIMIT $3 FOR UPDATE SKIP LOCKED"
+    } else {
+        "SELECT channel_sku, sku, available, published, rank::int, version FROM channel_availability \
+         WHERE channel = $1 AND queued IS DISTINCT FROM available AND due_at <= $2 ORDER BY rank, due_at \
+         LIMIT $3"
+    };
+    let rows: Vec<(String, String, i64, Option<i64>, i32, i64)> = sqlx::query_as(sql)
+        .bind(channel.as_str())
+        .bind(now.unix_micros())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pgerr("read due listings"))?;
+    let listings = rows
+        .into_iter()
+        .map(|(channel_sku, sku, available, published, rank, version)| {
+            Ok(DueListing {
+                channel_sku: ChannelSku::parse(&channel_sku)
+                    .map_err(|e| corrupt("channel SKU", e))?,
+                sku: Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
+                available,
+                published,
+                rank,
+                version,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let next_due: Option<i64> = sqlx::query_scalar(
+        "SELECT min(due_at) FROM channel_availability WHERE channel = $1 \
+         AND queued IS DISTINCT FROM available AND rank = 2 AND due_at > $2",
+    )
+    .bind(channel.as_str())
+    .bind(now.unix_micros())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(pgerr("read due listings"))?;
+    Ok(AvailabilityDue {
+        listings,
+        open,
+        next_due: next_due.map(Timestamp::from_unix_micros),
+    })
 }

@@ -10,8 +10,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, append_rows, db, enqueue_rows};
 use crate::model::{
-    AvailabilityRow, CatalogSnapshot, Divergence, InventoryWrites, PositionKey, Reservation,
-    ReservationEvent, ReservationLine, ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
+    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DueListing, FeedBuilder,
+    InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine, ReserveOutcome,
+    ReserveRequest, Shortfall, merge_lines,
 };
 use crate::{Result, StoreError};
 
@@ -185,12 +186,21 @@ pub(super) fn write_inventory(
     }
     for a in &w.availability {
         conn.prepare_cached(
-            "INSERT INTO channel_availability (channel, channel_sku, sku, available, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+            "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7) \
              ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = excluded.sku, available = excluded.available, \
-             updated_at = excluded.updated_at",
+             version = version + 1, rank = excluded.rank, due_at = excluded.due_at, updated_at = excluded.updated_at",
         )
         .and_then(|mut s| {
-            s.execute(params![a.channel.as_str(), a.channel_sku.as_str(), a.sku.as_str(), a.available, now.unix_micros()])
+            s.execute(params![
+                a.channel.as_str(),
+                a.channel_sku.as_str(),
+                a.sku.as_str(),
+                a.available,
+                a.rank,
+                a.due_at.unix_micros(),
+                now.unix_micros()
+            ])
         })
         .map_err(db("write availability"))?;
     }
@@ -199,7 +209,6 @@ pub(super) fn write_inventory(
     for (order_id, line) in converted {
         convert_reservation(conn, order_id, line)?;
     }
-    enqueue_rows(conn, &w.actions, now)?;
     Ok(())
 }
 
@@ -237,18 +246,28 @@ pub(super) fn bump_catalog(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-fn availability_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, Option<i64>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type AvailabilityTuple = (String, String, String, i64, Option<i64>, Option<i64>);
+
+fn availability_row(r: &Row<'_>) -> rusqlite::Result<AvailabilityTuple> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
-fn to_availability(row: (String, String, String, i64, Option<i64>)) -> Result<AvailabilityRow> {
-    let (channel, channel_sku, sku, available, published) = row;
+fn to_availability(row: AvailabilityTuple) -> Result<AvailabilityRow> {
+    let (channel, channel_sku, sku, available, published, queued) = row;
     Ok(AvailabilityRow {
         channel: ChannelId::parse(&channel).map_err(|e| corrupt("channel", e))?,
         channel_sku: ChannelSku::parse(&channel_sku).map_err(|e| corrupt("channel SKU", e))?,
         sku: Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
         available,
         published,
+        queued,
     })
 }
 
@@ -558,7 +577,7 @@ impl SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT channel, channel_sku, sku, available, published FROM channel_availability \
+                    "SELECT channel, channel_sku, sku, available, published, queued FROM channel_availability \
                      WHERE sku IN (SELECT value FROM json_each(?1)) ORDER BY sku, channel, channel_sku",
                 )
                 .map_err(db("read availability"))?;
@@ -574,18 +593,74 @@ impl SqliteStore {
     pub(crate) async fn availability_published(
         &self,
         channel: &ChannelId,
-        channel_sku: &ChannelSku,
-        quantity: i64,
+        shown: Vec<(ChannelSku, i64)>,
+        hold_ms: i64,
         now: Timestamp,
     ) -> Result<()> {
-        let (channel, channel_sku) = (channel.clone(), channel_sku.clone());
-        self.write(1, move |conn| {
-            conn.execute(
-                "UPDATE channel_availability SET published = ?3, published_at = ?4 WHERE channel = ?1 AND channel_sku = ?2",
-                params![channel.as_str(), channel_sku.as_str(), quantity, now.unix_micros()],
-            )
-            .map_err(db("record published quantity"))?;
+        let channel = channel.clone();
+        self.write(shown.len().max(1), move |conn| {
+            // A value still waiting is ranked again against what the channel now shows; one that
+            // has become an increase waits its hold from now.
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE channel_availability SET published = ?3, published_at = ?4, \
+                     rank = CASE WHEN available = 0 THEN 0 WHEN available < ?3 THEN 1 ELSE 2 END, \
+                     due_at = CASE WHEN available > ?3 AND rank < 2 THEN ?5 ELSE due_at END \
+                     WHERE channel = ?1 AND channel_sku = ?2",
+                )
+                .map_err(db("record published quantity"))?;
+            for (channel_sku, quantity) in &shown {
+                stmt.execute(params![
+                    channel.as_str(),
+                    channel_sku.as_str(),
+                    quantity,
+                    now.unix_micros(),
+                    now.plus_millis(hold_ms).unix_micros()
+                ])
+                .map_err(db("record published quantity"))?;
+            }
             Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn availability_due(
+        &self,
+        channel: &ChannelId,
+        target: &str,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<AvailabilityDue> {
+        let (channel, target) = (channel.clone(), target.to_owned());
+        self.read(move |conn| due_listings(conn, &channel, &target, limit, now))
+            .await
+    }
+
+    pub(crate) async fn feed_availability(
+        &self,
+        channel: &ChannelId,
+        target: &str,
+        limit: usize,
+        now: Timestamp,
+        build: FeedBuilder,
+    ) -> Result<AvailabilityDue> {
+        let (channel, target) = (channel.clone(), target.to_owned());
+        self.write(limit.max(1), move |conn| {
+            let due = due_listings(conn, &channel, &target, limit, now)?;
+            if due.open > 0 || due.listings.is_empty() {
+                return Ok(due);
+            }
+            enqueue_rows(conn, &[build(&due.listings)?], now)?;
+            let mut mark = conn
+                .prepare_cached(
+                    "UPDATE channel_availability SET queued = ?3 WHERE channel = ?1 AND channel_sku = ?2",
+                )
+                .map_err(db("mark listing queued"))?;
+            for l in &due.listings {
+                mark.execute(params![channel.as_str(), l.channel_sku.as_str(), l.available])
+                    .map_err(db("mark listing queued"))?;
+            }
+            Ok(due)
         })
         .await
     }
@@ -621,4 +696,71 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// A channel's due listings (zero-outs, then decreases, then increases past their hold; oldest
+/// first), how many of `target`'s actions are open, and when the next held increase falls due.
+fn due_listings(
+    conn: &Connection,
+    channel: &ChannelId,
+    target: &str,
+    limit: usize,
+    now: Timestamp,
+) -> Result<AvailabilityDue> {
+    let open: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM outbox WHERE status IN ('pending', 'in_flight') AND target = ?1",
+        )
+        .and_then(|mut s| s.query_row([target], |r| r.get(0)))
+        .map_err(db("count open actions"))?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT channel_sku, sku, available, published, rank, version FROM channel_availability \
+             WHERE channel = ?1 AND queued IS NOT available AND due_at <= ?2 ORDER BY rank, due_at LIMIT ?3",
+        )
+        .map_err(db("read due listings"))?;
+    let rows = stmt
+        .query_map(
+            params![
+                channel.as_str(),
+                now.unix_micros(),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i32>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            },
+        )
+        .map_err(db("read due listings"))?;
+    let mut listings = Vec::new();
+    for row in rows {
+        let (channel_sku, sku, available, published, rank, version) =
+            row.map_err(db("read due listings"))?;
+        listings.push(DueListing {
+            channel_sku: ChannelSku::parse(&channel_sku).map_err(|e| corrupt("channel SKU", e))?,
+            sku: Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
+            available,
+            published,
+            rank,
+            version,
+        });
+    }
+    let next_due: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(due_at) FROM channel_availability WHERE channel = ?1 AND queued IS NOT available \
+             AND rank = 2 AND due_at > ?2",
+        )
+        .and_then(|mut s| s.query_row(params![channel.as_str(), now.unix_micros()], |r| r.get(0)))
+        .map_err(db("read due listings"))?;
+    Ok(AvailabilityDue {
+        listings,
+        open,
+        next_due: next_due.map(Timestamp::from_unix_micros),
+    })
 }

@@ -10,7 +10,6 @@
 //! - memory: the process's resident set with many SKUs × 3 locations loaded.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossdock_core::catalog::{
@@ -29,6 +28,55 @@ const AUTHORITY: &str = "/bench/erp";
 const LOCATIONS: [&str; 3] = ["wh-east", "wh-west", "3pl-central"];
 const CHANNELS: [&str; 3] = ["shopify", "amazon", "edi"];
 const RESERVERS: usize = 64;
+
+/// A channel that takes every update at once, noting when each listing's first update
+/// arrived, so the latency figure measures crossdock.
+#[derive(Default)]
+struct Acknowledge {
+    arrived: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+}
+
+impl crate::runtime::delivery::Deliverer for Acknowledge {
+    fn deliver<'a>(
+        &'a self,
+        action: &'a crossdock_store::ClaimedAction,
+    ) -> crate::runtime::delivery::DeliveryFuture<'a> {
+        Box::pin(async move {
+            let now = Timestamp::from_unix_micros(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            );
+            if let Ok(batch) = serde_json::from_str::<crate::runtime::inventory::AvailabilityBatch>(
+                &action.payload,
+            ) && let Ok(mut arrived) = self.arrived.lock()
+            {
+                for u in batch.updates {
+                    arrived.entry(u.channel_sku).or_insert(now);
+                }
+            }
+            crate::runtime::delivery::DeliveryOutcome::Delivered
+        })
+    }
+}
+
+fn channel_target_name(channel: &str) -> String {
+    ChannelId::parse(channel)
+        .map(|c| crate::runtime::inventory::channel_target(&c))
+        .unwrap_or_default()
+}
+
+fn channel_settings() -> crate::runtime::delivery::TargetSettings {
+    crate::runtime::delivery::TargetSettings {
+        policy: crossdock_core::RetryPolicy {
+            attempts_max: 3,
+            backoff_base_ms: 100,
+            backoff_max_ms: 1000,
+        },
+        in_flight_max: 64,
+        rate_per_second: 0,
+    }
+}
 
 fn sku(i: usize) -> String {
     format!("SKU-{i:07}")
@@ -159,7 +207,8 @@ fn events(n: usize, skus: usize, seed: u64, prefix: &str) -> anyhow::Result<Vec<
         .collect()
 }
 
-/// Applies the whole log with the inventory engine; returns events per second and actions queued.
+/// Applies the whole log with the inventory engine; returns events per second and the listings
+/// whose updates are due.
 async fn project(state: &AppState) -> anyhow::Result<(f64, usize)> {
     let head = state.store.head_seq().await?;
     let started = Instant::now();
@@ -181,15 +230,22 @@ async fn project(state: &AppState) -> anyhow::Result<(f64, usize)> {
         applied as i64 >= head,
         "the engine applied {applied} of {head} events"
     );
-    let queued = state
-        .store
-        .outbox_counts()
-        .await?
-        .iter()
-        .filter(|c| c.status == crossdock_store::ActionStatus::Pending)
-        .map(|c| usize::try_from(c.count).unwrap_or(0))
-        .sum();
-    Ok((rate(applied, elapsed), queued))
+    let catalog = state.catalog.get(&state.store).await?;
+    let mut due = 0;
+    for channel in catalog.snapshot.channels.keys() {
+        due += state
+            .store
+            .availability_due(
+                channel,
+                "none",
+                usize::MAX >> 1,
+                Timestamp::from_unix_micros(i64::MAX),
+            )
+            .await?
+            .listings
+            .len();
+    }
+    Ok((rate(applied, elapsed), due))
 }
 
 /// What the process holds in memory now, and at most, in MiB (Linux; 0 elsewhere).
@@ -221,9 +277,15 @@ pub(super) async fn run(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::
             .join(format!("inventory-{round}.db"))
             .display()
             .to_string();
-        let app = AppBuilder::new(bench_config(&db, args.durability))
-            .build()
-            .await?;
+        let mut builder = AppBuilder::new(bench_config(&db, args.durability));
+        for channel in CHANNELS {
+            builder = builder.target(
+                &channel_target_name(channel),
+                channel_settings(),
+                Arc::new(Acknowledge::default()),
+            );
+        }
+        let app = builder.build().await?;
         let state = app.state().clone();
         let started = Instant::now();
         catalog(&state.store, skus, args.channels).await?;
@@ -237,17 +299,15 @@ pub(super) async fn run(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::
         let (applied, queued) = project(&state).await?;
         println!(
             "  round {round}: catalog {catalog_s:.1} s; ingest {ingested:.0} ev/s; engine {applied:.0} ev/s \
-             ({:.2} of ingest), {queued} channel actions queued",
+             ({:.2} of ingest), {queued} listing updates due",
             applied / ingested
         );
         ingest.push(ingested);
         projection.push(applied);
-        if round == 0 {
-            latency(app, args).await?;
-        } else {
-            state.store.close().await;
-        }
+        state.store.close().await;
+        drop(app);
     }
+    latency(args, run_dir).await?;
     let ratios: Vec<f64> = projection.iter().zip(&ingest).map(|(p, i)| p / i).collect();
     println!(
         "  engine throughput (median): {:.0} ev/s | platform ingest {:.0} ev/s | ratio {:.2}",
@@ -262,80 +322,78 @@ pub(super) async fn run(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::
     Ok(())
 }
 
-/// Appends events at `args.latency_rate` per second (in batches every 10 ms) to a running app
-/// and times each batch from its acknowledgement to the engine having queued its actions (the
-/// engine's position passing it: actions commit with the position).
-async fn latency(app: crate::app::App, args: &BenchArgs) -> anyhow::Result<()> {
+/// Appends receipts at `args.latency_rate` per second (in batches every 10 ms) to a running app
+/// whose channels take every update at once, and times each batch from its acknowledgement to its
+/// first SKU's update arriving at the channel (through the engine, the feeder, the outbox and a
+/// delivery: a stricter figure than to the outbox).
+async fn latency(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<()> {
+    // A fresh store with the catalog only: no backlog from the throughput figure.
+    let db = run_dir.join("latency.db").display().to_string();
+    let measured = CHANNELS[args.channels.clamp(1, 3) - 1];
+    let arrivals = Arc::new(Acknowledge::default());
+    let mut builder = AppBuilder::new(bench_config(&db, args.durability));
+    for channel in CHANNELS {
+        let deliverer: Arc<dyn crate::runtime::delivery::Deliverer> = if channel == measured {
+            arrivals.clone()
+        } else {
+            Arc::new(Acknowledge::default())
+        };
+        builder = builder.target(&channel_target_name(channel), channel_settings(), deliverer);
+    }
+    let app = builder.build().await?;
     let state = app.state().clone();
+    catalog(&state.store, args.skus, args.channels).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.serve(listener, async {
         let _ = stopped.await;
     }));
-    // Let the engine catch up with what the throughput figure left (nothing, normally).
-    while state
-        .store
-        .consumer_position("inventory", state.clock.now())
-        .await?
-        < state.store.head_seq().await?
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let per_tick = (args.latency_rate / 100).max(1);
-    let seconds = args.latency_seconds.max(1);
-    let evs = events(per_tick * 100 * seconds, args.skus, 7, "lat")?;
-    let done = Arc::new(AtomicBool::new(false));
-    // Watches the engine's position and notes when each sequence number was passed.
-    let watcher = {
-        let (state, done) = (state.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut passed: Vec<(i64, Instant)> = Vec::new();
-            while !done.load(Ordering::Relaxed) {
-                if let Ok(p) = state
-                    .store
-                    .consumer_position("inventory", state.clock.now())
-                    .await
-                    && passed.last().is_none_or(|(q, _)| p > *q)
-                {
-                    passed.push((p, Instant::now()));
-                }
-                tokio::time::sleep(Duration::from_micros(500)).await;
-            }
-            passed
-        })
-    };
-    let mut acked: Vec<(i64, Instant)> = Vec::new();
+    let ticks = args.latency_seconds.max(1) * 100;
+    // Receipts on distinct SKUs, so every event changes its listings; measured on the last
+    // channel ("edi" has no policy: every receipt changes its number).
+    let channel = measured;
+    let mut acked: Vec<(String, Timestamp)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
-    for chunk in evs.chunks(per_tick) {
+    for t in 0..ticks {
         tick.tick().await;
-        let outcome = crate::ingest::accept_events(&state, chunk.to_vec()).await?;
-        if let Some((_, last)) = outcome.seq_range() {
-            acked.push((last, Instant::now()));
-        }
+        let batch = (0..per_tick)
+            .map(|j| {
+                let s = sku((t * per_tick + j) % args.skus);
+                let data =
+                    serde_json::json!({"sku": s, "location": LOCATIONS[0], "quantity": 1 + j % 7});
+                NewEvent::new(
+                    &format!("lat-{t}-{j}"),
+                    AUTHORITY,
+                    "inventory.received",
+                    Some(&data),
+                )
+                .map(|e| (s, e))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let first = batch.first().map(|(s, _)| s.clone()).unwrap_or_default();
+        crate::ingest::accept_events(&state, batch.into_iter().map(|(_, e)| e).collect()).await?;
+        acked.push((first, state.clock.now()));
     }
     let sent_for = started.elapsed();
-    // Wait for the engine to pass the last batch.
-    let last = acked.last().map_or(0, |(s, _)| *s);
-    while state
-        .store
-        .consumer_position("inventory", state.clock.now())
-        .await?
-        < last
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // Each batch's first SKU: from its acknowledgement to its update reaching the channel.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let arrived = arrivals
+        .arrived
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
+    let mut latencies = Vec::with_capacity(acked.len());
+    let mut missing = 0;
+    for (s, at) in &acked {
+        match arrived.get(&format!("{channel}-{s}")) {
+            Some(when) => latencies.push((when.unix_micros() - at.unix_micros()) as f64 / 1000.0),
+            None => missing += 1,
+        }
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    done.store(true, Ordering::Relaxed);
-    let passed = watcher.await?;
-    let mut latencies: Vec<f64> = acked
-        .iter()
-        .filter_map(|(seq, at)| {
-            let (_, when) = passed.iter().find(|(p, _)| p >= seq)?;
-            Some(when.saturating_duration_since(*at).as_secs_f64() * 1000.0)
-        })
-        .collect();
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         latencies
@@ -344,7 +402,8 @@ async fn latency(app: crate::app::App, args: &BenchArgs) -> anyhow::Result<()> {
             .unwrap_or(0.0)
     };
     println!(
-        "  latency, accepted event -> channel action queued, at {} ev/s for {:.1} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} batches)",
+        "  latency, accepted event -> update delivered to the channel ({channel}), at {} ev/s for {:.1} s: \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} batches, {missing} not delivered within 0.5 s of the end)",
         per_tick * 100,
         sent_for.as_secs_f64(),
         pct(0.5),

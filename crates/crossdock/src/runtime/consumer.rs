@@ -69,15 +69,15 @@ pub async fn step(
         return Ok(0);
     };
     let writes = consumer.apply(state, &batch).await?;
-    let queues_actions = writes.queues_actions();
+    let changes_availability = writes.changes_availability();
     match state
         .store
         .commit_projection(name, from, last.seq, writes, state.clock.now())
         .await
     {
         Ok(()) => {
-            if queues_actions {
-                state.outbox_wake.notify_waiters();
+            if changes_availability {
+                state.availability_wake.notify_waiters();
             }
             Ok(batch.len())
         }

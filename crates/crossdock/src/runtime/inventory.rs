@@ -12,21 +12,27 @@ use crossdock_core::inventory::{
     Movement, Position, bill_of_materials, hold_skus, is_hold, is_movement, kit_atp, shape,
 };
 use crossdock_core::json::QUANTITY_ABS_MAX;
-use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent};
+use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent, Timestamp};
 use crossdock_store::{
-    AvailabilityRow, CatalogSnapshot, ClaimedAction, Divergence, InventoryWrites, NewAction,
-    PositionKey, Projection, ProjectionWrites, ReservationLine, ReserveOutcome, ReserveRequest,
-    Store, StoreError,
+    AvailabilityChange, AvailabilityRow, CatalogSnapshot, ClaimedAction, Divergence, DueListing,
+    InventoryWrites, NewAction, PositionKey, Projection, ProjectionWrites, ReservationLine,
+    ReserveOutcome, ReserveRequest, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
 use super::consumer::{ApplyFuture, LogConsumer};
 use crate::app::AppState;
 
-/// Priorities of availability updates: a zero-out goes before a decrease before an increase.
+/// Priorities of availability updates in the outbox: a zero-out goes before a decrease before an
+/// increase.
 pub const PRIORITY_ZERO_OUT: i32 = 30;
 pub const PRIORITY_DECREASE: i32 = 20;
 pub const PRIORITY_INCREASE: i32 = 10;
+
+/// The same order as kept with each listing (lower goes first).
+pub const RANK_ZERO_OUT: i32 = 0;
+pub const RANK_DECREASE: i32 = 1;
+pub const RANK_INCREASE: i32 = 2;
 
 /// The delivery target of a channel's availability updates.
 pub fn channel_target(channel: &ChannelId) -> String {
@@ -136,12 +142,19 @@ impl CatalogCache {
     }
 }
 
-/// The payload of a `channel.availability` action.
+/// The payload of a `channel.availability` action: the newest value of up to
+/// [`FEED_BATCH_MAX`] listings of one channel, zero-outs first, then decreases, then increases.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AvailabilityUpdate {
+pub struct AvailabilityBatch {
     #[serde(rename = "type")]
     pub kind: String,
     pub channel: String,
+    pub updates: Vec<AvailabilityUpdate>,
+}
+
+/// One listing's new value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvailabilityUpdate {
     pub channel_sku: String,
     pub sku: String,
     /// What the listing should show.
@@ -317,7 +330,6 @@ async fn apply_batch(
         .map(|row| ((row.channel.clone(), row.channel_sku.clone()), row))
         .collect();
     let now = state.clock.now();
-    let last_seq = batch.last().map_or(0, |e| e.seq);
     for sku in &listed {
         for (channel_id, channel_sku) in &catalog.listings[sku] {
             let Some(channel) = catalog.snapshot.channels.get(channel_id) else {
@@ -328,44 +340,14 @@ async fn apply_batch(
             if row.is_some_and(|r| r.available == available && &r.sku == sku) {
                 continue;
             }
-            let published = row.and_then(|r| r.published);
-            writes.availability.push(AvailabilityRow {
+            let (rank, due_at) = rank(available, row.and_then(|r| r.published), channel, now);
+            writes.availability.push(AvailabilityChange {
                 channel: channel_id.clone(),
                 channel_sku: channel_sku.clone(),
                 sku: sku.clone(),
                 available,
-                published,
-            });
-            if published == Some(available) {
-                // The channel already shows this number; a pending update is superseded by it.
-                continue;
-            }
-            let (priority, not_before) = match published {
-                _ if available == 0 => (PRIORITY_ZERO_OUT, now),
-                Some(shown) if available > shown => {
-                    (PRIORITY_INCREASE, now.plus_millis(channel.increase_hold_ms))
-                }
-                // A decrease, or nothing known about what the channel shows: send at once.
-                _ => (PRIORITY_DECREASE, now),
-            };
-            let update = AvailabilityUpdate {
-                kind: "channel.availability".into(),
-                channel: channel_id.to_string(),
-                channel_sku: channel_sku.to_string(),
-                sku: sku.to_string(),
-                quantity: available,
-                previous_published: published,
-            };
-            writes.actions.push(NewAction {
-                target: channel_target(channel_id),
-                idempotency_key: format!("availability-{channel_id}-{channel_sku}-{last_seq}"),
-                coalesce_key: Some(format!("{channel_id}/{channel_sku}")),
-                priority,
-                payload: serde_json::to_string(&update)
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?,
-                not_before,
-                correlation_id: None,
-                causation_id: Some(format!("seq:{last_seq}")),
+                rank,
+                due_at,
             });
         }
     }
@@ -376,27 +358,191 @@ async fn apply_batch(
     Ok(writes)
 }
 
-/// After a delivery: if it was an availability update, remember what the channel now shows.
+/// The order an update is sent in and when it may go: a zero-out or a decrease (or a first
+/// value, nothing being known of what the channel shows) at once; an increase after the
+/// channel's hold, so that orders already taken are seen first.
+fn rank(
+    available: i64,
+    published: Option<i64>,
+    channel: &Channel,
+    now: Timestamp,
+) -> (i32, Timestamp) {
+    match published {
+        _ if available == 0 => (RANK_ZERO_OUT, now),
+        Some(shown) if available > shown => {
+            (RANK_INCREASE, now.plus_millis(channel.increase_hold_ms))
+        }
+        _ => (RANK_DECREASE, now),
+    }
+}
+
+/// Listings in one `channel.availability` action at most (Shopify's `inventorySetQuantities`
+/// takes 250; a connector splits further if its channel takes fewer).
+pub const FEED_BATCH_MAX: usize = 250;
+
+/// Moves due availability updates into the outbox until cancelled: per channel one action at a
+/// time, holding the newest value of up to [`FEED_BATCH_MAX`] listings, zero-outs first. While a
+/// channel's action is open, its listings keep changing in `channel_availability` and the next
+/// action takes whatever is newest then, so a slow channel gets fewer, fresher updates rather
+/// than a growing queue, and no update overtakes an earlier one. Wakes when the engine changes a
+/// listing, a delivery finishes, a held increase comes due, or the poll interval passes.
+pub async fn feed(state: Arc<AppState>, cancel: tokio_util::sync::CancellationToken) {
+    let poll = std::time::Duration::from_millis(state.config.outbox.poll_interval_ms);
+    while !cancel.is_cancelled() {
+        let wake = state.availability_wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let (queued, next_due) = match feed_once(&state).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot queue channel updates; retrying");
+                (0, None)
+            }
+        };
+        if queued > 0 {
+            state.outbox_wake.notify_waiters();
+        }
+        let now = state.clock.now();
+        let until = next_due
+            .map(|d| {
+                std::time::Duration::from_micros(
+                    u64::try_from(d.unix_micros() - now.unix_micros()).unwrap_or(0),
+                )
+            })
+            .map_or(poll, |d| d.min(poll));
+        tokio::select! {
+            () = &mut wake => {}
+            () = tokio::time::sleep(until) => {}
+            () = cancel.cancelled() => {}
+        }
+    }
+}
+
+/// One pass over every channel; returns the actions queued and when the next held update is due.
+pub async fn feed_once(state: &AppState) -> Result<(usize, Option<Timestamp>), StoreError> {
+    let catalog = state.catalog.get(&state.store).await?;
+    let mut queued = 0;
+    let mut next_due: Option<Timestamp> = None;
+    for channel in catalog.snapshot.channels.keys() {
+        let target = channel_target(channel);
+        let now = state.clock.now();
+        // A cheap look first: most passes find the channel busy or nothing due.
+        let peek = state
+            .store
+            .availability_due(channel, &target, 1, now)
+            .await?;
+        next_due = earliest(next_due, peek.next_due);
+        // One action per channel at a time keeps the channel's updates in order.
+        if peek.open > 0 || peek.listings.is_empty() {
+            continue;
+        }
+        let build_channel = channel.clone();
+        let build_target = target.clone();
+        let due = state
+            .store
+            .feed_availability(
+                channel,
+                &target,
+                FEED_BATCH_MAX,
+                now,
+                Box::new(move |listings| batch_action(&build_channel, build_target, listings, now)),
+            )
+            .await?;
+        if due.open == 0 && !due.listings.is_empty() {
+            queued += 1;
+        }
+    }
+    Ok((queued, next_due))
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The action carrying one batch of a channel's listings, most urgent first.
+fn batch_action(
+    channel: &ChannelId,
+    target: String,
+    listings: &[DueListing],
+    now: Timestamp,
+) -> Result<NewAction, StoreError> {
+    static BATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let best = listings
+        .iter()
+        .map(|l| l.rank)
+        .min()
+        .unwrap_or(RANK_INCREASE);
+    let batch = AvailabilityBatch {
+        kind: "channel.availability".into(),
+        channel: channel.to_string(),
+        updates: listings
+            .iter()
+            .map(|l| AvailabilityUpdate {
+                channel_sku: l.channel_sku.to_string(),
+                sku: l.sku.to_string(),
+                quantity: l.available,
+                previous_published: l.published,
+            })
+            .collect(),
+    };
+    let n = BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(NewAction {
+        target,
+        idempotency_key: format!("availability-{channel}-{}-{n}", now.unix_micros()),
+        coalesce_key: None,
+        priority: match best {
+            RANK_ZERO_OUT => PRIORITY_ZERO_OUT,
+            RANK_DECREASE => PRIORITY_DECREASE,
+            _ => PRIORITY_INCREASE,
+        },
+        payload: serde_json::to_string(&batch).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        not_before: now,
+        correlation_id: None,
+        causation_id: None,
+    })
+}
+
+/// After a delivery: if it was a channel's availability batch, remember what the channel now
+/// shows for each listing in it.
 pub async fn acknowledged(state: &AppState, action: &ClaimedAction) {
     if !action.target.starts_with("channel-") {
         return;
     }
-    let Ok(update) = serde_json::from_str::<AvailabilityUpdate>(&action.payload) else {
+    let Ok(batch) = serde_json::from_str::<AvailabilityBatch>(&action.payload) else {
         return;
     };
-    let (Ok(channel), Ok(channel_sku)) = (
-        ChannelId::parse(&update.channel),
-        ChannelSku::parse(&update.channel_sku),
-    ) else {
+    let Ok(channel) = ChannelId::parse(&batch.channel) else {
         return;
+    };
+    let shown: Vec<(ChannelSku, i64)> = batch
+        .updates
+        .iter()
+        .filter_map(|u| {
+            ChannelSku::parse(&u.channel_sku)
+                .ok()
+                .map(|c| (c, u.quantity))
+        })
+        .collect();
+    let hold_ms = match state.catalog.get(&state.store).await {
+        Ok(catalog) => catalog
+            .snapshot
+            .channels
+            .get(&channel)
+            .map_or(0, |c| c.increase_hold_ms),
+        Err(_) => 0,
     };
     if let Err(e) = state
         .store
-        .availability_published(&channel, &channel_sku, update.quantity, state.clock.now())
+        .availability_published(&channel, shown, hold_ms, state.clock.now())
         .await
     {
-        tracing::warn!(error = %e, "cannot record a published quantity");
+        tracing::warn!(error = %e, "cannot record published quantities");
     }
+    // The channel is ready for its next batch.
+    state.availability_wake.notify_waiters();
 }
 
 /// The source of the events crossdock records for its own reservations.
@@ -561,7 +707,7 @@ fn hold_event(
     kind: &str,
     order_id: &str,
     correlation_id: Option<&str>,
-    now: crossdock_core::Timestamp,
+    now: Timestamp,
 ) -> Result<NewEvent, HoldError> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -46,11 +46,14 @@ impl FakeChannel {
 impl Deliverer for FakeChannel {
     fn deliver<'a>(&'a self, action: &'a ClaimedAction) -> DeliveryFuture<'a> {
         Box::pin(async move {
-            let update: Value = serde_json::from_str(&action.payload).unwrap();
-            assert_eq!(update["type"], "channel.availability");
-            let listing = update["channel_sku"].as_str().unwrap().to_owned();
-            let quantity = update["quantity"].as_i64().unwrap();
-            self.sent.lock().unwrap().push((listing, quantity));
+            let batch: Value = serde_json::from_str(&action.payload).unwrap();
+            assert_eq!(batch["type"], "channel.availability");
+            assert_eq!(batch["channel"], "shop");
+            let mut sent = self.sent.lock().unwrap();
+            for update in batch["updates"].as_array().unwrap() {
+                let listing = update["channel_sku"].as_str().unwrap().to_owned();
+                sent.push((listing, update["quantity"].as_i64().unwrap()));
+            }
             DeliveryOutcome::Delivered
         })
     }
@@ -491,7 +494,7 @@ async fn increases_wait_and_never_overtake_a_decrease(db: TestDb) {
     })
     .await;
     clock.advance_ms(120_000);
-    app.state.outbox_wake.notify_waiters();
+    app.state.availability_wake.notify_waiters();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(
         channel.sent("shop-mug"),
@@ -504,7 +507,7 @@ async fn increases_wait_and_never_overtake_a_decrease(db: TestDb) {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(channel.sent("shop-mug"), [10, 7]);
     clock.advance_ms(60_000);
-    app.state.outbox_wake.notify_waiters();
+    app.state.availability_wake.notify_waiters();
     app.eventually("the held increase is sent", || async {
         channel.sent("shop-mug") == [10, 7, 17]
     })
