@@ -161,6 +161,8 @@ pub struct ClaimedAction {
     /// Attempts made since the action was queued or last replayed, this one included.
     pub attempts_in_budget: i64,
     pub correlation_id: Option<String>,
+    /// When the action was queued.
+    pub created_at: Timestamp,
 }
 
 /// The arguments of [`crate::Store::fail`].

@@ -498,7 +498,7 @@ impl PgStore {
              ORDER BY priority DESC, next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
              UPDATE outbox SET status = 'in_flight', attempts = attempts + 1, lease_until = $4, updated_at = $2 \
              FROM due WHERE outbox.id = due.id RETURNING outbox.id, target, idempotency_key, coalesce_key, \
-             priority, payload, attempts, attempts - attempts_base, correlation_id",
+             priority, payload, attempts, attempts - attempts_base, correlation_id, outbox.created_at",
         )
         .bind(c.target)
         .bind(now_us)
@@ -520,6 +520,7 @@ impl PgStore {
                     attempt: r.try_get(6)?,
                     attempts_in_budget: r.try_get(7)?,
                     correlation_id: r.try_get(8)?,
+                    created_at: Timestamp::from_unix_micros(r.try_get(9)?),
                 })
             })
             .collect::<sqlx::Result<Vec<_>>>()

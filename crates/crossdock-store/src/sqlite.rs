@@ -130,7 +130,7 @@ fn open_connection(path: &str, durability: Durability, read_only: bool) -> Resul
             Durability::Normal => "NORMAL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;"
+            "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-262144;"
         ))
         .map_err(db("set pragmas"))?;
     }
@@ -612,7 +612,7 @@ impl SqliteStore {
                     .prepare_cached(
                         "UPDATE outbox SET status = 'in_flight', attempts = attempts + 1, lease_until = ?2, updated_at = ?3 \
                          WHERE id = ?1 RETURNING id, target, idempotency_key, coalesce_key, priority, payload, attempts, \
-                         attempts - attempts_base, correlation_id",
+                         attempts - attempts_base, correlation_id, created_at",
                     )
                     .and_then(|mut s| {
                         s.query_row(params![id, now_us.saturating_add(lease_ms.saturating_mul(1000)), now_us], |r| {
@@ -626,6 +626,7 @@ impl SqliteStore {
                                 attempt: r.get(6)?,
                                 attempts_in_budget: r.get(7)?,
                                 correlation_id: r.get(8)?,
+                                created_at: Timestamp::from_unix_micros(r.get(9)?),
                             })
                         })
                     })

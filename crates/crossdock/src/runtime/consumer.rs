@@ -31,6 +31,10 @@ pub trait LogConsumer: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Applies a batch; the returned writes are committed with the new position.
     fn apply<'a>(&'a self, state: &'a AppState, batch: &'a [StoredEvent]) -> ApplyFuture<'a>;
+    /// The most events applied in one transaction.
+    fn batch_max(&self) -> usize {
+        CONSUMER_BATCH_EVENTS_MAX
+    }
 }
 
 /// The source activity projection.
@@ -94,7 +98,7 @@ pub async fn run(state: Arc<AppState>, consumer: Arc<dyn LogConsumer>, cancel: C
     let poll = Duration::from_millis(state.config.outbox.poll_interval_ms);
     while !cancel.is_cancelled() {
         head.mark_unchanged();
-        match step(&state, consumer.as_ref(), CONSUMER_BATCH_EVENTS_MAX).await {
+        match step(&state, consumer.as_ref(), consumer.batch_max()).await {
             Ok(0) => {
                 tokio::select! {
                     _ = head.changed() => {}

@@ -172,6 +172,13 @@ impl LogConsumer for InventoryProjection {
         Projection::Inventory.consumer_name()
     }
 
+    /// Larger than the default: a batch's writes land on pages spread over every position and
+    /// listing, so fewer, larger commits write each page fewer times while catching up (live,
+    /// batches are as small as what arrived).
+    fn batch_max(&self) -> usize {
+        INVENTORY_BATCH_EVENTS_MAX
+    }
+
     fn apply<'a>(&'a self, state: &'a AppState, batch: &'a [StoredEvent]) -> ApplyFuture<'a> {
         Box::pin(async move {
             Ok(ProjectionWrites::Inventory(Box::new(
@@ -376,9 +383,13 @@ fn rank(
     }
 }
 
-/// Listings in one `channel.availability` action at most (Shopify's `inventorySetQuantities`
-/// takes 250; a connector splits further if its channel takes fewer).
-pub const FEED_BATCH_MAX: usize = 250;
+/// Events the inventory engine applies in one transaction at most.
+pub const INVENTORY_BATCH_EVENTS_MAX: usize = 20_000;
+
+/// Listings in one `channel.availability` action at most. A connector splits a batch into what
+/// its channel takes per call (Shopify's `inventorySetQuantities` takes 250); larger batches let
+/// one open action per channel keep up with thousands of changes a second.
+pub const FEED_BATCH_MAX: usize = 1000;
 
 /// Moves due availability updates into the outbox until cancelled: per channel one action at a
 /// time, holding the newest value of up to [`FEED_BATCH_MAX`] listings, zero-outs first. While a
