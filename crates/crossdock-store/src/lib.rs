@@ -527,8 +527,8 @@ impl Store {
         dispatch!(self.availability_published(channel, shown, hold_ms, now))
     }
 
-    /// The listings of a channel whose updates are due now (at most `limit`), and how many of
-    /// `target`'s actions are open.
+    /// The listings of a channel whose updates are due now and that no open action of `target`
+    /// carries (at most `limit`), and how many of `target`'s actions are open.
     pub async fn availability_due(
         &self,
         channel: &ChannelId,
@@ -539,19 +539,20 @@ impl Store {
         dispatch!(self.availability_due(channel, target, limit, now))
     }
 
-    /// In one transaction: unless `target` already has an action open, takes up to `limit` of the
-    /// channel's due listings, enqueues the action `build` makes for them and marks them queued
-    /// at the values it carries. Returns what was due (`listings` empty or `open > 0`: nothing
-    /// was queued).
+    /// In one transaction: unless `target` already has `open_max` actions open, takes up to
+    /// `limit` of the channel's due listings that no open action carries, enqueues the action
+    /// `build` makes for them and marks them queued by it at the values it carries. Returns what
+    /// was due (`listings` empty or `open >= open_max`: nothing was queued).
     pub async fn feed_availability(
         &self,
         channel: &ChannelId,
         target: &str,
         limit: usize,
         now: Timestamp,
+        open_max: i64,
         build: FeedBuilder,
     ) -> Result<AvailabilityDue> {
-        dispatch!(self.feed_availability(channel, target, limit, now, build))
+        dispatch!(self.feed_availability(channel, target, limit, now, open_max, build))
     }
 
     /// Inventory events kept but not applied (not from the location's authority), newest last.

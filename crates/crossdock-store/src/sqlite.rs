@@ -130,7 +130,7 @@ fn open_connection(path: &str, durability: Durability, read_only: bool) -> Resul
             Durability::Normal => "NORMAL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-262144;"
+            "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-131072;"
         ))
         .map_err(db("set pragmas"))?;
     }

@@ -5,6 +5,9 @@
 -- The value last handed to the outbox for delivery (NULL: none yet). A listing whose available
 -- differs from it is due for an update.
 ALTER TABLE channel_availability ADD COLUMN queued INTEGER;
+-- The outbox action that carries the queued value. While it is open the listing is left out of
+-- further batches, so each listing's updates reach its channel one after another.
+ALTER TABLE channel_availability ADD COLUMN queued_action INTEGER;
 -- Bumped on every change of available.
 ALTER TABLE channel_availability ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 -- 0 zero-out, 1 decrease (or nothing known), 2 increase: the order updates are sent in.

@@ -14,7 +14,7 @@ use crate::model::{
     InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine, ReserveOutcome,
     ReserveRequest, Shortfall, merge_lines,
 };
-use crate::{Result, StoreError};
+use crate::{EnqueueResult, Result, StoreError};
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("stored {what}: {e}"))
@@ -687,6 +687,7 @@ impl PgStore {
         target: &str,
         limit: usize,
         now: Timestamp,
+        open_max: i64,
         build: FeedBuilder,
     ) -> Result<AvailabilityDue> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin feeding"))?;
@@ -697,10 +698,20 @@ impl PgStore {
             .await
             .map_err(pgerr("lock channel feed"))?;
         let due = due_listings(&mut tx, channel, target, limit, now, true).await?;
-        if due.open > 0 || due.listings.is_empty() {
+        if due.open >= open_max || due.listings.is_empty() {
             return Ok(due);
         }
-        enqueue_rows(&mut tx, &[build(&due.listings)?], now).await?;
+        let action = match enqueue_rows(&mut tx, &[build(&due.listings)?], now)
+            .await?
+            .first()
+        {
+            Some(EnqueueResult::Queued { id, .. }) => *id,
+            _ => {
+                return Err(StoreError::Invalid(
+                    "the channel batch was already queued".into(),
+                ));
+            }
+        };
         let channel_skus: Vec<&str> = due
             .listings
             .iter()
@@ -708,12 +719,13 @@ impl PgStore {
             .collect();
         let values: Vec<i64> = due.listings.iter().map(|l| l.available).collect();
         sqlx::query(
-            "UPDATE channel_availability a SET queued = t.v FROM UNNEST($2::text[], $3::bigint[]) \
+            "UPDATE channel_availability a SET queued = t.v, queued_action = $4 FROM UNNEST($2::text[], $3::bigint[]) \
              AS t(cs, v) WHERE a.channel = $1 AND a.channel_sku = t.cs",
         )
         .bind(channel.as_str())
         .bind(channel_skus)
         .bind(values)
+        .bind(action)
         .execute(&mut *tx)
         .await
         .map_err(pgerr("mark listings queued"))?;
@@ -771,17 +783,22 @@ async fn due_listings(
     .map_err(pgerr("count open actions"))?;
     let sql = if lock {
         "SELECT channel_sku, sku, available, published, rank::int, version FROM channel_availability \
-         WHERE channel = $1 AND queued IS DISTINCT FROM available AND due_at <= $2 ORDER BY rank, due_at \
+         WHERE channel = $1 AND queued IS DISTINCT FROM available AND due_at <= $2 \
+         AND (queued_action IS NULL OR queued_action NOT IN (SELECT id FROM outbox WHERE target = $4 \
+         AND status IN ('pending', 'in_flight'))) ORDER BY rank, due_at \
          LIMIT $3 FOR UPDATE SKIP LOCKED"
     } else {
         "SELECT channel_sku, sku, available, published, rank::int, version FROM channel_availability \
-         WHERE channel = $1 AND queued IS DISTINCT FROM available AND due_at <= $2 ORDER BY rank, due_at \
+         WHERE channel = $1 AND queued IS DISTINCT FROM available AND due_at <= $2 \
+         AND (queued_action IS NULL OR queued_action NOT IN (SELECT id FROM outbox WHERE target = $4 \
+         AND status IN ('pending', 'in_flight'))) ORDER BY rank, due_at \
          LIMIT $3"
     };
     let rows: Vec<(String, String, i64, Option<i64>, i32, i64)> = sqlx::query_as(sql)
         .bind(channel.as_str())
         .bind(now.unix_micros())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(target)
         .fetch_all(&mut *conn)
         .await
         .map_err(pgerr("read due listings"))?;

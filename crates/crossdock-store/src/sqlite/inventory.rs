@@ -14,7 +14,7 @@ use crate::model::{
     InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine, ReserveOutcome,
     ReserveRequest, Shortfall, merge_lines,
 };
-use crate::{Result, StoreError};
+use crate::{EnqueueResult, Result, StoreError};
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("stored {what}: {e}"))
@@ -642,22 +642,27 @@ impl SqliteStore {
         target: &str,
         limit: usize,
         now: Timestamp,
+        open_max: i64,
         build: FeedBuilder,
     ) -> Result<AvailabilityDue> {
         let (channel, target) = (channel.clone(), target.to_owned());
         self.write(limit.max(1), move |conn| {
             let due = due_listings(conn, &channel, &target, limit, now)?;
-            if due.open > 0 || due.listings.is_empty() {
+            if due.open >= open_max || due.listings.is_empty() {
                 return Ok(due);
             }
-            enqueue_rows(conn, &[build(&due.listings)?], now)?;
+            let action = match enqueue_rows(conn, &[build(&due.listings)?], now)?.first() {
+                Some(EnqueueResult::Queued { id, .. }) => *id,
+                _ => return Err(StoreError::Invalid("the channel batch was already queued".into())),
+            };
             let mut mark = conn
                 .prepare_cached(
-                    "UPDATE channel_availability SET queued = ?3 WHERE channel = ?1 AND channel_sku = ?2",
+                    "UPDATE channel_availability SET queued = ?3, queued_action = ?4 WHERE channel = ?1 \
+                     AND channel_sku = ?2",
                 )
                 .map_err(db("mark listing queued"))?;
             for l in &due.listings {
-                mark.execute(params![channel.as_str(), l.channel_sku.as_str(), l.available])
+                mark.execute(params![channel.as_str(), l.channel_sku.as_str(), l.available, action])
                     .map_err(db("mark listing queued"))?;
             }
             Ok(due)
@@ -716,7 +721,9 @@ fn due_listings(
     let mut stmt = conn
         .prepare_cached(
             "SELECT channel_sku, sku, available, published, rank, version FROM channel_availability \
-             WHERE channel = ?1 AND queued IS NOT available AND due_at <= ?2 ORDER BY rank, due_at LIMIT ?3",
+             WHERE channel = ?1 AND queued IS NOT available AND due_at <= ?2 \
+             AND (queued_action IS NULL OR queued_action NOT IN (SELECT id FROM outbox WHERE target = ?4 \
+             AND status IN ('pending', 'in_flight'))) ORDER BY rank, due_at LIMIT ?3",
         )
         .map_err(db("read due listings"))?;
     let rows = stmt
@@ -724,7 +731,8 @@ fn due_listings(
             params![
                 channel.as_str(),
                 now.unix_micros(),
-                i64::try_from(limit).unwrap_or(i64::MAX)
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                target
             ],
             |r| {
                 Ok((

@@ -276,3 +276,58 @@ pub(super) async fn delete_reservation(
         },
     ))
 }
+
+/// Divergences on one page at most.
+const DIVERGENCES_PAGE_MAX: i64 = 1_000;
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct DivergenceView {
+    /// The log sequence of the event that was kept but not applied.
+    seq: i64,
+    sku: String,
+    location: String,
+    /// The system that sent it.
+    source: String,
+    /// Why it was not applied.
+    reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct DivergenceList {
+    divergences: Vec<DivergenceView>,
+}
+
+/// Inventory events kept in the log but not applied — sent by a system that is not the authority
+/// for the location's stock, or naming a location that is gone — oldest first. Each names the
+/// event by its log sequence (`GET /v1/events?after=SEQ-1&limit=1`).
+#[utoipa::path(get, path = "/v1/divergences", tag = "inventory",
+    params(
+        ("after" = Option<i64>, Query, description = "Only divergences of later events (paging by seq)"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of divergences", body = DivergenceList),
+        (status = 400, description = "Bad parameter", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn list_divergences(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    let query = Query::parse(uri.query(), &["after", "limit"])?;
+    let after = query.int("after", 0, 0, i64::MAX)?;
+    let limit = query.int("limit", 100, 1, DIVERGENCES_PAGE_MAX)? as usize;
+    let divergences = state
+        .store
+        .divergences(after, limit)
+        .await?
+        .into_iter()
+        .map(|d| DivergenceView {
+            seq: d.seq,
+            sku: d.sku.to_string(),
+            location: d.location.to_string(),
+            source: d.source,
+            reason: d.reason,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &DivergenceList { divergences }))
+}

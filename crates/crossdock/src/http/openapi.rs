@@ -134,6 +134,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         ))
         .routes(routes!(inventory::get_inventory))
         .routes(routes!(inventory::explain_inventory))
+        .routes(routes!(inventory::list_divergences))
         .routes(routes!(inventory::post_reservation))
         .routes(routes!(inventory::delete_reservation))
 }

@@ -149,6 +149,7 @@ pub const POLICIES: &[RoutePolicy] = &[
     ),
     read("/v1/inventory/{sku}", Scope::InventoryRead),
     read("/v1/inventory/{sku}/explain", Scope::InventoryRead),
+    read("/v1/divergences", Scope::Ops),
     post("/v1/reservations", Scope::InventoryWrite),
     delete("/v1/reservations/{order_id}", Scope::InventoryWrite),
 ];

@@ -187,8 +187,12 @@ async fn deliver_one(
     let now = state.clock.now();
     let result = match outcome {
         DeliveryOutcome::Delivered => {
+            // What a channel now shows is recorded while its batch is still open, so the feeder
+            // never ranks a waiting value against what the channel showed before.
+            super::inventory::acknowledged(&state, &action).await;
             match state.store.ack(action.id, action.attempt, now).await {
-                Ok(true) => super::inventory::acknowledged(&state, &action).await,
+                // The channel is ready for its next batch.
+                Ok(true) => state.availability_wake.notify_waiters(),
                 Ok(false) => tracing::warn!(
                     target = %target.name, action_id = action.id,
                     "delivered after the lease expired; the target may see it again (same idempotency key)"

@@ -383,6 +383,9 @@ fn rank(
     }
 }
 
+/// Availability batches open (pending or in flight) per channel at most.
+pub const FEED_OPEN_MAX: i64 = 4;
+
 /// Events the inventory engine applies in one transaction at most.
 pub const INVENTORY_BATCH_EVENTS_MAX: usize = 20_000;
 
@@ -391,11 +394,12 @@ pub const INVENTORY_BATCH_EVENTS_MAX: usize = 20_000;
 /// one open action per channel keep up with thousands of changes a second.
 pub const FEED_BATCH_MAX: usize = 1000;
 
-/// Moves due availability updates into the outbox until cancelled: per channel one action at a
-/// time, holding the newest value of up to [`FEED_BATCH_MAX`] listings, zero-outs first. While a
-/// channel's action is open, its listings keep changing in `channel_availability` and the next
-/// action takes whatever is newest then, so a slow channel gets fewer, fresher updates rather
-/// than a growing queue, and no update overtakes an earlier one. Wakes when the engine changes a
+/// Moves due availability updates into the outbox until cancelled: per channel up to
+/// [`FEED_OPEN_MAX`] open actions, each holding the newest value of up to [`FEED_BATCH_MAX`]
+/// listings, zero-outs first, and no listing in two open actions. While a listing's action is
+/// open, the listing keeps changing in `channel_availability` and its next action takes whatever
+/// is newest then, so a slow channel gets fewer, fresher updates rather than a growing queue, and
+/// no update overtakes an earlier one of the same listing. Wakes when the engine changes a
 /// listing, a delivery finishes, a held increase comes due, or the poll interval passes.
 pub async fn feed(state: Arc<AppState>, cancel: tokio_util::sync::CancellationToken) {
     let poll = std::time::Duration::from_millis(state.config.outbox.poll_interval_ms);
@@ -443,8 +447,9 @@ pub async fn feed_once(state: &AppState) -> Result<(usize, Option<Timestamp>), S
             .availability_due(channel, &target, 1, now)
             .await?;
         next_due = earliest(next_due, peek.next_due);
-        // One action per channel at a time keeps the channel's updates in order.
-        if peek.open > 0 || peek.listings.is_empty() {
+        // A listing is in one open batch at most, so its updates reach the channel in order;
+        // a few batches may be open at once, so one slow delivery does not hold up the rest.
+        if peek.open >= FEED_OPEN_MAX || peek.listings.is_empty() {
             continue;
         }
         let build_channel = channel.clone();
@@ -456,10 +461,11 @@ pub async fn feed_once(state: &AppState) -> Result<(usize, Option<Timestamp>), S
                 &target,
                 FEED_BATCH_MAX,
                 now,
+                FEED_OPEN_MAX,
                 Box::new(move |listings| batch_action(&build_channel, build_target, listings, now)),
             )
             .await?;
-        if due.open == 0 && !due.listings.is_empty() {
+        if due.open < FEED_OPEN_MAX && !due.listings.is_empty() {
             queued += 1;
         }
     }
@@ -516,8 +522,9 @@ fn batch_action(
     })
 }
 
-/// After a delivery: if it was a channel's availability batch, remember what the channel now
-/// shows for each listing in it.
+/// After a delivery, before its action is closed: if it was a channel's availability batch,
+/// remember what the channel now shows for each listing in it (a value still waiting is ranked
+/// again against it, and waits its hold if it is now an increase).
 pub async fn acknowledged(state: &AppState, action: &ClaimedAction) {
     if !action.target.starts_with("channel-") {
         return;
@@ -552,8 +559,6 @@ pub async fn acknowledged(state: &AppState, action: &ClaimedAction) {
     {
         tracing::warn!(error = %e, "cannot record published quantities");
     }
-    // The channel is ready for its next batch.
-    state.availability_wake.notify_waiters();
 }
 
 /// The source of the events crossdock records for its own reservations.

@@ -21,16 +21,21 @@ crate::backend_tests!(
     explanations_add_up_over_random_histories,
     any_order_of_the_same_events_gives_the_same_stock,
     increases_wait_and_never_overtake_a_decrease,
+    a_listing_is_in_one_open_batch_at_most,
     bad_inventory_input_is_refused_whole,
     sixty_four_reservers_never_oversell,
     kit_orders_sharing_components_never_reserve_beyond_atp,
     a_shipment_of_an_order_converts_its_reservation,
 );
 
-/// A channel that records every quantity it is sent, per listing.
+/// A channel that records every quantity it is sent, per listing. While `held`, deliveries wait
+/// inside the channel; a listing found in two deliveries at once is recorded in `overlaps`.
 #[derive(Default)]
 struct FakeChannel {
     sent: Mutex<Vec<(String, i64)>>,
+    held: std::sync::atomic::AtomicBool,
+    in_flight: Mutex<Vec<Vec<String>>>,
+    overlaps: Mutex<Vec<String>>,
 }
 
 impl FakeChannel {
@@ -41,6 +46,14 @@ impl FakeChannel {
             .map(|(_, q)| *q)
             .collect()
     }
+
+    fn hold(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn in_flight(&self) -> Vec<Vec<String>> {
+        self.in_flight.lock().unwrap().clone()
+    }
 }
 
 impl Deliverer for FakeChannel {
@@ -49,11 +62,32 @@ impl Deliverer for FakeChannel {
             let batch: Value = serde_json::from_str(&action.payload).unwrap();
             assert_eq!(batch["type"], "channel.availability");
             assert_eq!(batch["channel"], "shop");
-            let mut sent = self.sent.lock().unwrap();
-            for update in batch["updates"].as_array().unwrap() {
-                let listing = update["channel_sku"].as_str().unwrap().to_owned();
-                sent.push((listing, update["quantity"].as_i64().unwrap()));
+            let updates: Vec<(String, i64)> = batch["updates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| {
+                    (
+                        u["channel_sku"].as_str().unwrap().to_owned(),
+                        u["quantity"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            let listings: Vec<String> = updates.iter().map(|(l, _)| l.clone()).collect();
+            {
+                let mut in_flight = self.in_flight.lock().unwrap();
+                for other in in_flight.iter() {
+                    for l in listings.iter().filter(|l| other.contains(l)) {
+                        self.overlaps.lock().unwrap().push(l.clone());
+                    }
+                }
+                in_flight.push(listings.clone());
             }
+            while self.held.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            self.sent.lock().unwrap().extend(updates);
+            self.in_flight.lock().unwrap().retain(|l| *l != listings);
             DeliveryOutcome::Delivered
         })
     }
@@ -218,9 +252,20 @@ async fn events_become_positions_and_channel_updates(db: TestDb) {
         available(&app, "MUG", "shop-mug").await == (25, Some(25))
     })
     .await;
-    let divergences = app.state.store.divergences(0, 10).await.unwrap();
-    assert_eq!(divergences.len(), 1, "{divergences:?}");
-    assert_eq!(divergences[0].source, "tpl");
+    let (status, page) = app.get("/v1/divergences?after=0&limit=10").await;
+    assert_eq!(status, 200, "{page}");
+    let divergences = page["divergences"].as_array().unwrap();
+    assert_eq!(divergences.len(), 1, "{page}");
+    assert_eq!(divergences[0]["source"], "tpl", "{page}");
+    assert!(
+        divergences[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the authority"),
+        "{page}"
+    );
+    let (status, problem) = app.get("/v1/divergences?limit=0").await;
+    assert_eq!(status, 400, "{problem}");
 
     // A reservation of two sets holds four mugs and two saucers: the saucer drops to 5 (2 shown).
     let (status, held) = app
@@ -512,6 +557,61 @@ async fn increases_wait_and_never_overtake_a_decrease(db: TestDb) {
         channel.sent("shop-mug") == [10, 7, 17]
     })
     .await;
+}
+
+async fn a_listing_is_in_one_open_batch_at_most(db: TestDb) {
+    let channel = Arc::new(FakeChannel::default());
+    let app = spawn(db, None, &channel).await;
+    catalog(&app, json!({}), 0).await;
+    let receive = |id: &str, sku: &str, quantity: i64| {
+        movement(
+            "erp",
+            id,
+            "inventory.received",
+            json!({"sku": sku, "location": "wh-1", "quantity": quantity}),
+        )
+    };
+    // The first batch (the mug, and the set it makes up) is held inside the channel.
+    channel.hold(true);
+    post(&app, vec![receive("r-1", "MUG", 10)]).await;
+    app.eventually("the first batch is in flight", || async {
+        channel.in_flight().len() == 1
+    })
+    .await;
+    let first = channel.in_flight()[0].clone();
+    assert!(first.contains(&"shop-mug".to_owned()), "{first:?}");
+    // The mug changes again and the saucer arrives: the saucer goes in a second batch while the
+    // first is open; the mug (and the set) wait for the first to finish.
+    post(
+        &app,
+        vec![receive("r-2", "MUG", 5), receive("r-3", "SAUCER", 4)],
+    )
+    .await;
+    app.eventually("a second batch goes while the first is open", || async {
+        channel.in_flight().len() == 2
+    })
+    .await;
+    let second = channel.in_flight()[1].clone();
+    assert_eq!(second, ["shop-saucer"], "only the saucer was free to go");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        channel.in_flight().len(),
+        2,
+        "a held listing went out again"
+    );
+    channel.hold(false);
+    app.eventually("the mug's newest value follows its first", || async {
+        channel.sent("shop-mug") == [10, 15]
+    })
+    .await;
+    app.eventually("the set follows too", || async {
+        channel.sent("shop-set").last() == Some(&4)
+    })
+    .await;
+    assert!(
+        channel.overlaps.lock().unwrap().is_empty(),
+        "a listing was in two open batches"
+    );
 }
 
 async fn bad_inventory_input_is_refused_whole(db: TestDb) {
