@@ -20,7 +20,7 @@ use crate::migrate::{self, MigrationReport};
 use crate::model::*;
 use crate::{Durability, Projection, ProjectionWrites, Result, StoreError, StoreOptions};
 
-const STATEMENT_CACHE_CAPACITY: usize = 64;
+const STATEMENT_CACHE_CAPACITY: usize = 256;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -324,10 +324,10 @@ impl SqliteStore {
     ) -> Result<bool> {
         self.write(1, move |conn| {
             let n = conn
-                .execute(
+                .prepare_cached(
                     "UPDATE inbox SET status = ?2, error = ?3, processed_at = ?4, attempts = attempts + 1 WHERE id = ?1",
-                    params![id, status.as_str(), error, now.unix_micros()],
                 )
+                .and_then(|mut s| s.execute(params![id, status.as_str(), error, now.unix_micros()]))
                 .map_err(db("update inbox message"))?;
             Ok(n == 1)
         })
@@ -440,12 +440,25 @@ impl SqliteStore {
     }
 
     pub(crate) async fn consumer_position(&self, name: &str, now: Timestamp) -> Result<i64> {
+        // A known consumer's position is a read: the writer (and its commit) is needed only the
+        // first time. A stale read is caught by the compare-and-set of the commit.
+        let known = name.to_owned();
+        let found = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT position FROM consumers WHERE name = ?1")
+                    .and_then(|mut s| s.query_row([known.as_str()], |r| r.get(0)).optional())
+                    .map_err(db("read consumer position"))
+            })
+            .await?;
+        if let Some(position) = found {
+            return Ok(position);
+        }
         let name = name.to_owned();
         self.write(1, move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO consumers (name, position, updated_at) VALUES (?1, 0, ?2) ON CONFLICT (name) DO NOTHING",
-                params![name, now.unix_micros()],
             )
+            .and_then(|mut s| s.execute(params![name, now.unix_micros()]))
             .map_err(db("register consumer"))?;
             position_of(conn, &name)
         })
@@ -1544,7 +1557,7 @@ fn cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = cached(conn, "BEGIN IMMEDIATE") {
         let err = StoreError::Unavailable(format!("cannot begin a write transaction: {e}"));
         for job in jobs {
             job.finish(Err(err.clone()));
@@ -1555,7 +1568,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         // Alone in its transaction, a job needs no savepoint: a failure rolls everything back.
         let mut job = jobs.remove(0);
         let outcome = if job.run(conn) {
-            conn.execute_batch("COMMIT")
+            cached(conn, "COMMIT")
                 .map_err(|e| StoreError::Unavailable(format!("commit failed: {e}")))
         } else {
             conn.execute_batch("ROLLBACK")
@@ -1587,7 +1600,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
                 .map(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}"))),
         );
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+    let commit = cached(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::Unavailable(format!("commit failed: {e}"))
     });

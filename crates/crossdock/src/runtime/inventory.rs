@@ -416,6 +416,8 @@ pub async fn feed(state: Arc<AppState>, cancel: tokio_util::sync::CancellationTo
         };
         if queued > 0 {
             state.outbox_wake.notify_waiters();
+            // There may be more due than one batch per channel took.
+            continue;
         }
         let now = state.clock.now();
         let until = next_due
@@ -433,43 +435,68 @@ pub async fn feed(state: Arc<AppState>, cancel: tokio_util::sync::CancellationTo
     }
 }
 
-/// One pass over every channel; returns the actions queued and when the next held update is due.
-pub async fn feed_once(state: &AppState) -> Result<(usize, Option<Timestamp>), StoreError> {
+/// One pass over every channel, the channels side by side (their writes share commits); returns
+/// the actions queued and when the next held update is due.
+pub async fn feed_once(state: &Arc<AppState>) -> Result<(usize, Option<Timestamp>), StoreError> {
     let catalog = state.catalog.get(&state.store).await?;
+    let mut passes = tokio::task::JoinSet::new();
+    for channel in catalog.snapshot.channels.keys() {
+        passes.spawn(feed_channel(state.clone(), channel.clone()));
+    }
     let mut queued = 0;
     let mut next_due: Option<Timestamp> = None;
-    for channel in catalog.snapshot.channels.keys() {
-        let target = channel_target(channel);
-        let now = state.clock.now();
-        // A cheap look first: most passes find the channel busy or nothing due.
-        let peek = state
-            .store
-            .availability_due(channel, &target, 1, now)
-            .await?;
-        next_due = earliest(next_due, peek.next_due);
-        // A listing is in one open batch at most, so its updates reach the channel in order;
-        // a few batches may be open at once, so one slow delivery does not hold up the rest.
-        if peek.open >= FEED_OPEN_MAX || peek.listings.is_empty() {
-            continue;
-        }
-        let build_channel = channel.clone();
-        let build_target = target.clone();
-        let due = state
-            .store
-            .feed_availability(
-                channel,
-                &target,
-                FEED_BATCH_MAX,
-                now,
-                FEED_OPEN_MAX,
-                Box::new(move |listings| batch_action(&build_channel, build_target, listings, now)),
-            )
-            .await?;
-        if due.open < FEED_OPEN_MAX && !due.listings.is_empty() {
-            queued += 1;
+    let mut failed = None;
+    while let Some(pass) = passes.join_next().await {
+        match pass {
+            Ok(Ok((q, due))) => {
+                queued += usize::from(q);
+                next_due = earliest(next_due, due);
+            }
+            Ok(Err(e)) => failed = Some(e),
+            Err(e) => failed = Some(StoreError::Unavailable(format!("channel feed task: {e}"))),
         }
     }
-    Ok((queued, next_due))
+    match failed {
+        Some(e) if queued == 0 => Err(e),
+        _ => Ok((queued, next_due)),
+    }
+}
+
+/// Queues one batch for a channel if it has room and something due; returns whether it did, and
+/// when its next held update is due.
+async fn feed_channel(
+    state: Arc<AppState>,
+    channel: ChannelId,
+) -> Result<(bool, Option<Timestamp>), StoreError> {
+    let target = channel_target(&channel);
+    let now = state.clock.now();
+    // A cheap look first: most passes find the channel busy or nothing due.
+    let peek = state
+        .store
+        .availability_due(&channel, &target, 1, now)
+        .await?;
+    // A listing is in one open batch at most, so its updates reach the channel in order; a few
+    // batches may be open at once, so one slow delivery does not hold up the rest.
+    if peek.open >= FEED_OPEN_MAX || peek.listings.is_empty() {
+        return Ok((false, peek.next_due));
+    }
+    let build_channel = channel.clone();
+    let build_target = target.clone();
+    let due = state
+        .store
+        .feed_availability(
+            &channel,
+            &target,
+            FEED_BATCH_MAX,
+            now,
+            FEED_OPEN_MAX,
+            Box::new(move |listings| batch_action(&build_channel, build_target, listings, now)),
+        )
+        .await?;
+    Ok((
+        due.open < FEED_OPEN_MAX && !due.listings.is_empty(),
+        earliest(peek.next_due, due.next_due),
+    ))
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
