@@ -555,6 +555,18 @@ impl Store {
         dispatch!(self.feed_availability(channel, target, limit, now, open_max, build))
     }
 
+    /// Instead of replaying a dead-lettered channel availability batch (whose values may be
+    /// stale by now): makes the listings it still carries due again, so the feeder sends their
+    /// current values, and drops the dead letter with `reason`, in one transaction.
+    pub async fn refresh_dead_availability(
+        &self,
+        id: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<DropOutcome> {
+        dispatch!(self.refresh_dead_availability(id, reason, now))
+    }
+
     /// Inventory events kept but not applied (not from the location's authority), newest last.
     pub async fn divergences(&self, after_seq: i64, limit: usize) -> Result<Vec<Divergence>> {
         dispatch!(self.divergences(after_seq, limit))

@@ -13,6 +13,7 @@ use crate::audit;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Overrides};
 use crate::keys::KeySpec;
+use crate::runtime::inventory::DeadLetterReplay;
 use crossdock_core::access::{Quota, Scopes};
 
 #[derive(Debug, Parser)]
@@ -375,25 +376,48 @@ async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        DlqCommand::Replay { id } => match store.replay_dead_letter(id, now).await? {
-            ReplayOutcome::Replayed => {
-                record(
-                    &store,
-                    &audit::cli_actor(),
-                    "dead_letter.replay",
-                    &format!("action:{id}"),
-                    None,
-                )
-                .await;
-                println!("action {id} is pending again; a running crossdock delivers it shortly");
-                Ok(())
+        DlqCommand::Replay { id } => {
+            match crate::runtime::inventory::replay_dead_letter(&store, id, now).await? {
+                DeadLetterReplay::Refreshed => {
+                    record(
+                        &store,
+                        &audit::cli_actor(),
+                        "dead_letter.replay",
+                        &format!("action:{id}"),
+                        None,
+                    )
+                    .await;
+                    println!(
+                        "action {id} was a channel availability batch: {}; a running crossdock sends them shortly",
+                        crate::runtime::inventory::REFRESHED_REASON
+                    );
+                    Ok(())
+                }
+                DeadLetterReplay::Store(ReplayOutcome::Replayed) => {
+                    record(
+                        &store,
+                        &audit::cli_actor(),
+                        "dead_letter.replay",
+                        &format!("action:{id}"),
+                        None,
+                    )
+                    .await;
+                    println!(
+                        "action {id} is pending again; a running crossdock delivers it shortly"
+                    );
+                    Ok(())
+                }
+                DeadLetterReplay::Store(ReplayOutcome::Superseded { by }) => bail!(
+                    "action {id} was superseded by the newer action {by}; replaying it would send stale data"
+                ),
+                DeadLetterReplay::Store(ReplayOutcome::NotFound) => {
+                    bail!("there is no action {id}")
+                }
+                DeadLetterReplay::Store(ReplayOutcome::NotDead) => {
+                    bail!("action {id} is not in the dead-letter queue")
+                }
             }
-            ReplayOutcome::Superseded { by } => bail!(
-                "action {id} was superseded by the newer action {by}; replaying it would send stale data"
-            ),
-            ReplayOutcome::NotFound => bail!("there is no action {id}"),
-            ReplayOutcome::NotDead => bail!("action {id} is not in the dead-letter queue"),
-        },
+        }
         DlqCommand::Drop { id, reason } => {
             if reason.trim().is_empty() {
                 bail!("--reason must say why the action is dropped");

@@ -10,9 +10,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, append_rows, db, enqueue_rows};
 use crate::model::{
-    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DueListing, FeedBuilder,
-    InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine, ReserveOutcome,
-    ReserveRequest, Shortfall, merge_lines,
+    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DropOutcome, DueListing,
+    FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine,
+    ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
 };
 use crate::{EnqueueResult, Result, StoreError};
 
@@ -666,6 +666,38 @@ impl SqliteStore {
                     .map_err(db("mark listing queued"))?;
             }
             Ok(due)
+        })
+        .await
+    }
+
+    pub(crate) async fn refresh_dead_availability(
+        &self,
+        id: i64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<DropOutcome> {
+        let reason = reason.to_owned();
+        self.write(1, move |conn| {
+            let status: Option<String> = conn
+                .prepare_cached("SELECT status FROM outbox WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(db("read dead letter"))?;
+            match status.as_deref() {
+                None => return Ok(DropOutcome::NotFound),
+                Some("dead") => {}
+                Some(_) => return Ok(DropOutcome::NotDead),
+            }
+            conn.prepare_cached(
+                "UPDATE channel_availability SET queued = NULL, queued_action = NULL WHERE queued_action = ?1",
+            )
+            .and_then(|mut s| s.execute([id]))
+            .map_err(db("mark listings due again"))?;
+            conn.prepare_cached(
+                "UPDATE outbox SET status = 'dropped', drop_reason = ?2, updated_at = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, reason, now.unix_micros()]))
+            .map_err(db("drop dead letter"))?;
+            Ok(DropOutcome::Dropped)
         })
         .await
     }

@@ -21,6 +21,7 @@ use super::problem::{self, Problem};
 use super::query::Query;
 use super::{RequestContext, json, path_id};
 use crate::app::AppState;
+use crate::runtime::inventory::DeadLetterReplay;
 
 const PAGE_LIMIT_MAX: i64 = 1000;
 const DROP_REASON_LEN_MAX: usize = 500;
@@ -480,10 +481,36 @@ pub(super) async fn replay_dead_letter(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id = path_id("id", &id)?;
-    let outcome = state
-        .store
-        .replay_dead_letter(id, state.clock.now())
-        .await?;
+    let outcome =
+        crate::runtime::inventory::replay_dead_letter(&state.store, id, state.clock.now()).await?;
+    let outcome = match outcome {
+        DeadLetterReplay::Store(outcome) => outcome,
+        DeadLetterReplay::Refreshed => {
+            tracing::info!(
+                action_id = id,
+                "dead channel batch replaced by its listings' current values"
+            );
+            state.availability_wake.notify_waiters();
+            audit(
+                &state,
+                &caller,
+                &ctx,
+                "dead_letter.replay",
+                id,
+                "ok: refreshed with current values",
+                None,
+            )
+            .await;
+            return Ok(json(
+                StatusCode::OK,
+                &ActionState {
+                    id,
+                    status: "dropped".into(),
+                    reason: Some(crate::runtime::inventory::REFRESHED_REASON.into()),
+                },
+            ));
+        }
+    };
     let result = match outcome {
         ReplayOutcome::Replayed => {
             tracing::info!(action_id = id, "dead letter replayed");

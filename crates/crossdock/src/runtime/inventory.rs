@@ -14,9 +14,9 @@ use crossdock_core::inventory::{
 use crossdock_core::json::QUANTITY_ABS_MAX;
 use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent, Timestamp};
 use crossdock_store::{
-    AvailabilityChange, AvailabilityRow, CatalogSnapshot, ClaimedAction, Divergence, DueListing,
-    InventoryWrites, NewAction, PositionKey, Projection, ProjectionWrites, ReservationLine,
-    ReserveOutcome, ReserveRequest, Store, StoreError,
+    AvailabilityChange, AvailabilityRow, CatalogSnapshot, ClaimedAction, Divergence, DropOutcome,
+    DueListing, InventoryWrites, NewAction, PositionKey, Projection, ProjectionWrites,
+    ReplayOutcome, ReservationLine, ReserveOutcome, ReserveRequest, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -586,6 +586,49 @@ pub async fn acknowledged(state: &AppState, action: &ClaimedAction) {
     {
         tracing::warn!(error = %e, "cannot record published quantities");
     }
+}
+
+/// What replaying a dead letter did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadLetterReplay {
+    /// An ordinary action: the store's outcome.
+    Store(ReplayOutcome),
+    /// A channel availability batch: not sent again as it was (its values may be stale); the
+    /// listings it still carries are due again with their current values, and it is dropped.
+    Refreshed,
+}
+
+/// Why a replayed availability batch is dropped rather than sent.
+pub const REFRESHED_REASON: &str =
+    "replayed: its listings are sent again with their current values instead";
+
+/// Replays a dead letter. A channel's availability batch is never re-sent as it was: what its
+/// listings may show has likely moved on, so they are queued again with their current values.
+pub async fn replay_dead_letter(
+    store: &Store,
+    id: i64,
+    now: Timestamp,
+) -> Result<DeadLetterReplay, StoreError> {
+    let is_batch = store.action(id).await?.is_some_and(|a| {
+        a.target.starts_with("channel-")
+            && serde_json::from_str::<AvailabilityBatch>(&a.payload)
+                .is_ok_and(|b| b.kind == "channel.availability")
+    });
+    if !is_batch {
+        return Ok(DeadLetterReplay::Store(
+            store.replay_dead_letter(id, now).await?,
+        ));
+    }
+    Ok(
+        match store
+            .refresh_dead_availability(id, REFRESHED_REASON, now)
+            .await?
+        {
+            DropOutcome::Dropped => DeadLetterReplay::Refreshed,
+            DropOutcome::NotFound => DeadLetterReplay::Store(ReplayOutcome::NotFound),
+            DropOutcome::NotDead => DeadLetterReplay::Store(ReplayOutcome::NotDead),
+        },
+    )
 }
 
 /// The source of the events crossdock records for its own reservations.

@@ -22,6 +22,7 @@ crate::backend_tests!(
     any_order_of_the_same_events_gives_the_same_stock,
     increases_wait_and_never_overtake_a_decrease,
     a_listing_is_in_one_open_batch_at_most,
+    a_dead_batch_is_replayed_with_current_values,
     bad_inventory_input_is_refused_whole,
     sixty_four_reservers_never_oversell,
     kit_orders_sharing_components_never_reserve_beyond_atp,
@@ -34,6 +35,8 @@ crate::backend_tests!(
 struct FakeChannel {
     sent: Mutex<Vec<(String, i64)>>,
     held: std::sync::atomic::AtomicBool,
+    /// While set, every batch is refused for good (it goes straight to the dead letters).
+    refuse: std::sync::atomic::AtomicBool,
     in_flight: Mutex<Vec<Vec<String>>>,
     overlaps: Mutex<Vec<String>>,
 }
@@ -61,6 +64,11 @@ impl Deliverer for FakeChannel {
         Box::pin(async move {
             let batch: Value = serde_json::from_str(&action.payload).unwrap();
             assert_eq!(batch["type"], "channel.availability");
+            if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                return DeliveryOutcome::Permanent {
+                    error: "HTTP 401".into(),
+                };
+            }
             assert_eq!(batch["channel"], "shop");
             let updates: Vec<(String, i64)> = batch["updates"]
                 .as_array()
@@ -612,6 +620,90 @@ async fn a_listing_is_in_one_open_batch_at_most(db: TestDb) {
         channel.overlaps.lock().unwrap().is_empty(),
         "a listing was in two open batches"
     );
+}
+
+async fn a_dead_batch_is_replayed_with_current_values(db: TestDb) {
+    let channel = Arc::new(FakeChannel::default());
+    let app = spawn(db, None, &channel).await;
+    catalog(&app, json!({}), 0).await;
+    let event = |id: &str, kind: &str, quantity: i64| {
+        movement(
+            "erp",
+            id,
+            kind,
+            json!({"sku": "MUG", "location": "wh-1", "quantity": quantity}),
+        )
+    };
+    let dead = || async {
+        let (_, page) = app.get("/v1/dead-letters").await;
+        page["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    // The channel refuses the first batch (10 mugs): it is dead-lettered.
+    channel
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    post(&app, vec![event("r-1", "inventory.received", 10)]).await;
+    app.eventually("the batch is dead-lettered", || async {
+        !dead().await.is_empty()
+    })
+    .await;
+    let first = dead().await[0];
+    channel
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Replayed with nothing changed since: the listings go again, with their current values.
+    let (status, replay) = app
+        .post_json(&format!("/v1/dead-letters/{first}/replay"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{replay}");
+    assert_eq!(replay["status"], "dropped", "{replay}");
+    app.eventually("the current value is sent", || async {
+        channel.sent("shop-mug") == [10]
+    })
+    .await;
+    app.eventually("and acknowledged", || async {
+        available(&app, "MUG", "shop-mug").await == (10, Some(10))
+    })
+    .await;
+    // A batch refused again, then the stock moves on and the channel is told 7. Replaying the
+    // old batch now must not send its stale 12.
+    channel
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    post(&app, vec![event("r-2", "inventory.received", 2)]).await;
+    app.eventually("the second batch is dead-lettered", || async {
+        dead().await.len() == 1
+    })
+    .await;
+    let second = dead().await[0];
+    channel
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    post(&app, vec![event("s-1", "inventory.shipped", 5)]).await;
+    app.eventually("the newer value is sent", || async {
+        channel.sent("shop-mug") == [10, 7]
+    })
+    .await;
+    let (status, replay) = app
+        .post_json(&format!("/v1/dead-letters/{second}/replay"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, replay["status"].as_str()),
+        (200, Some("dropped")),
+        "{replay}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        channel.sent("shop-mug"),
+        [10, 7],
+        "a stale value was sent again"
+    );
+    assert!(dead().await.is_empty());
 }
 
 async fn bad_inventory_input_is_refused_whole(db: TestDb) {
