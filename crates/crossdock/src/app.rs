@@ -44,6 +44,8 @@ pub struct AppState {
     pub availability_wake: Arc<Notify>,
     /// The catalog as the inventory engine and routes see it, read again when it changes.
     pub catalog: crate::runtime::inventory::CatalogCache,
+    /// The delivery targets this process runs workers for.
+    pub target_names: std::collections::BTreeSet<String>,
 }
 
 /// Builds an [`App`]: configuration plus what tests may replace (the clock, extra targets).
@@ -137,6 +139,7 @@ impl AppBuilder {
             claims: crate::http::idempotency::Claims::default(),
             availability_wake: Arc::new(Notify::new()),
             catalog: crate::runtime::inventory::CatalogCache::default(),
+            target_names: targets.iter().map(|t| t.name.clone()).collect(),
         });
         Ok(App {
             state,

@@ -469,6 +469,9 @@ async fn feed_channel(
     channel: ChannelId,
 ) -> Result<(bool, Option<Timestamp>), StoreError> {
     let target = channel_target(&channel);
+    if !state.target_names.contains(&target) {
+        warn_untargeted(&channel, &target);
+    }
     let now = state.clock.now();
     // A cheap look first: most passes find the channel busy or nothing due.
     let peek = state
@@ -497,6 +500,23 @@ async fn feed_channel(
         due.open < FEED_OPEN_MAX && !due.listings.is_empty(),
         earliest(peek.next_due, due.next_due),
     ))
+}
+
+/// Says once per channel that its updates wait for a delivery target nobody configured: they
+/// are queued (at most [`FEED_OPEN_MAX`] batches) and go once the target exists.
+fn warn_untargeted(channel: &ChannelId, target: &str) {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = WARNED
+        .lock()
+        .map(|mut warned| warned.insert(channel.to_string()))
+        .unwrap_or(false);
+    if first {
+        tracing::warn!(
+            channel = %channel,
+            "channel {channel} has no delivery target: its availability updates wait in the outbox \
+             until a target named {target} is configured ([targets.{target}])"
+        );
+    }
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
