@@ -123,20 +123,39 @@ impl CatalogIndex {
 }
 
 /// A catalog snapshot shared by the engine and the routes, read again when the catalog changes.
+/// One caller rebuilds it (off the async threads: a large catalog takes a while); the others
+/// wait for that rebuild instead of each doing their own.
 #[derive(Debug, Default)]
-pub struct CatalogCache(Mutex<Option<Arc<CatalogIndex>>>);
+pub struct CatalogCache {
+    current: Mutex<Option<Arc<CatalogIndex>>>,
+    rebuild: tokio::sync::Mutex<()>,
+}
 
 impl CatalogCache {
     pub async fn get(&self, store: &Store) -> Result<Arc<CatalogIndex>, StoreError> {
         let version = store.catalog_version().await?;
-        if let Some(index) = self.0.lock().ok().and_then(|c| c.clone())
-            && index.snapshot.version == version
-        {
+        let cached = |at_least: i64| {
+            self.current
+                .lock()
+                .ok()
+                .and_then(|c| c.clone())
+                .filter(|index| index.snapshot.version >= at_least)
+        };
+        if let Some(index) = cached(version) {
             return Ok(index);
         }
-        let index = Arc::new(CatalogIndex::build(store.catalog_snapshot().await?));
-        if let Ok(mut cache) = self.0.lock() {
-            *cache = Some(index.clone());
+        let _rebuilding = self.rebuild.lock().await;
+        // Whoever held the lock before may have rebuilt it already.
+        if let Some(index) = cached(version) {
+            return Ok(index);
+        }
+        let snapshot = store.catalog_snapshot().await?;
+        let index = tokio::task::spawn_blocking(move || CatalogIndex::build(snapshot))
+            .await
+            .map(Arc::new)
+            .map_err(|e| StoreError::Unavailable(format!("catalog rebuild failed: {e}")))?;
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(index.clone());
         }
         Ok(index)
     }
