@@ -802,28 +802,7 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<DropOutcome> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(pgerr("read dead letter"))?;
-        let outcome = match status.as_deref() {
-            None => DropOutcome::NotFound,
-            Some(s) if s != ActionStatus::Dead.as_str() => DropOutcome::NotDead,
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE outbox SET status = 'dropped', drop_reason = $2, updated_at = $3 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(reason)
-                .bind(now.unix_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err(pgerr("drop dead letter"))?;
-                DropOutcome::Dropped
-            }
-        };
+        let outcome = drop_dead_in(&mut tx, id, reason, now).await?;
         tx.commit().await.map_err(pgerr("commit drop"))?;
         Ok(outcome)
     }
@@ -1684,4 +1663,34 @@ fn action_row(r: &PgRow) -> Result<ActionRecord> {
     record.status = ActionStatus::parse(&status)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown action status {status}")))?;
     Ok(record)
+}
+
+/// Drops a dead letter inside a transaction (the row stays locked until it ends).
+pub(super) async fn drop_dead_in(
+    tx: &mut Transaction<'static, Postgres>,
+    id: i64,
+    reason: &str,
+    now: Timestamp,
+) -> Result<DropOutcome> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(pgerr("read dead letter"))?;
+    match status.as_deref() {
+        None => return Ok(DropOutcome::NotFound),
+        Some(s) if s != ActionStatus::Dead.as_str() => return Ok(DropOutcome::NotDead),
+        Some(_) => {}
+    }
+    sqlx::query(
+        "UPDATE outbox SET status = 'dropped', drop_reason = $2, updated_at = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(now.unix_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("drop dead letter"))?;
+    Ok(DropOutcome::Dropped)
 }

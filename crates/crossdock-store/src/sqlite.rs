@@ -879,25 +879,8 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<DropOutcome> {
         let reason = reason.to_owned();
-        self.write(1, move |conn| {
-            let status: Option<String> = conn
-                .query_row("SELECT status FROM outbox WHERE id = ?1", [id], |r| r.get(0))
-                .optional()
-                .map_err(db("read dead letter"))?;
-            match status.as_deref() {
-                None => Ok(DropOutcome::NotFound),
-                Some(s) if s != ActionStatus::Dead.as_str() => Ok(DropOutcome::NotDead),
-                Some(_) => {
-                    conn.execute(
-                        "UPDATE outbox SET status = 'dropped', drop_reason = ?2, updated_at = ?3 WHERE id = ?1",
-                        params![id, reason, now.unix_micros()],
-                    )
-                    .map_err(db("drop dead letter"))?;
-                    Ok(DropOutcome::Dropped)
-                }
-            }
-        })
-        .await
+        self.write(1, move |conn| drop_dead_row(conn, id, &reason, now))
+            .await
     }
 }
 
@@ -1610,4 +1593,28 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
             None => commit.clone(),
         });
     }
+}
+
+/// Drops a dead letter inside the writer's transaction.
+pub(super) fn drop_dead_row(
+    conn: &Connection,
+    id: i64,
+    reason: &str,
+    now: Timestamp,
+) -> Result<DropOutcome> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM outbox WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(db("read dead letter"))?;
+    match status.as_deref() {
+        None => return Ok(DropOutcome::NotFound),
+        Some(s) if s != ActionStatus::Dead.as_str() => return Ok(DropOutcome::NotDead),
+        Some(_) => {}
+    }
+    conn.prepare_cached(
+        "UPDATE outbox SET status = 'dropped', drop_reason = ?2, updated_at = ?3 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, reason, now.unix_micros()]))
+    .map_err(db("drop dead letter"))?;
+    Ok(DropOutcome::Dropped)
 }

@@ -8,7 +8,7 @@ use crossdock_core::catalog::{ChannelId, ChannelSku, Component, LocationId, Sku}
 use crossdock_core::inventory::{Delta, DeltaKind, Position, Snapshot};
 use sqlx::{Postgres, Transaction};
 
-use super::{PgStore, append_in, enqueue_rows, pgerr};
+use super::{PgStore, append_in, drop_dead_in, enqueue_rows, pgerr};
 use crate::model::{
     AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DropOutcome, DueListing,
     FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine,
@@ -740,35 +740,18 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<DropOutcome> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(pgerr("read dead letter"))?;
-        match status.as_deref() {
-            None => return Ok(DropOutcome::NotFound),
-            Some("dead") => {}
-            Some(_) => return Ok(DropOutcome::NotDead),
+        let outcome = drop_dead_in(&mut tx, id, reason, now).await?;
+        if outcome == DropOutcome::Dropped {
+            sqlx::query(
+                "UPDATE channel_availability SET queued = NULL, queued_action = NULL WHERE queued_action = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("mark listings due again"))?;
         }
-        sqlx::query(
-            "UPDATE channel_availability SET queued = NULL, queued_action = NULL WHERE queued_action = $1",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(pgerr("mark listings due again"))?;
-        sqlx::query(
-            "UPDATE outbox SET status = 'dropped', drop_reason = $2, updated_at = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(reason)
-        .bind(now.unix_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(pgerr("drop dead letter"))?;
         tx.commit().await.map_err(pgerr("commit refresh"))?;
-        Ok(DropOutcome::Dropped)
+        Ok(outcome)
     }
 
     pub(crate) async fn divergences(

@@ -8,7 +8,7 @@ use crossdock_core::catalog::{ChannelId, ChannelSku, Component, LocationId, Sku}
 use crossdock_core::inventory::{Delta, DeltaKind, Position, Snapshot};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{SqliteStore, append_rows, db, enqueue_rows};
+use super::{SqliteStore, append_rows, db, drop_dead_row, enqueue_rows};
 use crate::model::{
     AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DropOutcome, DueListing,
     FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine,
@@ -678,26 +678,15 @@ impl SqliteStore {
     ) -> Result<DropOutcome> {
         let reason = reason.to_owned();
         self.write(1, move |conn| {
-            let status: Option<String> = conn
-                .prepare_cached("SELECT status FROM outbox WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(db("read dead letter"))?;
-            match status.as_deref() {
-                None => return Ok(DropOutcome::NotFound),
-                Some("dead") => {}
-                Some(_) => return Ok(DropOutcome::NotDead),
+            let outcome = drop_dead_row(conn, id, &reason, now)?;
+            if outcome == DropOutcome::Dropped {
+                conn.prepare_cached(
+                    "UPDATE channel_availability SET queued = NULL, queued_action = NULL WHERE queued_action = ?1",
+                )
+                .and_then(|mut s| s.execute([id]))
+                .map_err(db("mark listings due again"))?;
             }
-            conn.prepare_cached(
-                "UPDATE channel_availability SET queued = NULL, queued_action = NULL WHERE queued_action = ?1",
-            )
-            .and_then(|mut s| s.execute([id]))
-            .map_err(db("mark listings due again"))?;
-            conn.prepare_cached(
-                "UPDATE outbox SET status = 'dropped', drop_reason = ?2, updated_at = ?3 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, reason, now.unix_micros()]))
-            .map_err(db("drop dead letter"))?;
-            Ok(DropOutcome::Dropped)
+            Ok(outcome)
         })
         .await
     }

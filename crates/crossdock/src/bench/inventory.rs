@@ -44,11 +44,7 @@ impl crate::runtime::delivery::Deliverer for Acknowledge {
         action: &'a crossdock_store::ClaimedAction,
     ) -> crate::runtime::delivery::DeliveryFuture<'a> {
         Box::pin(async move {
-            let now = Timestamp::from_unix_micros(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
-            );
+            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
             if let Ok(batch) = serde_json::from_str::<crate::runtime::inventory::AvailabilityBatch>(
                 &action.payload,
             ) && let Ok(mut arrived) = self.arrived.lock()
