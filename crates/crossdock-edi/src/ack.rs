@@ -5,6 +5,7 @@ use crate::envelope::{GroupHeader, GroupReport, InterchangeHeader};
 use crate::problem::{Level, Problem, segment_code};
 use crate::read::{SetRead, TypedHandler};
 use crate::sets::{Document, ElementError, FunctionalAck, SegmentError, SetAck};
+use crate::text::Text;
 use crate::writer::{EnvelopeOptions, InterchangeWriter, WriteError};
 
 /// AK4s per AK3 allowed by the standard.
@@ -12,19 +13,19 @@ const ELEMENT_ERRORS_MAX: usize = 99;
 
 /// The AK2 loop for one set, from the problems found in it.
 pub fn set_ack(id: &str, control: &str, problems: &[Problem]) -> SetAck {
-    let mut codes = Vec::new();
+    let mut codes: Vec<Text> = Vec::new();
     let mut segments: Vec<SegmentError> = Vec::new();
     for problem in problems {
         match problem.level {
             Level::Set(code) => {
-                let code = code.to_string();
+                let code = Text::from(code.to_string());
                 if !codes.contains(&code) && codes.len() < 5 {
                     codes.push(code);
                 }
             }
             Level::Segment(code) | Level::Element(code) => {
                 let position = u64::from(problem.position.segment.unwrap_or(0));
-                let id = problem.position.segment_id.clone().unwrap_or_default();
+                let id = Text::from(problem.position.segment_id.as_deref().unwrap_or_default());
                 let element = matches!(problem.level, Level::Element(_));
                 let segment_code = if element {
                     segment_code::HAS_ELEMENT_ERRORS
@@ -41,7 +42,7 @@ pub fn set_ack(id: &str, control: &str, problems: &[Problem]) -> SetAck {
                             id,
                             position,
                             loop_id: None,
-                            code: Some(segment_code.to_string()),
+                            code: Some(segment_code.to_string().into()),
                             elements: Vec::new(),
                         });
                         segments.len() - 1
@@ -51,21 +52,21 @@ pub fn set_ack(id: &str, control: &str, problems: &[Problem]) -> SetAck {
                     segments[at].elements.push(ElementError {
                         position: u64::from(problem.position.element.unwrap_or(0)),
                         reference: None,
-                        code: code.to_string(),
-                        value: bad_value(&problem.found),
+                        code: code.to_string().into(),
+                        value: bad_value(&problem.found).map(Text::from),
                     });
                 }
             }
             Level::Group(_) | Level::Interchange | Level::Warning => {}
         }
     }
-    if !segments.is_empty() && !codes.contains(&"5".to_string()) && codes.len() < 5 {
+    if !segments.is_empty() && !codes.iter().any(|c| c == "5") && codes.len() < 5 {
         codes.push("5".into());
     }
     let status = if codes.is_empty() { "A" } else { "R" };
     SetAck {
-        id: id.to_string(),
-        control: control.to_string(),
+        id: id.into(),
+        control: control.into(),
         segments,
         status: status.into(),
         codes,
@@ -90,10 +91,10 @@ fn bad_value(found: &str) -> Option<String> {
 
 /// The 997 for one group, from its report and the AK2 loops of its sets.
 pub fn group_ack(report: &GroupReport, sets: Vec<SetAck>) -> FunctionalAck {
-    let mut codes: Vec<String> = Vec::new();
+    let mut codes: Vec<Text> = Vec::new();
     for problem in &report.problems {
         if let Level::Group(code) = problem.level {
-            let code = code.to_string();
+            let code = Text::from(code.to_string());
             if !codes.contains(&code) && codes.len() < 5 {
                 codes.push(code);
             }
@@ -115,10 +116,10 @@ pub fn group_ack(report: &GroupReport, sets: Vec<SetAck>) -> FunctionalAck {
         .header
         .version
         .starts_with("005")
-        .then(|| report.header.version.clone());
+        .then(|| Text::from(report.header.version.as_str()));
     FunctionalAck {
-        functional_id: report.header.functional_id.clone(),
-        group_control: report.header.control.clone(),
+        functional_id: report.header.functional_id.as_str().into(),
+        group_control: report.header.control.as_str().into(),
         version,
         sets,
         status: status.into(),

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::problem::{Level, Position, Problem, group_code, set_code};
 use crate::reader::{ReadError, SliceReader, StreamReader};
-use crate::segment::{quote, text};
+use crate::segment::{id_code, quote, text};
 use crate::{Delimiters, Segment};
 
 /// The interchange header (ISA), its padding trimmed.
@@ -169,6 +169,13 @@ pub struct Stats {
     pub errors: u64,
 }
 
+const ISA: u32 = id_code(b"ISA");
+const IEA: u32 = id_code(b"IEA");
+const GS: u32 = id_code(b"GS");
+const GE: u32 = id_code(b"GE");
+const ST: u32 = id_code(b"ST");
+const SE: u32 = id_code(b"SE");
+
 fn element_text(segment: &Segment<'_>, n: usize) -> String {
     segment.element(n).map(text).unwrap_or_default()
 }
@@ -260,15 +267,9 @@ impl Walker {
     #[inline]
     pub fn segment(&mut self, segment: &Segment<'_>, handler: &mut impl Handler) {
         self.stats.segments += 1;
-        let raw = segment.raw();
         // The hot path: a body segment of an open set.
-        let envelope = match raw.first() {
-            Some(b'I' | b'G' | b'S' | b'T') => {
-                let id = segment.id();
-                matches!(id, b"ISA" | b"IEA" | b"GS" | b"GE" | b"ST" | b"SE")
-            }
-            _ => false,
-        };
+        let code = segment.code();
+        let envelope = matches!(code, ISA | IEA | GS | GE | ST | SE);
         if !envelope {
             match &mut self.set {
                 Some(set) => {
@@ -304,12 +305,12 @@ impl Walker {
             }
             return;
         }
-        match segment.id() {
-            b"ISA" => self.open_interchange(segment, handler),
-            b"IEA" => self.close_interchange(Some(segment), handler),
-            b"GS" => self.open_group(segment, handler),
-            b"GE" => self.close_group(Some(segment), handler),
-            b"ST" => self.open_set(segment, handler),
+        match code {
+            ISA => self.open_interchange(segment, handler),
+            IEA => self.close_interchange(Some(segment), handler),
+            GS => self.open_group(segment, handler),
+            GE => self.close_group(Some(segment), handler),
+            ST => self.open_set(segment, handler),
             _ => self.close_set(Some(segment), handler),
         }
     }

@@ -14,13 +14,16 @@
 pub mod ack;
 pub mod delimiters;
 pub mod envelope;
+pub mod generate;
 pub mod problem;
 pub mod read;
 pub mod reader;
 pub mod segment;
 pub mod sets;
+pub mod text;
 pub mod writer;
 
 pub use delimiters::Delimiters;
 pub use problem::{Level, Position, Problem};
 pub use segment::Segment;
+pub use text::Text;

@@ -88,7 +88,7 @@ impl<H: TypedHandler> Handler for Typed<'_, H> {
                 .spans
                 .iter()
                 .map(|&(start, end, offset)| {
-                    Segment::new(&self.body[start..end], offset, self.delimiters)
+                    Segment::within(&self.body, start, end, offset, self.delimiters)
                 })
                 .collect();
             let position = Position {

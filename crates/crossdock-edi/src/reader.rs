@@ -210,8 +210,10 @@ impl<'a> Iterator for SliceReader<'a> {
             Scan::Segment { start, end, next } => {
                 self.pos = next.min(self.buf.len());
                 let delimiters = delimiters.or(self.tokenizer.delimiters)?;
-                Some(Ok(Segment::new(
-                    &self.buf[start..end],
+                Some(Ok(Segment::within(
+                    self.buf,
+                    start,
+                    end,
                     start as u64,
                     delimiters,
                 )))
@@ -269,8 +271,10 @@ impl<R: Read> StreamReader<R> {
                 Scan::Segment { start, end, next } => {
                     self.start = next.min(self.end);
                     let delimiters = delimiters.or(self.tokenizer.delimiters)?;
-                    return Some(Ok(Segment::new(
-                        &self.buf[start..end],
+                    return Some(Ok(Segment::within(
+                        &self.buf[..self.end],
+                        start,
+                        end,
                         self.base + start as u64,
                         delimiters,
                     )));

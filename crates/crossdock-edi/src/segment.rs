@@ -7,6 +7,9 @@ use crate::Delimiters;
 #[derive(Clone, Copy)]
 pub struct Segment<'a> {
     raw: &'a [u8],
+    /// `raw` and up to 64 bytes of the input after it: element splitting reads whole 64-byte
+    /// windows from here instead of copying the last one.
+    padded: &'a [u8],
     offset: u64,
     delimiters: Delimiters,
 }
@@ -21,6 +24,25 @@ impl<'a> Segment<'a> {
     pub fn new(raw: &'a [u8], offset: u64, delimiters: Delimiters) -> Self {
         Segment {
             raw,
+            padded: raw,
+            offset,
+            delimiters,
+        }
+    }
+
+    /// A segment of `buf[start..end]`; the bytes after `end` in `buf` (up to 64) only speed up
+    /// element splitting.
+    pub fn within(
+        buf: &'a [u8],
+        start: usize,
+        end: usize,
+        offset: u64,
+        delimiters: Delimiters,
+    ) -> Self {
+        let padded = &buf[start..buf.len().min(end + WINDOW)];
+        Segment {
+            raw: &padded[..end - start],
+            padded,
             offset,
             delimiters,
         }
@@ -42,30 +64,40 @@ impl<'a> Segment<'a> {
 
     /// The segment id (`ST`, `PO1`, …): the bytes before the first element separator.
     pub fn id(&self) -> &'a [u8] {
-        match memchr::memchr(self.delimiters.element, self.raw) {
+        let separator = self.delimiters.element;
+        match self.raw.iter().position(|&b| b == separator) {
             Some(end) => &self.raw[..end],
             None => self.raw,
         }
     }
 
     /// True when the segment id is `id`.
+    #[inline]
     pub fn is(&self, id: &str) -> bool {
-        let id = id.as_bytes();
-        self.raw.starts_with(id)
-            && self
-                .raw
-                .get(id.len())
-                .is_none_or(|&b| b == self.delimiters.element)
+        self.code() == id_code(id.as_bytes())
+    }
+
+    /// The segment id packed in a number (see [`id_code`]), for fast comparisons.
+    #[inline]
+    pub fn code(&self) -> u32 {
+        let separator = self.delimiters.element;
+        let r = self.raw;
+        let len = match r.len() {
+            0 => 0,
+            1 => 1,
+            _ if r[1] == separator => 1,
+            2 => 2,
+            _ if r[2] == separator => 2,
+            3 => 3,
+            _ if r[3] == separator => 3,
+            _ => return u32::MAX,
+        };
+        id_code(&r[..len])
     }
 
     /// The elements after the id, in order; an empty element is an empty slice.
     pub fn elements(&self) -> Elements<'a> {
-        let rest =
-            memchr::memchr(self.delimiters.element, self.raw).map(|end| &self.raw[end + 1..]);
-        Elements {
-            rest,
-            separator: self.delimiters.element,
-        }
+        Elements::after_id(self.padded, self.raw.len(), self.delimiters.element)
     }
 
     /// Element `n`, counted from 1 as X12 does (`BEG03` is `element(3)`); `None` when the segment
@@ -94,11 +126,98 @@ impl<'a> Segment<'a> {
     }
 }
 
-/// The elements of a segment, split on the element separator with `memchr`.
+/// A segment id of up to three bytes packed in a number: the bytes, then the length. Longer ids
+/// (which X12 does not have) all map to `u32::MAX`.
+#[inline]
+pub const fn id_code(id: &[u8]) -> u32 {
+    match id {
+        [] => 0,
+        [a] => *a as u32 | 1 << 24,
+        [a, b] => *a as u32 | (*b as u32) << 8 | 2 << 24,
+        [a, b, c] => *a as u32 | (*b as u32) << 8 | (*c as u32) << 16 | 3 << 24,
+        _ => u32::MAX,
+    }
+}
+
+/// The elements of a segment. Separators are found 64 bytes at a time as a bit mask (a loop
+/// the compiler turns into vector compares), then taken one set bit at a time, so splitting costs
+/// about the same whether elements are short or long.
 #[derive(Debug, Clone)]
 pub struct Elements<'a> {
-    rest: Option<&'a [u8]>,
+    /// The segment followed by whatever input is at hand; only `..len` is the segment.
+    raw: &'a [u8],
+    len: usize,
+    /// Where the next element starts.
+    start: usize,
+    /// Where the 64-byte window of `mask` starts.
+    window: usize,
+    /// Separators in the window not yet taken.
+    mask: u64,
+    done: bool,
     separator: u8,
+}
+
+const WINDOW: usize = 64;
+
+/// Bit `i` set where byte `i` of an 8-byte word is `separator` (SWAR: exact, no false
+/// positives).
+#[inline(always)]
+fn word_mask(word: u64, separator: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = word ^ (u64::from(separator) * 0x0101_0101_0101_0101);
+    // The high bit of each byte of `zero` is set exactly where that byte of `x` is 0.
+    let zero = !(((x & LOW7) + LOW7) | x | LOW7);
+    // Gather the eight high bits into the low byte, byte 0 to bit 0.
+    (zero >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// Separators among the first `len` bytes (at most 64) of `bytes`.
+#[inline]
+fn window_mask(bytes: &[u8], len: usize, separator: u8) -> u64 {
+    #[inline(always)]
+    fn full(window: &[u8; WINDOW], separator: u8) -> u64 {
+        let mut mask = 0u64;
+        for (i, word) in window.chunks_exact(8).enumerate() {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            mask |= word_mask(word, separator) << (8 * i);
+        }
+        mask
+    }
+    let keep = if len >= WINDOW {
+        u64::MAX
+    } else {
+        (1u64 << len) - 1
+    };
+    match bytes.first_chunk::<WINDOW>() {
+        Some(window) => full(window, separator) & keep,
+        None => {
+            let len = len.min(bytes.len());
+            let mut window = [0u8; WINDOW];
+            window[..len].copy_from_slice(&bytes[..len]);
+            full(&window, separator) & keep
+        }
+    }
+}
+
+impl<'a> Elements<'a> {
+    /// The elements after the id of segment `raw`.
+    fn after_id(raw: &'a [u8], len: usize, separator: u8) -> Self {
+        let mut elements = Elements {
+            raw,
+            len,
+            start: 0,
+            window: 0,
+            mask: window_mask(raw, len, separator),
+            done: false,
+            separator,
+        };
+        if elements.mask == 0 && len <= WINDOW {
+            elements.done = true;
+        } else {
+            elements.next();
+        }
+        elements
+    }
 }
 
 impl<'a> Iterator for Elements<'a> {
@@ -106,16 +225,27 @@ impl<'a> Iterator for Elements<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        match memchr::memchr(self.separator, rest) {
-            Some(end) => {
-                self.rest = Some(&rest[end + 1..]);
-                Some(&rest[..end])
+        if self.done {
+            return None;
+        }
+        loop {
+            if self.mask != 0 {
+                let at = self.window + self.mask.trailing_zeros() as usize;
+                self.mask &= self.mask - 1;
+                let element = &self.raw[self.start..at];
+                self.start = at + 1;
+                return Some(element);
             }
-            None => {
-                self.rest = None;
-                Some(rest)
+            self.window += WINDOW;
+            if self.window >= self.len {
+                self.done = true;
+                return Some(&self.raw[self.start..self.len]);
             }
+            self.mask = window_mask(
+                &self.raw[self.window..],
+                self.len - self.window,
+                self.separator,
+            );
         }
     }
 }
@@ -181,6 +311,54 @@ mod tests {
         let s = seg(b"SV1*HC:99213:25*50");
         let parts: Vec<_> = s.components(1).collect();
         assert_eq!(parts, vec![&b"HC"[..], b"99213", b"25"]);
+    }
+
+    #[test]
+    fn word_masks_are_exact() {
+        for separator in [0u8, b'*', 0x7f, 0x80, 0xff] {
+            for seed in 0..2000u64 {
+                let mut bytes = [0u8; 8];
+                let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+                for b in &mut bytes {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = match x % 4 {
+                        0 => separator,
+                        1 => separator.wrapping_add(1),
+                        2 => separator ^ 0x80,
+                        _ => x as u8,
+                    };
+                }
+                let expected = bytes
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |m, (i, &b)| m | (u64::from(b == separator) << i));
+                assert_eq!(
+                    word_mask(u64::from_le_bytes(bytes), separator),
+                    expected,
+                    "{bytes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_segments_split_across_windows() {
+        let mut raw = b"REF".to_vec();
+        let mut expected = Vec::new();
+        for i in 0..50 {
+            raw.push(b'*');
+            let element = "x".repeat(i % 7);
+            raw.extend_from_slice(element.as_bytes());
+            expected.push(element);
+        }
+        let s = seg(&raw);
+        let got: Vec<String> = s
+            .elements()
+            .map(|e| String::from_utf8(e.to_vec()).unwrap())
+            .collect();
+        assert_eq!(got, expected);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `config check`, `dlq`, `replay`, `bench`.
+//! The command line: `serve`, `migrate`, `config check`, `keys`, `dlq`, `replay`, `explain`,
+//! `edi`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read, check and acknowledge X12 EDI files.
+    #[command(subcommand)]
+    Edi(crate::edi::EdiCommand),
     /// Measure ingest, deduplication and replay throughput against baselines.
     Bench(crate::bench::BenchArgs),
 }
@@ -220,6 +224,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rebuild,
         } => replay(&config, &consumer, from, from_time.as_deref(), rebuild).await,
         Command::Explain { sku, channel, json } => explain(&config, &sku, &channel, json).await,
+        Command::Edi(command) => tokio::task::spawn_blocking(move || crate::edi::run(command))
+            .await
+            .context("the EDI command stopped")?,
         Command::Bench(args) => crate::bench::run(&args).await,
     }
 }

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod edi;
 pub mod explain;
 pub mod http;
 pub mod ingest;

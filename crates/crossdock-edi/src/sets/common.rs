@@ -3,8 +3,11 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use crate::Segment;
 use crate::problem::{Level, Position, Problem, element_code, segment_code};
+use crate::segment::id_code;
 use crate::segment::quote;
 use crate::writer::{SegmentWriter, WriteError};
 
@@ -12,7 +15,7 @@ use crate::writer::{SegmentWriter, WriteError};
 /// point, kept as written so it is written back the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct Decimal(String);
+pub struct Decimal(Text);
 
 impl Decimal {
     pub fn parse(text: &str) -> Option<Decimal> {
@@ -26,11 +29,11 @@ impl Decimal {
                 _ => return None,
             }
         }
-        (numerals > 0 && points <= 1 && text.len() <= 24).then(|| Decimal(text.to_string()))
+        (numerals > 0 && points <= 1 && text.len() <= 24).then(|| Decimal(Text::new(text)))
     }
 
     pub fn from_integer(value: i64) -> Decimal {
-        Decimal(value.to_string())
+        Decimal(Text::from(value.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -63,38 +66,38 @@ impl std::fmt::Display for Decimal {
 /// `SK` SKU, `IN` buyer's item number, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ItemId {
-    pub qualifier: String,
-    pub id: String,
+    pub qualifier: Text,
+    pub id: Text,
 }
 
 /// A reference (REF or N9): a qualifier and a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reference {
-    pub qualifier: String,
-    pub value: String,
+    pub qualifier: Text,
+    pub value: Text,
 }
 
 /// A date with its qualifier (DTM or G62).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DateRef {
-    pub qualifier: String,
-    pub date: String,
+    pub qualifier: Text,
+    pub date: Text,
 }
 
 /// A party (the N1 loop: N1, N3, N4): ship-to, bill-to, ship-from, warehouse, …
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Party {
     /// N101: `ST` ship to, `BT` bill to, `SF` ship from, `WH` warehouse, `VN` vendor, …
-    pub role: String,
-    pub name: Option<String>,
-    pub id_qualifier: Option<String>,
-    pub id: Option<String>,
+    pub role: Text,
+    pub name: Option<Text>,
+    pub id_qualifier: Option<Text>,
+    pub id: Option<Text>,
     /// N301 and N302, as written.
-    pub address: Vec<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub postal_code: Option<String>,
-    pub country: Option<String>,
+    pub address: Vec<Text>,
+    pub city: Option<Text>,
+    pub state: Option<Text>,
+    pub postal_code: Option<Text>,
+    pub country: Option<Text>,
 }
 
 /// The reader of one set's body: a cursor over its segments that passes over segments the set
@@ -103,9 +106,14 @@ pub struct Party {
 pub struct SetReader<'s, 'a> {
     segments: &'s [Segment<'a>],
     pos: usize,
-    known: &'static [&'static str],
+    known_codes: Vec<u32>,
+    /// The id code of the segment at `code_pos`, once looked at.
+    code_pos: usize,
+    code: u32,
     position: Position,
     problems: Vec<Problem>,
+    /// The elements of the segment last taken, split once.
+    elements: Vec<&'a [u8]>,
 }
 
 impl<'s, 'a> SetReader<'s, 'a> {
@@ -113,35 +121,49 @@ impl<'s, 'a> SetReader<'s, 'a> {
         SetReader {
             segments,
             pos: 0,
-            known: &[],
+            known_codes: Vec::new(),
+            code_pos: usize::MAX,
+            code: 0,
             position,
             problems: Vec::new(),
+            elements: Vec::with_capacity(32),
         }
     }
 
     /// The segment ids the set models; others are passed over.
     pub fn known(&mut self, ids: &'static [&'static str]) {
-        self.known = ids;
+        self.known_codes = ids.iter().map(|id| id_code(id.as_bytes())).collect();
+        self.code_pos = usize::MAX;
     }
 
     pub fn into_problems(self) -> Vec<Problem> {
         self.problems
     }
 
-    fn skip_unknown(&mut self) {
+    /// Moves past segments the set does not model; returns the id code of the segment under
+    /// the cursor (0 at the end).
+    #[inline]
+    fn skip_unknown(&mut self) -> u32 {
+        if self.code_pos == self.pos && self.pos < self.segments.len() {
+            return self.code;
+        }
         while let Some(segment) = self.segments.get(self.pos) {
-            let id = segment.id();
-            if self.known.iter().any(|k| k.as_bytes() == id) {
-                return;
+            let code = segment.code();
+            if self.known_codes.contains(&code) {
+                self.code_pos = self.pos;
+                self.code = code;
+                return code;
             }
             self.pos += 1;
         }
+        0
     }
 
     /// True when the next modelled segment is `id`.
+    #[inline]
     pub fn at(&mut self, id: &str) -> bool {
-        self.skip_unknown();
-        self.segments.get(self.pos).is_some_and(|s| s.is(id))
+        let code = self.skip_unknown();
+        code != 0 && code == id_code(id.as_bytes())
     }
 
     /// True when there are no modelled segments left.
@@ -158,8 +180,11 @@ impl<'s, 'a> SetReader<'s, 'a> {
         let segment = self.segments[self.pos];
         let index = self.index();
         self.pos += 1;
+        self.elements.clear();
+        self.elements.extend(segment.elements());
         Some(Fields {
             segment,
+            elements: &self.elements,
             index,
             position: &self.position,
             problems: &mut self.problems,
@@ -281,6 +306,7 @@ impl<'s, 'a> SetReader<'s, 'a> {
 #[derive(Debug)]
 pub struct Fields<'r, 'a> {
     segment: Segment<'a>,
+    elements: &'r [&'a [u8]],
     index: u32,
     position: &'r Position,
     problems: &'r mut Vec<Problem>,
@@ -304,7 +330,11 @@ impl<'a> Fields<'_, 'a> {
     }
 
     fn raw(&mut self, n: usize, required: bool) -> Option<&'a str> {
-        let bytes = self.segment.element(n).unwrap_or(b"");
+        let bytes = n
+            .checked_sub(1)
+            .and_then(|i| self.elements.get(i))
+            .copied()
+            .unwrap_or(b"");
         if bytes.is_empty() {
             if required {
                 let id = crate::segment::text(self.segment.id());
@@ -334,13 +364,13 @@ impl<'a> Fields<'_, 'a> {
     }
 
     /// Element `n` as text, empty when absent.
-    pub fn text(&mut self, n: usize, required: bool) -> String {
-        self.raw(n, required).unwrap_or_default().to_string()
+    pub fn text(&mut self, n: usize, required: bool) -> Text {
+        Text::new(self.raw(n, required).unwrap_or_default())
     }
 
     /// Element `n` as text, `None` when absent or empty.
-    pub fn opt(&mut self, n: usize) -> Option<String> {
-        self.raw(n, false).map(str::to_string)
+    pub fn opt(&mut self, n: usize) -> Option<Text> {
+        self.raw(n, false).map(Text::new)
     }
 
     /// Element `n` as a number.
@@ -379,9 +409,9 @@ impl<'a> Fields<'_, 'a> {
     }
 
     /// Element `n` as a date: `CCYYMMDD` (or `YYMMDD`), month and day in range.
-    pub fn date(&mut self, n: usize, required: bool) -> String {
+    pub fn date(&mut self, n: usize, required: bool) -> Text {
         let Some(text) = self.raw(n, required) else {
-            return String::new();
+            return Text::default();
         };
         let b = text.as_bytes();
         let valid = (b.len() == 8 || b.len() == 6) && b.iter().all(u8::is_ascii_digit) && {
@@ -399,13 +429,13 @@ impl<'a> Fields<'_, 'a> {
                 quote(b),
             );
         }
-        text.to_string()
+        Text::new(text)
     }
 
     /// Element `n`, which must be one of `codes`.
-    pub fn code(&mut self, n: usize, required: bool, codes: &[&str]) -> String {
+    pub fn code(&mut self, n: usize, required: bool, codes: &[&str]) -> Text {
         let Some(text) = self.raw(n, required) else {
-            return String::new();
+            return Text::default();
         };
         if !codes.contains(&text) {
             self.problem(
@@ -416,7 +446,7 @@ impl<'a> Fields<'_, 'a> {
                 quote(text.as_bytes()),
             );
         }
-        text.to_string()
+        Text::new(text)
     }
 
     /// Qualifier/id pairs from element `n` on (`PO106`/`PO107`, `PO108`/`PO109`, …), until an
@@ -435,8 +465,8 @@ impl<'a> Fields<'_, 'a> {
             };
             let id = self.raw(at + 1, true).unwrap_or_default();
             ids.push(ItemId {
-                qualifier: qualifier.to_string(),
-                id: id.to_string(),
+                qualifier: Text::new(qualifier),
+                id: Text::new(id),
             });
             at += 2;
         }
@@ -444,17 +474,17 @@ impl<'a> Fields<'_, 'a> {
     }
 
     /// Every element from `n` on, as written (empty ones included, trailing ones dropped).
-    pub fn all_from(&self, n: usize) -> Vec<String> {
-        self.segment
-            .elements()
-            .skip(n - 1)
-            .map(crate::segment::text)
+    pub fn all_from(&self, n: usize) -> Vec<Text> {
+        self.elements
+            .iter()
+            .skip(n.saturating_sub(1))
+            .map(|e| Text::from(crate::segment::text(e)))
             .collect()
     }
 }
 
 /// The text of an optional value for writing.
-pub fn o(value: &Option<String>) -> &str {
+pub fn o(value: &Option<Text>) -> &str {
     value.as_deref().unwrap_or("")
 }
 

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, with_ids, write_dates, write_parties,
@@ -12,14 +14,14 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Invoice {
     /// BIG01.
-    pub date: String,
+    pub date: Text,
     /// BIG02.
-    pub number: String,
+    pub number: Text,
     /// BIG03.
-    pub po_date: Option<String>,
+    pub po_date: Option<Text>,
     /// BIG04.
-    pub po_number: Option<String>,
-    pub currency: Option<String>,
+    pub po_number: Option<Text>,
+    pub currency: Option<Text>,
     pub references: Vec<Reference>,
     pub parties: Vec<Party>,
     pub dates: Vec<DateRef>,
@@ -30,13 +32,13 @@ pub struct Invoice {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InvoiceLine {
-    pub line: Option<String>,
+    pub line: Option<Text>,
     pub quantity: Decimal,
-    pub unit: String,
+    pub unit: Text,
     pub unit_price: Decimal,
-    pub price_basis: Option<String>,
+    pub price_basis: Option<Text>,
     pub ids: Vec<ItemId>,
-    pub description: Option<String>,
+    pub description: Option<Text>,
 }
 
 impl TransactionSet for Invoice {

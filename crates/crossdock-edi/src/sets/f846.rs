@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, with_ids, write_dates, write_parties,
@@ -12,16 +14,16 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InventoryAdvice {
     /// BIA01: `00` original, `05` replace, …
-    pub purpose: String,
+    pub purpose: Text,
     /// BIA02: `DD` distributor inventory report, `MM` merchandise movement, `SI` seller's
     /// inventory, …
-    pub report_type: String,
+    pub report_type: Text,
     /// BIA03.
-    pub reference: String,
+    pub reference: Text,
     /// BIA04: `CCYYMMDD`.
-    pub date: String,
+    pub date: Text,
     /// BIA05: `HHMM[SS]`.
-    pub time: Option<String>,
+    pub time: Option<Text>,
     pub dates: Vec<DateRef>,
     pub references: Vec<Reference>,
     pub parties: Vec<Party>,
@@ -31,19 +33,19 @@ pub struct InventoryAdvice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InventoryItem {
     /// LIN01: line id.
-    pub line: Option<String>,
+    pub line: Option<Text>,
     /// LIN02/LIN03 onwards.
     pub ids: Vec<ItemId>,
-    pub description: Option<String>,
+    pub description: Option<Text>,
     pub quantities: Vec<ItemQuantity>,
 }
 
 /// A QTY segment: `33` available for sale, `17` on hand, `02` cumulative, … and its unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ItemQuantity {
-    pub qualifier: String,
+    pub qualifier: Text,
     pub quantity: Decimal,
-    pub unit: Option<String>,
+    pub unit: Option<Text>,
 }
 
 impl TransactionSet for InventoryAdvice {

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, od, with_ids, write_dates,
@@ -12,17 +14,17 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PurchaseOrder {
     /// BEG01: `00` original, `01` cancellation, `05` replace, `06` confirmation, `07` duplicate.
-    pub purpose: String,
+    pub purpose: Text,
     /// BEG02: `SA` stand-alone, `DS` drop ship, `RL` release, `BK` blanket, …
-    pub order_type: String,
+    pub order_type: Text,
     /// BEG03: the buyer's purchase order number.
-    pub number: String,
+    pub number: Text,
     /// BEG04: release number.
-    pub release: Option<String>,
+    pub release: Option<Text>,
     /// BEG05: `CCYYMMDD`.
-    pub date: String,
+    pub date: Text,
     /// CUR02 (with CUR01 `BY`).
-    pub currency: Option<String>,
+    pub currency: Option<Text>,
     pub references: Vec<Reference>,
     pub dates: Vec<DateRef>,
     pub parties: Vec<Party>,
@@ -32,17 +34,17 @@ pub struct PurchaseOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PurchaseOrderLine {
     /// PO101: the buyer's line number.
-    pub line: Option<String>,
+    pub line: Option<Text>,
     pub quantity: Decimal,
     /// PO103: `EA`, `CA`, …
-    pub unit: String,
+    pub unit: Text,
     pub unit_price: Option<Decimal>,
     /// PO105: `PE` price per each, `TE` contract price per each, …
-    pub price_basis: Option<String>,
+    pub price_basis: Option<Text>,
     /// PO106/PO107 onwards.
     pub ids: Vec<ItemId>,
     /// PID05 (free-form description).
-    pub description: Option<String>,
+    pub description: Option<Text>,
 }
 
 const PURPOSES: &[&str] = &["00", "01", "04", "05", "06", "07", "18", "22", "46"];

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, od, with_ids, write_dates,
@@ -12,14 +14,14 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoAck {
     /// BAK01: `00` original, …
-    pub purpose: String,
+    pub purpose: Text,
     /// BAK02: `AC` acknowledge with detail and change, `AD` with detail, no change, `AK` no
     /// detail, `RD` rejected with detail, `RJ` rejected, …
-    pub ack_type: String,
+    pub ack_type: Text,
     /// BAK03: the purchase order number, as the 850's BEG03.
-    pub po_number: String,
+    pub po_number: Text,
     /// BAK04: the purchase order date.
-    pub po_date: String,
+    pub po_date: Text,
     pub references: Vec<Reference>,
     pub dates: Vec<DateRef>,
     pub parties: Vec<Party>,
@@ -28,11 +30,11 @@ pub struct PoAck {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoAckLine {
-    pub line: Option<String>,
+    pub line: Option<Text>,
     pub quantity: Decimal,
-    pub unit: String,
+    pub unit: Text,
     pub unit_price: Option<Decimal>,
-    pub price_basis: Option<String>,
+    pub price_basis: Option<Text>,
     pub ids: Vec<ItemId>,
     pub acks: Vec<LineAck>,
 }
@@ -42,12 +44,12 @@ pub struct PoAckLine {
 pub struct LineAck {
     /// ACK01: `IA` accepted, `IB` backordered, `IR` rejected, `IQ` quantity changed, `IP` price
     /// changed, `IC` changes made, `ID` deleted, …
-    pub status: String,
+    pub status: Text,
     pub quantity: Option<Decimal>,
-    pub unit: Option<String>,
+    pub unit: Option<Text>,
     /// ACK04: date qualifier (`068` current schedule ship, …).
-    pub date_qualifier: Option<String>,
-    pub date: Option<String>,
+    pub date_qualifier: Option<Text>,
+    pub date: Option<Text>,
 }
 
 pub(super) const ACK_TYPES: &[&str] = &[

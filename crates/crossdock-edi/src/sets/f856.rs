@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, od, with_ids, write_dates,
@@ -16,15 +18,15 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShipNotice {
     /// BSN01.
-    pub purpose: String,
+    pub purpose: Text,
     /// BSN02: the shipment id.
-    pub shipment_id: String,
+    pub shipment_id: Text,
     /// BSN03.
-    pub date: String,
+    pub date: Text,
     /// BSN04.
-    pub time: String,
+    pub time: Text,
     /// BSN05: the hierarchical structure code (`0001` shipment/order/pack/item, …).
-    pub structure: Option<String>,
+    pub structure: Option<Text>,
     pub dates: Vec<DateRef>,
     pub levels: Vec<HierarchyLevel>,
 }
@@ -33,33 +35,33 @@ pub struct ShipNotice {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HierarchyLevel {
     /// HL01.
-    pub id: String,
+    pub id: Text,
     /// HL02.
-    pub parent: Option<String>,
+    pub parent: Option<Text>,
     /// HL03: `S` shipment, `O` order, `T` tare, `P` pack, `I` item.
-    pub level: String,
+    pub level: Text,
     /// TD101 and TD102: packaging code (`CTN25`, `PLT94`, …) and count.
-    pub packaging: Option<String>,
+    pub packaging: Option<Text>,
     pub packages: Option<Decimal>,
     /// TD107 and TD108: gross weight and its unit.
     pub weight: Option<Decimal>,
-    pub weight_unit: Option<String>,
+    pub weight_unit: Option<Text>,
     /// TD503: carrier SCAC; TD505: routing or service.
-    pub carrier: Option<String>,
-    pub routing: Option<String>,
+    pub carrier: Option<Text>,
+    pub routing: Option<Text>,
     pub references: Vec<Reference>,
     pub dates: Vec<DateRef>,
     pub parties: Vec<Party>,
     /// PRF01: the purchase order number.
-    pub po_number: Option<String>,
+    pub po_number: Option<Text>,
     /// MAN: marks (`GM` SSCC-18, `CP` carrier package id / tracking, …).
     pub marks: Vec<Reference>,
     /// LIN02/LIN03 onwards.
     pub ids: Vec<ItemId>,
     /// SN102 and SN103: units shipped and their unit.
     pub shipped: Option<Decimal>,
-    pub unit: Option<String>,
-    pub description: Option<String>,
+    pub unit: Option<Text>,
+    pub description: Option<Text>,
 }
 
 impl ShipNotice {

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, write_dates, write_parties,
@@ -12,35 +14,35 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShippingOrder {
     /// W0501: `N` original, `F` cancellation, `R` replace, …
-    pub status: String,
+    pub status: Text,
     /// W0502: the depositor's order number.
-    pub order_number: String,
+    pub order_number: Text,
     /// W0503: the customer's purchase order number.
-    pub po_number: Option<String>,
+    pub po_number: Option<Text>,
     pub parties: Vec<Party>,
     pub references: Vec<Reference>,
     pub dates: Vec<DateRef>,
     /// W6601: shipment method of payment (`PP` prepaid, `CC` collect, …).
-    pub payment: Option<String>,
+    pub payment: Option<Text>,
     /// W6602: transportation method (`M` motor, `U` parcel, …).
-    pub transport: Option<String>,
+    pub transport: Option<Text>,
     /// W6610: carrier SCAC.
-    pub carrier: Option<String>,
+    pub carrier: Option<Text>,
     pub lines: Vec<ShippingOrderLine>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShippingOrderLine {
     /// LX01.
-    pub line: Option<String>,
+    pub line: Option<Text>,
     pub quantity: Decimal,
-    pub unit: String,
+    pub unit: Text,
     /// W0103.
-    pub upc: Option<String>,
+    pub upc: Option<Text>,
     /// W0104/W0105.
     pub ids: Vec<ItemId>,
     /// G6901.
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// N9 in the line's loop (lot, serial, …).
     pub references: Vec<Reference>,
 }

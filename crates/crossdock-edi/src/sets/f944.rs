@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, write_dates, write_parties,
@@ -12,13 +14,13 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReceiptAdvice {
     /// W1701: reporting code (`F` final, `P` partial, …).
-    pub reporting: String,
+    pub reporting: Text,
     /// W1702.
-    pub date: String,
+    pub date: Text,
     /// W1703: the warehouse's receipt number.
-    pub receipt_number: String,
+    pub receipt_number: Text,
     /// W1704: the depositor's order number (PO, ASN or transfer reference).
-    pub order_number: Option<String>,
+    pub order_number: Option<Text>,
     pub parties: Vec<Party>,
     pub references: Vec<Reference>,
     pub dates: Vec<DateRef>,
@@ -27,14 +29,14 @@ pub struct ReceiptAdvice {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReceiptLine {
-    pub line: Option<String>,
+    pub line: Option<Text>,
     /// W0701.
     pub quantity: Decimal,
-    pub unit: String,
-    pub upc: Option<String>,
+    pub unit: Text,
+    pub upc: Option<Text>,
     /// W0704/W0705.
     pub ids: Vec<ItemId>,
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// N9 in the line's loop (lot, serial, …).
     pub references: Vec<Reference>,
 }

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, od, write_dates, write_parties,
@@ -12,36 +14,36 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShippingAdvice {
     /// W0601: reporting code (`F` final, `P` partial, …).
-    pub reporting: String,
+    pub reporting: Text,
     /// W0602: the depositor's order number (the 940's W0502).
-    pub order_number: String,
+    pub order_number: Text,
     /// W0603.
-    pub date: String,
+    pub date: Text,
     /// W0604: the shipment id.
-    pub shipment_id: Option<String>,
+    pub shipment_id: Option<Text>,
     /// W0606: the customer's purchase order number.
-    pub po_number: Option<String>,
+    pub po_number: Option<Text>,
     pub parties: Vec<Party>,
     pub references: Vec<Reference>,
     pub dates: Vec<DateRef>,
     /// W2701: transportation method; W2702: carrier SCAC.
-    pub transport: Option<String>,
-    pub carrier: Option<String>,
+    pub transport: Option<Text>,
+    pub carrier: Option<Text>,
     pub lines: Vec<ShippingAdviceLine>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShippingAdviceLine {
-    pub line: Option<String>,
+    pub line: Option<Text>,
     /// MAN: package marks (SSCC, tracking numbers).
     pub marks: Vec<Reference>,
     /// W1201: `CC` complete, `PR` partial, `CP` partial with balance cancelled, …
-    pub status: String,
+    pub status: Text,
     pub ordered: Option<Decimal>,
     pub shipped: Decimal,
     pub difference: Option<Decimal>,
-    pub unit: String,
-    pub upc: Option<String>,
+    pub unit: Text,
+    pub upc: Option<Text>,
     /// W1207/W1208.
     pub ids: Vec<ItemId>,
     /// N9 in the line's loop (lot, serial, …).

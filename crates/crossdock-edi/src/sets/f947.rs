@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{
     DateRef, Decimal, ItemId, Party, Reference, SetReader, o, write_dates, write_parties,
@@ -12,11 +14,11 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AdjustmentAdvice {
     /// W1501.
-    pub date: String,
+    pub date: Text,
     /// W1502: the warehouse's adjustment number.
-    pub adjustment_number: String,
+    pub adjustment_number: Text,
     /// W1503: the depositor's adjustment number.
-    pub depositor_number: Option<String>,
+    pub depositor_number: Option<Text>,
     pub parties: Vec<Party>,
     pub references: Vec<Reference>,
     pub dates: Vec<DateRef>,
@@ -25,17 +27,17 @@ pub struct AdjustmentAdvice {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AdjustmentLine {
-    pub line: Option<String>,
+    pub line: Option<Text>,
     /// W1901: adjustment reason (`AU` damaged in facility, `07` destroyed, `AC` condition
     /// change, `AY` receipt error, `56` book increase, …).
-    pub reason: String,
+    pub reason: Text,
     /// W1902: the quantity credited (positive) or debited (negative).
     pub quantity: Decimal,
-    pub unit: String,
-    pub upc: Option<String>,
+    pub unit: Text,
+    pub upc: Option<Text>,
     /// W1905/W1906.
     pub ids: Vec<ItemId>,
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// N9 in the line's loop (lot, serial, …).
     pub references: Vec<Reference>,
 }

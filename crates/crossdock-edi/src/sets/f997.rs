@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::text::Text;
+
 use super::TransactionSet;
 use super::common::{SetReader, o};
 use crate::writer::{SegmentWriter, WriteError};
@@ -9,44 +11,44 @@ use crate::writer::{SegmentWriter, WriteError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FunctionalAck {
     /// AK101: the acknowledged group's functional id (GS01).
-    pub functional_id: String,
+    pub functional_id: Text,
     /// AK102: the acknowledged group's control number (GS06).
-    pub group_control: String,
+    pub group_control: Text,
     /// AK103: the acknowledged group's version (GS08), 5010 only.
-    pub version: Option<String>,
+    pub version: Option<Text>,
     pub sets: Vec<SetAck>,
     /// AK901: `A` accepted, `E` accepted with errors, `P` partially accepted, `R` rejected.
-    pub status: String,
+    pub status: Text,
     /// AK902..AK904: sets included (GE01), received and accepted.
     pub included: u64,
     pub received: u64,
     pub accepted: u64,
     /// AK905..AK909.
-    pub codes: Vec<String>,
+    pub codes: Vec<Text>,
 }
 
 /// The AK2 loop: one acknowledged set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetAck {
     /// AK201: ST01.
-    pub id: String,
+    pub id: Text,
     /// AK202: ST02.
-    pub control: String,
+    pub control: Text,
     pub segments: Vec<SegmentError>,
     /// AK501: `A`, `E`, `M`, `R`, `W`, `X`.
-    pub status: String,
+    pub status: Text,
     /// AK502..AK506.
-    pub codes: Vec<String>,
+    pub codes: Vec<Text>,
 }
 
 /// AK3: a segment in error, and its elements in error (AK4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SegmentError {
-    pub id: String,
+    pub id: Text,
     /// AK302: the segment's position in the set (ST = 1).
     pub position: u64,
-    pub loop_id: Option<String>,
-    pub code: Option<String>,
+    pub loop_id: Option<Text>,
+    pub code: Option<Text>,
     pub elements: Vec<ElementError>,
 }
 
@@ -55,10 +57,10 @@ pub struct SegmentError {
 pub struct ElementError {
     /// AK401: the element's position in the segment.
     pub position: u64,
-    pub reference: Option<String>,
-    pub code: String,
+    pub reference: Option<Text>,
+    pub code: Text,
     /// AK404: a copy of the bad value.
-    pub value: Option<String>,
+    pub value: Option<Text>,
 }
 
 const GROUP_STATUS: &[&str] = &["A", "E", "M", "P", "R", "W", "X"];
@@ -76,7 +78,7 @@ impl TransactionSet for FunctionalAck {
                 group_control: f.text(2, true),
                 version: f.opt(3),
                 sets: Vec::new(),
-                status: String::new(),
+                status: Text::default(),
                 included: 0,
                 received: 0,
                 accepted: 0,
@@ -88,7 +90,7 @@ impl TransactionSet for FunctionalAck {
                 id: f.text(1, true),
                 control: f.text(2, true),
                 segments: Vec::new(),
-                status: String::new(),
+                status: Text::default(),
                 codes: Vec::new(),
             };
             while let Some(mut f) = r.take("AK3") {
@@ -169,7 +171,7 @@ impl TransactionSet for FunctionalAck {
                 }
             }
             let mut ak5 = vec![set.status.as_str()];
-            ak5.extend(set.codes.iter().map(String::as_str));
+            ak5.extend(set.codes.iter().map(Text::as_str));
             w.segment("AK5", &ak5)?;
         }
         let counts = [
@@ -179,7 +181,7 @@ impl TransactionSet for FunctionalAck {
         ];
         let mut ak9 = vec![self.status.as_str()];
         ak9.extend(counts.iter().map(String::as_str));
-        ak9.extend(self.codes.iter().map(String::as_str));
+        ak9.extend(self.codes.iter().map(Text::as_str));
         w.segment("AK9", &ak9)
     }
 }
