@@ -138,6 +138,11 @@ pub struct GroupAck {
     pub ack: FunctionalAck,
 }
 
+/// True when an id or control number can be echoed in a 997: 1 to 9 ASCII letters and digits.
+fn nameable(value: &str) -> bool {
+    (1..=9).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A [`TypedHandler`] that builds the 997 of every group read — except groups of 997s, which are
 /// never acknowledged.
 #[derive(Debug, Default)]
@@ -154,8 +159,10 @@ impl TypedHandler for AckBuilder {
         if let Some(Document::FunctionalAck(ack)) = set.document {
             self.received_acks.push(ack);
         }
-        if set.group.functional_id != "FA" {
-            let header = &set.report.header;
+        let header = &set.report.header;
+        // A set whose ST01 or ST02 is missing or garbled cannot be named in an AK2; it still
+        // counts as received and not accepted in the AK9.
+        if set.group.functional_id != "FA" && nameable(&header.id) && nameable(&header.control) {
             self.sets
                 .push(set_ack(&header.id, &header.control, set.problems));
         }
@@ -163,7 +170,13 @@ impl TypedHandler for AckBuilder {
 
     fn group_end(&mut self, interchange: &InterchangeHeader, report: &GroupReport) {
         let sets = std::mem::take(&mut self.sets);
-        if report.header.functional_id == "FA" {
+        // Groups of 997s are never acknowledged; a group whose GS01 or GS06 is missing or garbled cannot be named
+        // in an AK1 (validate reports it).
+        let header = &report.header;
+        if header.functional_id == "FA"
+            || !nameable(&header.functional_id)
+            || !nameable(&header.control)
+        {
             return;
         }
         self.acks.push(GroupAck {

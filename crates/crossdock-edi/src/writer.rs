@@ -200,6 +200,26 @@ impl InterchangeWriter {
             });
         }
         let d = options.delimiters;
+        for (field, value) in [
+            ("ISA05", &options.sender_qualifier),
+            ("ISA06", &options.sender),
+            ("ISA07", &options.receiver_qualifier),
+            ("ISA08", &options.receiver),
+            ("ISA09", &options.date),
+            ("ISA10", &options.time),
+            ("ISA12", &options.version),
+        ] {
+            let delimiter = value.bytes().any(|b| {
+                b == d.element || b == d.segment || b == d.component || Some(b) == d.repetition
+            });
+            if delimiter || !value.is_ascii() {
+                return Err(WriteError::Delimiter {
+                    segment: "ISA".into(),
+                    element: field[3..].parse().unwrap_or(0),
+                    value: value.clone(),
+                });
+            }
+        }
         let sep = char::from(d.element);
         let isa11 = match d.repetition {
             Some(r) if options.version.as_str() >= "00402" => char::from(r),

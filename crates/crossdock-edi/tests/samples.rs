@@ -26,7 +26,7 @@ fn every_own_sample_reads_clean_and_writes_back_byte_for_byte() {
             .unwrap_or_else(|| panic!("{id} is typed"));
         assert_eq!(doc.id(), id);
         assert_eq!(doc.functional_id(), c.sets[0].group.functional_id);
-        let again = rewrite(&c.sets);
+        let again = rewrite(&c.sets, true);
         assert_eq!(
             String::from_utf8_lossy(&again),
             String::from_utf8_lossy(&bytes),

@@ -178,8 +178,8 @@ impl TransactionSet for ShipNotice {
             if !l.ids.is_empty() {
                 w.segment("LIN", &with_ids(vec![""], &l.ids))?;
             }
-            if l.shipped.is_some() || l.unit.is_some() {
-                w.segment("SN1", &["", od(&l.shipped), o(&l.unit)])?;
+            if let Some(shipped) = &l.shipped {
+                w.segment("SN1", &["", shipped.as_str(), o(&l.unit)])?;
             }
             if let Some(po) = &l.po_number {
                 w.segment("PRF", &[po])?;

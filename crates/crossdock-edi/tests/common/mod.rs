@@ -66,7 +66,7 @@ pub fn collect(bytes: &[u8]) -> Collect {
 
 /// Writes typed sets back as one interchange per input interchange, with the envelope values
 /// read (sender, receiver, date, time, version, delimiters, control numbers).
-pub fn rewrite(sets: &[Read]) -> Vec<u8> {
+pub fn rewrite(sets: &[Read], line_breaks: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < sets.len() {
@@ -81,7 +81,7 @@ pub fn rewrite(sets: &[Read]) -> Vec<u8> {
             time: isa.time.clone(),
             version: isa.version.clone(),
             usage: isa.usage.chars().next().unwrap(),
-            line_breaks: true,
+            line_breaks,
         };
         let mut w = InterchangeWriter::new(options, isa.control.parse().unwrap()).unwrap();
         while i < sets.len() && sets[i].interchange == *isa {
