@@ -57,6 +57,9 @@ impl std::fmt::Display for DelimiterError {
 /// The length of a fixed-width ISA segment, its terminator included.
 pub const ISA_LEN: usize = 106;
 
+/// How far into an interchange the end of its ISA is looked for.
+pub const ISA_SEARCH: usize = 512;
+
 /// What the start of an interchange says: its delimiters and where the ISA segment ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IsaLayout {
@@ -99,33 +102,31 @@ pub fn detect(bytes: &[u8]) -> Result<IsaLayout, DelimiterError> {
             crate::segment::quote(&[element])
         )));
     }
-    // ISA16 is the byte after the 16th element separator; the terminator follows it.
+    // ISA16 is the byte after the 16th element separator; the terminator follows it. The search
+    // stops at 512 bytes whatever the input's length, so every reader reaches the same verdict.
+    const SEARCH: usize = ISA_SEARCH;
+    let window = &bytes[..bytes.len().min(SEARCH)];
     let mut seen = 1;
     let mut at = 4;
     let mut isa11 = None;
     let mut isa12_start = 0;
     while seen < 16 {
-        let Some(next) = memchr::memchr(element, &bytes[at..]) else {
-            return if bytes.len() >= 512 {
-                Err(DelimiterError::Malformed(
-                    "fewer than 16 elements before the end of the ISA".into(),
-                ))
+        let Some(next) = memchr::memchr(element, &window[at..]) else {
+            return if window.len() == SEARCH {
+                Err(DelimiterError::Malformed(format!(
+                    "fewer than 16 elements in its first {SEARCH} bytes"
+                )))
             } else {
                 Err(DelimiterError::Truncated)
             };
         };
-        let field = &bytes[at..at + next];
+        let field = &window[at..at + next];
         seen += 1;
         if seen == 12 {
             isa11 = field.first().copied().filter(|_| field.len() == 1);
             isa12_start = at + next + 1;
         }
         at += next + 1;
-        if at > 400 {
-            return Err(DelimiterError::Malformed(
-                "no 16th element within 400 bytes".into(),
-            ));
-        }
     }
     if bytes.len() < at + 2 {
         return Err(DelimiterError::Truncated);

@@ -12,9 +12,12 @@
 //! input makes this crate panic.
 
 pub mod ack;
+pub mod convert;
 pub mod delimiters;
 pub mod envelope;
 pub mod generate;
+#[doc(hidden)]
+pub mod harness;
 pub mod problem;
 pub mod read;
 pub mod reader;

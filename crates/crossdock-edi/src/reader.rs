@@ -110,6 +110,11 @@ impl Tokenizer {
             };
         }
         let Some(delimiters) = self.delimiters else {
+            // An ISA is judged on its first 512 bytes, never on less while more may come, so
+            // every reader reaches the same verdict whatever its buffer.
+            if !eof && buf.len() - pos < crate::delimiters::ISA_SEARCH {
+                return Scan::NeedMore;
+            }
             return match detect(&buf[pos..]) {
                 Ok(layout) => {
                     self.started = true;

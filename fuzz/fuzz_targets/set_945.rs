@@ -1,0 +1,7 @@
+//! The body of a 945 (between ST and SE): typed reading completes and write → read → write is
+//! stable.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    crossdock_edi::harness::set("945", data);
+});
