@@ -574,6 +574,49 @@ impl Store {
 
     // ---- API keys ----
 
+    // ---- EDI partners ----
+
+    /// Takes `count` consecutive control numbers (ISA13 or GS06) from a partner's series and
+    /// returns the first; a series wraps from 999,999,999 to 1. Never the same number twice,
+    /// across nodes too.
+    pub async fn edi_controls(&self, partner: &str, kind: EdiControl, count: u32) -> Result<u32> {
+        dispatch!(self.edi_controls(partner, kind, count))
+    }
+
+    /// Records an inbound interchange by sender and ISA13, or says when it was seen before.
+    pub async fn edi_inbound(
+        &self,
+        sender: &str,
+        control: &str,
+        partner: &str,
+        inbox_id: Option<i64>,
+        now: Timestamp,
+    ) -> Result<EdiInbound> {
+        dispatch!(self.edi_inbound(sender, control, partner, inbox_id, now))
+    }
+
+    /// Records functional groups sent, awaiting their 997s.
+    pub async fn edi_groups_sent(&self, groups: Vec<EdiGroupSent>) -> Result<()> {
+        dispatch!(self.edi_groups_sent(groups))
+    }
+
+    /// Records a partner's 997 for a group we sent.
+    pub async fn edi_ack_received(
+        &self,
+        partner: &str,
+        group_control: &str,
+        status: &str,
+        detail: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<EdiAckOutcome> {
+        dispatch!(self.edi_ack_received(partner, group_control, status, detail, now))
+    }
+
+    /// Groups sent, oldest first, with their acknowledgment status.
+    pub async fn edi_groups(&self, query: EdiGroupQuery) -> Result<Vec<EdiGroupRecord>> {
+        dispatch!(self.edi_groups(query))
+    }
+
     pub async fn key_create(&self, key: NewApiKey) -> Result<KeyCreateOutcome> {
         dispatch!(self.key_create(key))
     }

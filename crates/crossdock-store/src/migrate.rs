@@ -35,6 +35,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "availability_feed",
         sql: include_str!("../migrations/sqlite/0005_availability_feed.sql"),
     },
+    Migration {
+        version: 6,
+        name: "edi",
+        sql: include_str!("../migrations/sqlite/0006_edi.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -62,6 +67,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "availability_feed",
         sql: include_str!("../migrations/pg/0005_availability_feed.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "edi",
+        sql: include_str!("../migrations/pg/0006_edi.sql"),
     },
 ];
 

@@ -607,3 +607,101 @@ pub fn merge_lines(lines: Vec<ReservationLine>) -> Vec<ReservationLine> {
         })
         .collect()
 }
+
+/// Which control number series of a partner: ISA13 or GS06.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdiControl {
+    Interchange,
+    Group,
+}
+
+impl EdiControl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdiControl::Interchange => "interchange",
+            EdiControl::Group => "group",
+        }
+    }
+}
+
+/// The highest X12 control number (nine digits); series wrap back to 1 after it.
+pub const EDI_CONTROL_MAX: u32 = 999_999_999;
+
+/// Whether an inbound interchange was seen before (same sender, same ISA13).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdiInbound {
+    New,
+    Duplicate {
+        partner: String,
+        inbox_id: Option<i64>,
+        received_at: Timestamp,
+    },
+}
+
+/// A functional group crossdock sent to a partner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdiGroupSent {
+    pub partner: String,
+    pub group_control: String,
+    pub functional_id: String,
+    pub interchange_control: String,
+    pub sets: i64,
+    pub sent_at: Timestamp,
+}
+
+/// A group sent, and what its 997 said (`status`: `sent` until one arrives, then `accepted`,
+/// `accepted_with_errors`, `partial` or `rejected`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EdiGroupRecord {
+    pub group: EdiGroupSent,
+    pub status: String,
+    pub ack_at: Option<Timestamp>,
+    pub ack_detail: Option<serde_json::Value>,
+}
+
+/// What recording a received 997 did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdiAckOutcome {
+    /// The group was known; `previous` is the status it had.
+    Recorded { previous: String },
+    /// No group with that control number was sent to the partner.
+    UnknownGroup,
+}
+
+/// Which sent groups to list.
+#[derive(Clone, Debug, Default)]
+pub struct EdiGroupQuery {
+    pub partner: Option<String>,
+    pub status: Option<String>,
+    /// Only groups sent before this time (for "still unacknowledged after an hour").
+    pub sent_before: Option<Timestamp>,
+    pub limit: usize,
+}
+
+/// The first of `count` consecutive numbers from a series at `next`, and the series' next
+/// value after them; a run that would pass the nine-digit limit starts again at 1.
+pub(crate) fn take_controls(next: Option<i64>, count: u32) -> (u32, i64) {
+    let count = i64::from(count.max(1));
+    let mut first = next.unwrap_or(1).max(1);
+    if first + count - 1 > i64::from(EDI_CONTROL_MAX) {
+        first = 1;
+    }
+    (u32::try_from(first).unwrap_or(1), first + count)
+}
+
+#[cfg(test)]
+mod edi_tests {
+    use super::*;
+
+    #[test]
+    fn control_number_series_run_on_and_wrap_at_nine_digits() {
+        assert_eq!(take_controls(None, 1), (1, 2));
+        assert_eq!(take_controls(Some(41), 3), (41, 44));
+        assert_eq!(
+            take_controls(Some(999_999_999), 1),
+            (999_999_999, 1_000_000_000)
+        );
+        assert_eq!(take_controls(Some(1_000_000_000), 1), (1, 2));
+        assert_eq!(take_controls(Some(999_999_998), 5), (1, 6));
+    }
+}

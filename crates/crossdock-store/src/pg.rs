@@ -18,6 +18,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 mod catalog;
+mod edi;
 mod inventory;
 
 use crate::migrate::{self, MigrationReport};

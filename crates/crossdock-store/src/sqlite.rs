@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 mod catalog;
+mod edi;
 mod inventory;
 
 use crate::migrate::{self, MigrationReport};

@@ -56,6 +56,9 @@ store_tests!(
     an_idempotent_append_keeps_its_answer_with_its_effect,
     idempotency_records_are_kept_for_their_window_only,
     the_audit_log_filters_by_actor_action_and_time,
+    edi_control_numbers_are_never_handed_out_twice,
+    a_repeated_interchange_is_recognized_by_sender_and_control_number,
+    received_997s_settle_the_groups_we_sent,
 );
 
 fn at(seconds: i64) -> Timestamp {
@@ -1107,4 +1110,147 @@ async fn the_audit_log_filters_by_actor_action_and_time(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(page.len(), 1);
+}
+
+async fn edi_control_numbers_are_never_handed_out_twice(db: &TestDb) {
+    let store = db.open().await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..25 {
+                let first = store
+                    .edi_controls("acme", EdiControl::Interchange, 2)
+                    .await
+                    .unwrap();
+                got.extend([first, first + 1]);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let distinct: BTreeSet<u32> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), 400, "every number once");
+    assert_eq!((distinct.first(), distinct.last()), (Some(&1), Some(&400)));
+    // Another series and another partner start at 1.
+    assert_eq!(
+        store
+            .edi_controls("acme", EdiControl::Group, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .edi_controls("globex", EdiControl::Interchange, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .edi_controls("acme", EdiControl::Interchange, 1)
+            .await
+            .unwrap(),
+        401
+    );
+}
+
+async fn a_repeated_interchange_is_recognized_by_sender_and_control_number(db: &TestDb) {
+    let store = db.open().await;
+    let t = Timestamp::from_unix_micros(1_000);
+    assert_eq!(
+        store
+            .edi_inbound("ZZ:ACME", "000000101", "acme", Some(7), t)
+            .await
+            .unwrap(),
+        EdiInbound::New
+    );
+    assert_eq!(
+        store
+            .edi_inbound("ZZ:ACME", "000000101", "acme", Some(9), t.plus_millis(5))
+            .await
+            .unwrap(),
+        EdiInbound::Duplicate {
+            partner: "acme".into(),
+            inbox_id: Some(7),
+            received_at: t
+        }
+    );
+    // The same control number from another sender is another interchange.
+    assert_eq!(
+        store
+            .edi_inbound("ZZ:GLOBEX", "000000101", "globex", None, t)
+            .await
+            .unwrap(),
+        EdiInbound::New
+    );
+}
+
+async fn received_997s_settle_the_groups_we_sent(db: &TestDb) {
+    let store = db.open().await;
+    let t = Timestamp::from_unix_micros(1_000_000);
+    let sent = |control: &str, at: Timestamp| EdiGroupSent {
+        partner: "acme".into(),
+        group_control: control.into(),
+        functional_id: "IN".into(),
+        interchange_control: "000000005".into(),
+        sets: 2,
+        sent_at: at,
+    };
+    store
+        .edi_groups_sent(vec![sent("5", t), sent("6", t.plus_millis(1))])
+        .await
+        .unwrap();
+    let detail = serde_json::json!({"sets": [{"control": "0001", "status": "A"}]});
+    assert_eq!(
+        store
+            .edi_ack_received("acme", "5", "accepted", detail.clone(), t.plus_millis(10))
+            .await
+            .unwrap(),
+        EdiAckOutcome::Recorded {
+            previous: "sent".into()
+        }
+    );
+    assert_eq!(
+        store
+            .edi_ack_received("acme", "77", "accepted", detail.clone(), t)
+            .await
+            .unwrap(),
+        EdiAckOutcome::UnknownGroup
+    );
+    assert_eq!(
+        store
+            .edi_ack_received("globex", "6", "rejected", detail.clone(), t)
+            .await
+            .unwrap(),
+        EdiAckOutcome::UnknownGroup
+    );
+    let all = store
+        .edi_groups(EdiGroupQuery {
+            limit: 10,
+            ..EdiGroupQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].status, "accepted");
+    assert_eq!(all[0].ack_detail.as_ref(), Some(&detail));
+    assert_eq!(all[0].ack_at, Some(t.plus_millis(10)));
+    let waiting = store
+        .edi_groups(EdiGroupQuery {
+            partner: Some("acme".into()),
+            status: Some("sent".into()),
+            sent_before: Some(t.plus_millis(5)),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].group.group_control, "6");
+    assert_eq!(waiting[0].group, sent("6", t.plus_millis(1)));
 }

