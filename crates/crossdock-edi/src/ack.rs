@@ -187,16 +187,18 @@ impl TypedHandler for AckBuilder {
     }
 }
 
-/// Writes 997s answering `acks` in one interchange per inbound interchange, sender and receiver
-/// swapped, numbered from `control` (interchange and group control numbers). `date` is `YYMMDD`,
-/// `time` `HHMM`. Returns the bytes and the next free control number.
+/// Writes 997s answering `acks`: one interchange per inbound interchange, sender and receiver
+/// swapped, numbered from `interchange_control` (ISA13) and `group_control` (GS06, one per
+/// group). `date` is `YYMMDD`, `time` `HHMM`. Returns the bytes and the next free interchange
+/// and group control numbers.
 pub fn write_acks(
     acks: &[GroupAck],
-    mut control: u32,
+    mut interchange_control: u32,
+    mut group_control: u32,
     date: &str,
     time: &str,
     delimiters: Option<crate::Delimiters>,
-) -> Result<(Vec<u8>, u32), WriteError> {
+) -> Result<(Vec<u8>, u32, u32), WriteError> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < acks.len() {
@@ -219,7 +221,7 @@ pub fn write_acks(
         if let Some(d) = delimiters.or(inbound.delimiters) {
             options.delimiters = d;
         }
-        let mut w = InterchangeWriter::new(options, control)?;
+        let mut w = InterchangeWriter::new(options, interchange_control)?;
         let mut set_control = 1u32;
         while i < acks.len() && acks[i].interchange == *inbound {
             let GroupAck { group, ack, .. } = &acks[i];
@@ -227,7 +229,7 @@ pub fn write_acks(
                 "FA",
                 &group.receiver,
                 &group.sender,
-                control,
+                group_control,
                 &group.version,
             )?;
             w.set("997", &format!("{set_control:04}"), |s| {
@@ -235,12 +237,13 @@ pub fn write_acks(
             })?;
             w.end_group()?;
             set_control += 1;
+            group_control = group_control % crate::writer::CONTROL_MAX + 1;
             i += 1;
         }
         out.extend(w.finish()?);
-        control += 1;
+        interchange_control = interchange_control % crate::writer::CONTROL_MAX + 1;
     }
-    Ok((out, control))
+    Ok((out, interchange_control, group_control))
 }
 
 #[cfg(test)]
@@ -298,8 +301,13 @@ IEA*1*000000001~
             ("P", 3, 3, 1)
         );
 
-        let (bytes, next) = write_acks(&builder.acks, 5, "240102", "0800", None).unwrap();
-        assert_eq!(next, 6);
+        let (bytes, next, next_group) =
+            write_acks(&builder.acks, 5, 31, "240102", "0800", None).unwrap();
+        assert_eq!((next, next_group), (6, 32));
+        assert!(
+            String::from_utf8_lossy(&bytes)
+                .contains("GS*FA*SELLER*BUYER*20240102*0800*31*X*004010~")
+        );
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(
             text.contains("*ZZ*SELLER         *ZZ*BUYER          *"),

@@ -2,6 +2,9 @@
 
 use crate::Delimiters;
 
+/// The highest control number (nine digits); crossdock's series wrap back to 1 after it.
+pub const CONTROL_MAX: u32 = 999_999_999;
+
 /// Why a value cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteError {
@@ -192,7 +195,7 @@ pub struct InterchangeWriter {
 impl InterchangeWriter {
     /// Starts an interchange with control number `control` (ISA13, at most 9 digits).
     pub fn new(options: EnvelopeOptions, control: u32) -> Result<Self, WriteError> {
-        if control > 999_999_999 {
+        if control > CONTROL_MAX {
             return Err(WriteError::TooLong {
                 field: "ISA13",
                 max: 9,

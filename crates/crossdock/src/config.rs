@@ -27,6 +27,28 @@ pub struct Config {
     pub targets: BTreeMap<String, TargetConfig>,
     /// Routes from the event log to targets.
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// EDI trading partners, by id (the `{partner}` of `POST /v1/edi/{partner}`).
+    pub edi: BTreeMap<String, EdiPartnerConfig>,
+}
+
+/// One EDI trading partner: where its stock is and how its item ids map to our SKUs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdiPartnerConfig {
+    /// The location (our id) the partner's stock reports are about.
+    pub location: String,
+    /// Item id qualifiers that carry our SKU, in order of preference.
+    #[serde(default = "defaults::sku_qualifiers")]
+    pub sku_qualifiers: Vec<String>,
+    /// The QTY01 qualifier of on-hand stock in the partner's 846s.
+    #[serde(default = "defaults::on_hand_qualifier")]
+    pub on_hand_qualifier: String,
+    /// The partner's warehouse ids (N1 WH/SF N104) and the locations they are.
+    #[serde(default)]
+    pub warehouses: BTreeMap<String, String>,
+    /// Answer every functional group with a 997 (queued for target `edi-<partner>`).
+    #[serde(default = "defaults::yes")]
+    pub acknowledge: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -240,6 +262,15 @@ mod defaults {
     pub fn timeout_ms() -> u64 {
         10_000
     }
+    pub fn sku_qualifiers() -> Vec<String> {
+        ["VP", "VN", "SK", "BP"].map(String::from).to_vec()
+    }
+    pub fn on_hand_qualifier() -> String {
+        "17".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -397,6 +428,27 @@ impl Config {
                     "subscriptions[{i}].target: no target named {:?} in [targets]",
                     sub.target
                 ));
+            }
+        }
+        for (name, partner) in &self.edi {
+            if !valid_name(name) {
+                problems.push(format!(
+                    "edi.{name}: partner ids are 1 to 64 letters, digits, '-' or '_'"
+                ));
+            }
+            let locations = std::iter::once(("location".to_string(), &partner.location)).chain(
+                partner
+                    .warehouses
+                    .iter()
+                    .map(|(w, l)| (format!("warehouses.{w}"), l)),
+            );
+            for (key, location) in locations {
+                if let Err(why) = crossdock_core::catalog::LocationId::parse(location) {
+                    problems.push(format!("edi.{name}.{key}: {location:?} {why}"));
+                }
+            }
+            if partner.sku_qualifiers.is_empty() {
+                problems.push(format!("edi.{name}.sku_qualifiers: name at least one"));
             }
         }
         if problems.is_empty() {

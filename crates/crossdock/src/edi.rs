@@ -157,8 +157,9 @@ pub fn run(command: EdiCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let now = envelope_now();
-            let (bytes, next) = write_acks(&builder.acks, control, &now.0, &now.1, None)
-                .map_err(|e| anyhow::anyhow!("writing the 997: {e}"))?;
+            let (bytes, next, _) =
+                write_acks(&builder.acks, control, control, &now.0, &now.1, None)
+                    .map_err(|e| anyhow::anyhow!("writing the 997: {e}"))?;
             match output {
                 Some(path) => std::fs::write(&path, &bytes)
                     .with_context(|| format!("cannot write {}", path.display()))?,

@@ -151,40 +151,50 @@ async fn check_inventory(
             parsed.push((at, movement));
         }
     }
-    if !parsed.is_empty() {
-        let catalog = state.catalog.get(&state.store).await?;
-        let skus: Vec<Sku> = parsed.iter().map(|(_, m)| m.touches().0.clone()).collect();
-        let known = state.store.items_known(skus).await?;
-        for (at, movement) in &parsed {
-            let (sku, locations) = movement.touches();
-            if !known.contains(sku) {
-                errors.push(FieldError::new(
-                    format!("{at}/sku"),
-                    format!("{sku} is not an item; PUT /v1/items/{sku} first"),
-                ));
-            } else if catalog.snapshot.kits.contains_key(sku) {
-                errors.push(FieldError::new(
-                    format!("{at}/sku"),
-                    format!(
-                        "{sku} is a kit; its stock is its components' — send movements of those"
-                    ),
-                ));
-            }
-            for (location, member) in locations.into_iter().zip(movement.location_members()) {
-                if !catalog.snapshot.locations.contains_key(location) {
-                    errors.push(FieldError::new(
-                        format!("{at}/{member}"),
-                        format!("{location} is not a location; PUT /v1/locations/{location} first"),
-                    ));
-                }
-            }
-        }
-    }
+    errors.extend(check_movements(state, &parsed).await?);
     if errors.is_empty() {
         Ok(())
     } else {
         Err(ParseRejection::Invalid(errors).into())
     }
+}
+
+/// Checks movements against the catalog: each names an item that is not a kit (a kit's stock
+/// is its components') and locations that exist. Problems point under each movement's `at`.
+pub async fn check_movements(
+    state: &AppState,
+    parsed: &[(String, Movement)],
+) -> Result<Vec<FieldError>, StoreError> {
+    let mut errors = Vec::new();
+    if parsed.is_empty() {
+        return Ok(errors);
+    }
+    let catalog = state.catalog.get(&state.store).await?;
+    let skus: Vec<Sku> = parsed.iter().map(|(_, m)| m.touches().0.clone()).collect();
+    let known = state.store.items_known(skus).await?;
+    for (at, movement) in parsed {
+        let (sku, locations) = movement.touches();
+        if !known.contains(sku) {
+            errors.push(FieldError::new(
+                format!("{at}/sku"),
+                format!("{sku} is not an item; PUT /v1/items/{sku} first"),
+            ));
+        } else if catalog.snapshot.kits.contains_key(sku) {
+            errors.push(FieldError::new(
+                format!("{at}/sku"),
+                format!("{sku} is a kit; its stock is its components' — send movements of those"),
+            ));
+        }
+        for (location, member) in locations.into_iter().zip(movement.location_members()) {
+            if !catalog.snapshot.locations.contains_key(location) {
+                errors.push(FieldError::new(
+                    format!("{at}/{member}"),
+                    format!("{location} is not a location; PUT /v1/locations/{location} first"),
+                ));
+            }
+        }
+    }
+    Ok(errors)
 }
 
 /// Keeps a rejected body in the inbox so operators can see what was sent and replay it after a

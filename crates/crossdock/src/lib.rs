@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod edi;
+pub mod edi_inbound;
 pub mod explain;
 pub mod http;
 pub mod ingest;

@@ -320,6 +320,21 @@ async fn replay_inbox_message(
         .correlation_id
         .clone()
         .unwrap_or_else(|| ctx.correlation_id.to_string());
+    if record.message.protocol == crate::edi_inbound::PROTOCOL_X12 {
+        let partner = record
+            .message
+            .headers
+            .iter()
+            .find(|(name, _)| name == crate::edi_inbound::PARTNER_HEADER)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| record.message.source.clone());
+        let receipt =
+            crate::edi_inbound::process(state, &partner, &record.message.body, id, &correlation)
+                .await
+                .map_err(super::edi::edi_problem)?;
+        tracing::info!(inbox_id = id, partner, "X12 inbox message replayed");
+        return Ok(json(StatusCode::OK, &receipt));
+    }
     let now = state.clock.now();
     match ingest::accept(
         state,

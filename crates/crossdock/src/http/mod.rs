@@ -2,6 +2,7 @@
 //! the handlers. The only module that knows HTTP status codes.
 
 mod catalog;
+mod edi;
 mod events;
 pub mod gate;
 pub mod idempotency;

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::policy::{self, Access, Idempotency};
-use super::{catalog, events, inventory, ops};
+use super::{catalog, edi, events, inventory, ops};
 use crate::app::AppState;
 
 /// The shape of every error response (`application/problem+json`, RFC 9457).
@@ -97,6 +97,7 @@ pub enum EventsBody {
         (name = "events", description = "The event log: append and follow"),
         (name = "catalog", description = "Items and kits, locations, channels and their availability policies, listings"),
         (name = "inventory", description = "Stock per location and channel, explanations, reservations"),
+        (name = "edi", description = "X12 from trading partners: kept, checked, turned into events and acknowledged"),
         (name = "dead letters", description = "Deliveries that failed for good: inspect, replay, drop"),
         (name = "operations", description = "Health, metrics, consumers, the inbox and the audit log"),
         (name = "documentation", description = "This document and its reference page"),
@@ -137,6 +138,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(inventory::list_divergences))
         .routes(routes!(inventory::post_reservation))
         .routes(routes!(inventory::delete_reservation))
+        .routes(routes!(edi::post_edi))
 }
 
 /// The finished document, built once.

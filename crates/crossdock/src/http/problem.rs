@@ -50,6 +50,8 @@ kinds! {
         "The request body is larger than `server.body_bytes_max`.");
     UNSUPPORTED_MEDIA_TYPE = ("unsupported-media-type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type",
         "This route accepts `application/json` or `application/cloudevents+json` (and the batch variant).");
+    INVALID_X12 = ("invalid-x12", UNPROCESSABLE_ENTITY, "Invalid X12",
+        "The body holds no readable X12 interchange (it must start with an ISA segment). `detail` says what was found and where. The body is kept in the inbox, to be replayed after a fix.");
     INVALID_PARAMETER = ("invalid-parameter", BAD_REQUEST, "Invalid parameter",
         "A query or path parameter is missing or malformed. `errors` names it.");
     BAD_REQUEST = ("bad-request", BAD_REQUEST, "Bad request",

@@ -108,7 +108,7 @@ async fn migrate_applies_the_schema_once(db: TestDb) {
     assert!(out.contains("applied migration 1 (foundation)"), "{out}");
     let (ok, out, _) = crossdock(&db, &["migrate"]);
     assert!(ok);
-    assert!(out.contains("schema is current (version 5)"), "{out}");
+    assert!(out.contains("schema is current (version 6)"), "{out}");
 }
 
 async fn dlq_commands_list_replay_and_drop(db: TestDb) {
@@ -255,4 +255,79 @@ fn config_check_names_unknown_keys_and_hides_secrets() {
     assert!(ok, "{err}");
     assert!(out.contains("crossdock.toml (valid)"), "{out}");
     assert!(!out.contains("hunter2") && !out.contains("s3cret"), "{out}");
+}
+
+fn edi(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_crossdock"))
+        .arg("edi")
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env("CROSSDOCK_LOG", "warn")
+        .output()
+        .expect("run crossdock edi");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn own_sample(id: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../testdata/x12/{id}.edi"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn edi_commands_parse_validate_and_acknowledge_files() {
+    let (ok, out, err) = edi(&["validate", &own_sample("856")]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("1 sets, 27 segments; 0 errors, 0 warnings"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.edi");
+    let text = std::fs::read_to_string(own_sample("850")).unwrap();
+    std::fs::write(&broken, text.replace("SE*14*0001~", "SE*15*0001~")).unwrap();
+    let (ok, out, err) = edi(&["validate", broken.to_str().unwrap()]);
+    assert!(!ok, "validate fails on a wrong count");
+    assert!(
+        out.contains("set 1 (ST02 0001), segment 14 SE, element 01")
+            && out.contains("expected 14, found `15`"),
+        "{out}"
+    );
+    assert!(err.contains("1 errors"), "{err}");
+
+    let (ok, out, err) = edi(&["parse", "--json", &own_sample("850")]);
+    assert!(ok, "{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["set"], "850");
+    assert_eq!(first["document"]["number"], "PO-48213");
+    assert_eq!(first["document"]["lines"][1]["quantity"], "6");
+
+    let ack = dir.path().join("997.edi");
+    let (ok, _, err) = edi(&[
+        "ack",
+        &own_sample("850"),
+        "--control",
+        "42",
+        "-o",
+        ack.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let written = std::fs::read_to_string(&ack).unwrap();
+    assert!(written.contains("*000000042*"), "{written}");
+    assert!(
+        written.contains("AK1*PO*101~") && written.contains("AK9*A*1*1*1~"),
+        "{written}"
+    );
+    let (ok, out, _) = edi(&["validate", ack.to_str().unwrap()]);
+    assert!(ok, "the 997 written is valid: {out}");
+
+    let (ok, _, err) = edi(&["validate", "/nonexistent/file.edi"]);
+    assert!(!ok);
+    assert!(err.contains("cannot open /nonexistent/file.edi"), "{err}");
 }

@@ -6,6 +6,7 @@ mod catalog;
 mod cli;
 mod crash;
 mod delivery;
+mod edi;
 mod events;
 mod governance;
 mod helpers;
