@@ -21,6 +21,7 @@ impl std::fmt::Debug for Segment<'_> {
 }
 
 impl<'a> Segment<'a> {
+    #[inline]
     pub fn new(raw: &'a [u8], offset: u64, delimiters: Delimiters) -> Self {
         Segment {
             raw,
@@ -32,6 +33,7 @@ impl<'a> Segment<'a> {
 
     /// A segment of `buf[start..end]`; the bytes after `end` in `buf` (up to 64) only speed up
     /// element splitting.
+    #[inline]
     pub fn within(
         buf: &'a [u8],
         start: usize,
@@ -49,11 +51,13 @@ impl<'a> Segment<'a> {
     }
 
     /// The segment's bytes without its terminator.
+    #[inline]
     pub fn raw(&self) -> &'a [u8] {
         self.raw
     }
 
     /// The byte offset of the segment's first byte in the input.
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -63,6 +67,7 @@ impl<'a> Segment<'a> {
     }
 
     /// The segment id (`ST`, `PO1`, …): the bytes before the first element separator.
+    #[inline]
     pub fn id(&self) -> &'a [u8] {
         let separator = self.delimiters.element;
         match self.raw.iter().position(|&b| b == separator) {
@@ -96,12 +101,14 @@ impl<'a> Segment<'a> {
     }
 
     /// The elements after the id, in order; an empty element is an empty slice.
+    #[inline]
     pub fn elements(&self) -> Elements<'a> {
         Elements::after_id(self.padded, self.raw.len(), self.delimiters.element)
     }
 
     /// Element `n`, counted from 1 as X12 does (`BEG03` is `element(3)`); `None` when the segment
     /// has fewer elements.
+    #[inline]
     pub fn element(&self, n: usize) -> Option<&'a [u8]> {
         if n == 0 {
             return Some(self.id());
@@ -201,6 +208,7 @@ fn window_mask(bytes: &[u8], len: usize, separator: u8) -> u64 {
 
 impl<'a> Elements<'a> {
     /// The elements after the id of segment `raw`.
+    #[inline]
     fn after_id(raw: &'a [u8], len: usize, separator: u8) -> Self {
         let mut elements = Elements {
             raw,
