@@ -1,7 +1,10 @@
 //! Typed reading of whole inputs: every set checked (envelope and content), typed when crossdock
 //! models it, and handed over with its problems — in bounded memory for any `Read`.
 
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use crate::envelope::{
     GroupHeader, GroupReport, Handler, InterchangeHeader, InterchangeReport, SetHeader, SetReport,
@@ -44,8 +47,7 @@ struct Typed<'h, H> {
     group_index: u32,
     delimiters: Delimiters,
     /// The open set's body, copied so it outlives the reader's buffer.
-    body: Vec<u8>,
-    spans: Vec<(usize, usize, u64)>,
+    body: SetBody,
     typed: bool,
     problems: Vec<Problem>,
 }
@@ -66,17 +68,15 @@ impl<H: TypedHandler> Handler for Typed<'_, H> {
     }
 
     fn set_start(&mut self, header: &SetHeader) {
-        self.body.clear();
-        self.spans.clear();
+        self.body.bytes.clear();
+        self.body.spans.clear();
         self.typed = sets::is_typed(&header.id);
     }
 
     #[inline]
     fn segment(&mut self, segment: &Segment<'_>, _index: u32) {
         if self.typed {
-            let start = self.body.len();
-            self.body.extend_from_slice(segment.raw());
-            self.spans.push((start, self.body.len(), segment.offset()));
+            self.body.push(segment);
         }
     }
 
@@ -84,18 +84,18 @@ impl<H: TypedHandler> Handler for Typed<'_, H> {
         self.problems.clear();
         self.problems.extend(report.problems.iter().cloned());
         let document = if self.typed {
-            let segments: Vec<Segment<'_>> = self
-                .spans
-                .iter()
-                .map(|&(start, end, offset)| {
-                    Segment::within(&self.body, start, end, offset, self.delimiters)
-                })
-                .collect();
             let position = Position {
                 segment_id: None,
                 ..report.position(self.interchange_index, Some(self.group_index))
             };
-            sets::read(&report.header.id, &segments, &position, &mut self.problems)
+            type_body(
+                &report.header.id,
+                &self.body.bytes,
+                &self.body.spans,
+                self.delimiters,
+                &position,
+                &mut self.problems,
+            )
         } else {
             None
         };
@@ -126,12 +126,52 @@ impl<'h, H> Typed<'h, H> {
             group: GroupHeader::default(),
             group_index: 0,
             delimiters: Delimiters::default(),
-            body: Vec::new(),
-            spans: Vec::new(),
+            body: SetBody::with_capacity(0),
             typed: false,
             problems: Vec::new(),
         }
     }
+}
+
+/// Where one segment of a copied set body is: start, end, and its offset in the input.
+type Span = (usize, usize, u64);
+
+/// A set's body copied out of the reader's buffer: its segments end to end.
+struct SetBody {
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+impl SetBody {
+    fn with_capacity(bytes: usize) -> Self {
+        SetBody {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, segment: &Segment<'_>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(segment.raw());
+        self.spans.push((start, self.bytes.len(), segment.offset()));
+    }
+}
+
+/// Types one set from its body (segments copied end to end, `spans` locating each).
+fn type_body(
+    id: &str,
+    body: &[u8],
+    spans: &[Span],
+    delimiters: Delimiters,
+    position: &Position,
+    problems: &mut Vec<Problem>,
+) -> Option<Document> {
+    let segments: Vec<Segment<'_>> = spans
+        .iter()
+        .map(|&(start, end, offset)| Segment::within(body, start, end, offset, delimiters))
+        .collect();
+    sets::read(id, &segments, position, problems)
 }
 
 /// Reads every set of an input held in memory.
@@ -145,4 +185,278 @@ pub fn read_stream<R: Read>(
     handler: &mut impl TypedHandler,
 ) -> Result<Stats, std::io::Error> {
     walk_read(input, &mut Typed::new(handler))
+}
+
+/// Batches in flight between the reader, the typing workers and the caller's thread; with
+/// [`BATCH_BYTES`] this bounds memory (about 2 × 16 × 64 KiB of set bodies and their documents).
+const IN_FLIGHT: usize = 16;
+/// Sets are handed on in batches of about this many body bytes (or [`BATCH_ITEMS`] sets), so a
+/// thread hand-off is paid per batch, not per set.
+const BATCH_BYTES: usize = 64 * 1024;
+const BATCH_ITEMS: usize = 64;
+
+/// What the reading thread hands on, in input order.
+enum Item {
+    Set {
+        interchange: Arc<InterchangeHeader>,
+        group: Arc<GroupHeader>,
+        report: SetReport,
+        position: Position,
+        /// The copied body of a set crossdock types, and the delimiters to split it with.
+        body: Option<(SetBody, Delimiters)>,
+    },
+    GroupEnd {
+        interchange: Arc<InterchangeHeader>,
+        report: GroupReport,
+    },
+    InterchangeEnd(InterchangeReport),
+}
+
+/// What a worker hands back.
+enum Done {
+    Set {
+        interchange: Arc<InterchangeHeader>,
+        group: Arc<GroupHeader>,
+        report: SetReport,
+        document: Option<Document>,
+        problems: Vec<Problem>,
+    },
+    GroupEnd {
+        interchange: Arc<InterchangeHeader>,
+        report: GroupReport,
+    },
+    InterchangeEnd(InterchangeReport),
+}
+
+impl Item {
+    fn finish(self) -> Done {
+        match self {
+            Item::Set {
+                interchange,
+                group,
+                report,
+                position,
+                body,
+            } => {
+                let mut problems = report.problems.clone();
+                let document = body.and_then(|(body, delimiters)| {
+                    type_body(
+                        &report.header.id,
+                        &body.bytes,
+                        &body.spans,
+                        delimiters,
+                        &position,
+                        &mut problems,
+                    )
+                });
+                Done::Set {
+                    interchange,
+                    group,
+                    report,
+                    document,
+                    problems,
+                }
+            }
+            Item::GroupEnd {
+                interchange,
+                report,
+            } => Done::GroupEnd {
+                interchange,
+                report,
+            },
+            Item::InterchangeEnd(report) => Done::InterchangeEnd(report),
+        }
+    }
+}
+
+/// The reading thread's handler: copies each typed set's body out of the stream buffer and hands
+/// it on with a sequence number.
+struct Producer {
+    tx: SyncSender<(u64, Vec<Item>)>,
+    seq: u64,
+    closed: bool,
+    batch: Vec<Item>,
+    batch_bytes: usize,
+    interchange: Arc<InterchangeHeader>,
+    interchange_index: u32,
+    group: Arc<GroupHeader>,
+    group_index: u32,
+    delimiters: Delimiters,
+    body: Option<SetBody>,
+    last_len: usize,
+}
+
+impl Producer {
+    fn send(&mut self, item: Item) {
+        if let Item::Set {
+            body: Some((body, _)),
+            ..
+        } = &item
+        {
+            self.batch_bytes += body.bytes.len();
+        }
+        self.batch.push(item);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_ITEMS {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if self.closed || batch.is_empty() {
+            return;
+        }
+        if self.tx.send((self.seq, batch)).is_err() {
+            self.closed = true;
+        }
+        self.seq += 1;
+    }
+}
+
+impl Handler for Producer {
+    fn interchange_start(&mut self, header: &InterchangeHeader) {
+        self.interchange = Arc::new(header.clone());
+        self.interchange_index += 1;
+        self.group_index = 0;
+        if let Some(delimiters) = header.delimiters {
+            self.delimiters = delimiters;
+        }
+    }
+
+    fn group_start(&mut self, header: &GroupHeader) {
+        self.group = Arc::new(header.clone());
+        self.group_index += 1;
+    }
+
+    fn set_start(&mut self, header: &SetHeader) {
+        self.body = sets::is_typed(&header.id)
+            .then(|| SetBody::with_capacity(self.last_len + self.last_len / 8));
+    }
+
+    #[inline]
+    fn segment(&mut self, segment: &Segment<'_>, _index: u32) {
+        if let Some(body) = &mut self.body {
+            body.push(segment);
+        }
+    }
+
+    fn set_end(&mut self, report: &SetReport) {
+        let body = self.body.take().map(|body| {
+            self.last_len = body.bytes.len();
+            (body, self.delimiters)
+        });
+        let position = Position {
+            segment_id: None,
+            ..report.position(self.interchange_index, Some(self.group_index))
+        };
+        let item = Item::Set {
+            interchange: self.interchange.clone(),
+            group: self.group.clone(),
+            report: report.clone(),
+            position,
+            body,
+        };
+        self.send(item);
+    }
+
+    fn group_end(&mut self, report: &GroupReport) {
+        let item = Item::GroupEnd {
+            interchange: self.interchange.clone(),
+            report: report.clone(),
+        };
+        self.send(item);
+    }
+
+    fn interchange_end(&mut self, report: &InterchangeReport) {
+        self.send(Item::InterchangeEnd(report.clone()));
+    }
+}
+
+/// Reads every set of any `Read` like [`read_stream`], typing sets on `workers` threads while
+/// one thread reads: the handler still sees everything in input order, on the caller's thread.
+/// Memory stays bounded (about 64 sets in flight).
+pub fn read_stream_parallel<R: Read + Send>(
+    input: R,
+    handler: &mut impl TypedHandler,
+    workers: usize,
+) -> Result<Stats, std::io::Error> {
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = sync_channel::<(u64, Vec<Item>)>(IN_FLIGHT);
+        let (done_tx, done_rx) = sync_channel::<(u64, Vec<Done>)>(IN_FLIGHT);
+        let reader = scope.spawn(move || {
+            let mut producer = Producer {
+                tx: job_tx,
+                seq: 0,
+                closed: false,
+                batch: Vec::new(),
+                batch_bytes: 0,
+                interchange: Arc::default(),
+                interchange_index: 0,
+                group: Arc::default(),
+                group_index: 0,
+                delimiters: Delimiters::default(),
+                body: None,
+                last_len: 0,
+            };
+            let stats = walk_read(input, &mut producer);
+            producer.flush();
+            stats
+        });
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for _ in 0..workers.max(1) {
+            let (jobs, done) = (Arc::clone(&job_rx), done_tx.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = match jobs.lock() {
+                        Ok(jobs) => jobs.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    let Ok((seq, items)) = next else {
+                        return;
+                    };
+                    let finished = items.into_iter().map(Item::finish).collect();
+                    if done.send((seq, finished)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Put results back in input order; at most the in-flight sets wait here.
+        let mut waiting = BTreeMap::new();
+        let mut next = 0u64;
+        for (seq, done) in done_rx {
+            waiting.insert(seq, done);
+            while let Some(batch) = waiting.remove(&next) {
+                next += 1;
+                for done in batch {
+                    match done {
+                        Done::Set {
+                            interchange,
+                            group,
+                            report,
+                            document,
+                            problems,
+                        } => handler.set(SetRead {
+                            interchange: &interchange,
+                            group: &group,
+                            report: &report,
+                            document,
+                            problems: &problems,
+                        }),
+                        Done::GroupEnd {
+                            interchange,
+                            report,
+                        } => handler.group_end(&interchange, &report),
+                        Done::InterchangeEnd(report) => handler.interchange_end(&report),
+                    }
+                }
+            }
+        }
+        match reader.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }

@@ -1,5 +1,5 @@
 //! `Text`: the string type of typed sets. X12 values are short (ids, codes, quantities), so up
-//! to 22 bytes are kept inline and only longer values allocate — reading a large file then costs
+//! to 30 bytes are kept inline and only longer values allocate — reading a large file then costs
 //! a fraction of the allocations `String` would.
 
 use std::fmt;
@@ -7,7 +7,7 @@ use std::ops::Deref;
 
 use serde::Serialize;
 
-const INLINE: usize = 22;
+const INLINE: usize = 30;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Repr {
@@ -15,7 +15,7 @@ enum Repr {
     Heap(Box<str>),
 }
 
-/// A short immutable string, inline up to 22 bytes.
+/// A short immutable string, inline up to 30 bytes.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Text(Repr);
 

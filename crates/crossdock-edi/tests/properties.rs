@@ -455,6 +455,21 @@ proptest! {
     }
 
     #[test]
+    fn parallel_reading_sees_what_sequential_reading_sees(seed in 1u64.., kind in 0u64..10, sets in 1usize..6, cut in any::<u16>(), workers in 1usize..4) {
+        let mut g = Gen(seed);
+        let (mut bytes, _) = interchange(&mut g, kind, sets);
+        // Two interchanges, the second one cut short somewhere.
+        let (second, _) = interchange(&mut g, (kind + 1) % 10, sets);
+        bytes.extend_from_slice(&second[..usize::from(cut) % (second.len() + 1)]);
+        let mut sequential = common::Collect::default();
+        crossdock_edi::read::read_stream(&bytes[..], &mut sequential).unwrap();
+        let mut parallel = common::Collect::default();
+        crossdock_edi::read::read_stream_parallel(&bytes[..], &mut parallel, workers).unwrap();
+        prop_assert_eq!(format!("{:?}", sequential.sets), format!("{:?}", parallel.sets));
+        prop_assert_eq!(format!("{:?}", sequential.other), format!("{:?}", parallel.other));
+    }
+
+    #[test]
     fn mutated_set_bodies_keep_the_typed_round_trip(seed in 1u64.., kind in 0u64..10, edits in proptest::collection::vec((any::<u16>(), prop_oneof![Just(b'*'), Just(b'~'), Just(b'0'), Just(b'A'), any::<u8>()], 0u8..4), 0..6)) {
         let mut g = Gen(seed);
         let doc = document(&mut g, kind);

@@ -12,7 +12,7 @@ use crossdock_edi::Problem;
 use crossdock_edi::ack::{AckBuilder, write_acks};
 use crossdock_edi::envelope::{GroupReport, InterchangeHeader, InterchangeReport, Stats};
 use crossdock_edi::generate::{Kind, generate};
-use crossdock_edi::read::{SetRead, TypedHandler, read_stream};
+use crossdock_edi::read::{SetRead, TypedHandler, read_stream_parallel};
 
 #[derive(Debug, Subcommand)]
 pub enum EdiCommand {
@@ -62,9 +62,14 @@ pub enum EdiCommand {
     },
 }
 
-fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+/// Threads typing sets while one reads: one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+fn open(path: &Path) -> anyhow::Result<Box<dyn Read + Send>> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(std::io::stdin().lock()));
+        return Ok(Box::new(std::io::stdin()));
     }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     Ok(Box::new(file))
@@ -101,7 +106,7 @@ pub fn run(command: EdiCommand) -> anyhow::Result<()> {
                     error: None,
                     problems: Vec::new(),
                 };
-                read_stream(input, &mut out)
+                read_stream_parallel(input, &mut out, workers())
                     .with_context(|| format!("reading {}", file.display()))?;
                 if let Some(error) = out.error {
                     return Err(error).context("writing to standard output");
@@ -113,7 +118,7 @@ pub fn run(command: EdiCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let mut summary = Summary::default();
-            let stats = read_stream(input, &mut summary)
+            let stats = read_stream_parallel(input, &mut summary, workers())
                 .with_context(|| format!("reading {}", file.display()))?;
             summary.print(&file, &stats);
             Ok(())
@@ -124,7 +129,7 @@ pub fn run(command: EdiCommand) -> anyhow::Result<()> {
                 print_problems: true,
                 ..Summary::default()
             };
-            let stats = read_stream(input, &mut summary)
+            let stats = read_stream_parallel(input, &mut summary, workers())
                 .with_context(|| format!("reading {}", file.display()))?;
             let (errors, warnings) = summary.counts();
             println!(
@@ -147,7 +152,7 @@ pub fn run(command: EdiCommand) -> anyhow::Result<()> {
         } => {
             let input = open(&file)?;
             let mut builder = AckBuilder::default();
-            read_stream(input, &mut builder)
+            read_stream_parallel(input, &mut builder, workers())
                 .with_context(|| format!("reading {}", file.display()))?;
             if builder.acks.is_empty() {
                 eprintln!(

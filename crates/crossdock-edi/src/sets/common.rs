@@ -166,6 +166,11 @@ impl<'s, 'a> SetReader<'s, 'a> {
         code != 0 && code == id_code(id.as_bytes())
     }
 
+    /// Segments not yet read (modelled or not): a bound for reserving room for lines.
+    pub fn remaining(&self) -> usize {
+        self.segments.len().saturating_sub(self.pos)
+    }
+
     /// True when there are no modelled segments left.
     pub fn done(&mut self) -> bool {
         self.skip_unknown();

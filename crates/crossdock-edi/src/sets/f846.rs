@@ -74,6 +74,7 @@ impl TransactionSet for InventoryAdvice {
         advice.references = r.references("REF");
         advice.parties = r.parties();
         r.skip_until(&["LIN", "CTT"]);
+        advice.items.reserve(r.remaining() / 3);
         while let Some(mut f) = r.take("LIN") {
             let line = f.opt(1);
             let ids = f.ids(2);

@@ -79,6 +79,7 @@ impl TransactionSet for PurchaseOrder {
         order.dates = r.dates("DTM");
         order.parties = r.parties();
         r.skip_until(&["PO1", "CTT"]);
+        order.lines.reserve(r.remaining() / 2);
         while let Some(mut f) = r.take("PO1") {
             let line = f.opt(1);
             let quantity = f.decimal(2, true);
