@@ -298,13 +298,15 @@ pub fn advice_846(
                 ids: vec![ItemId {
                     qualifier: "VP".into(),
                     id: sku.as_str().into(),
-                }],
+                }]
+                .into(),
                 description: None,
                 quantities: vec![ItemQuantity {
                     qualifier: "33".into(),
                     quantity: Decimal::from_integer((*quantity).max(0)),
                     unit: Some("EA".into()),
-                }],
+                }]
+                .into(),
             })
             .collect(),
     }

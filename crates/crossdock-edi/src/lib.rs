@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod generate;
 #[doc(hidden)]
 pub mod harness;
+pub mod list;
 pub mod problem;
 pub mod read;
 pub mod reader;
@@ -27,6 +28,7 @@ pub mod text;
 pub mod writer;
 
 pub use delimiters::Delimiters;
+pub use list::List;
 pub use problem::{Level, Position, Problem};
 pub use segment::Segment;
 pub use text::Text;

@@ -9,7 +9,7 @@ use crossdock_edi::ack::AckBuilder;
 use crossdock_edi::read::read_slice;
 use crossdock_edi::sets::*;
 use crossdock_edi::writer::{EnvelopeOptions, InterchangeWriter};
-use crossdock_edi::{Delimiters, Text};
+use crossdock_edi::{Delimiters, List, Text};
 use proptest::prelude::*;
 
 /// A small deterministic generator, driven by a seed proptest picks (and shrinks).
@@ -64,7 +64,7 @@ impl Gen {
     fn count(&mut self, max: u64) -> usize {
         self.below(max + 1) as usize
     }
-    fn ids(&mut self, max: u64) -> Vec<ItemId> {
+    fn ids(&mut self, max: u64) -> List<ItemId> {
         (0..self.count(max))
             .map(|_| ItemId {
                 qualifier: self.pick(&["UP", "VN", "VP", "BP", "SK", "IN"]),

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::text::Text;
 
 use crate::Segment;
+use crate::list::List;
 use crate::problem::{Level, Position, Problem, element_code, segment_code};
 use crate::segment::id_code;
 use crate::segment::quote;
@@ -13,7 +14,7 @@ use crate::writer::{SegmentWriter, WriteError};
 
 /// An X12 numeric value (types `R` and `N0`): an optional minus, digits and at most one decimal
 /// point, kept as written so it is written back the same.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Decimal(Text);
 
@@ -64,7 +65,7 @@ impl std::fmt::Display for Decimal {
 
 /// A product id with its qualifier (`UP` UPC, `VN`/`VP` vendor's number, `BP` buyer's number,
 /// `SK` SKU, `IN` buyer's item number, …).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ItemId {
     pub qualifier: Text,
     pub id: Text,
@@ -456,13 +457,13 @@ impl<'a> Fields<'_, 'a> {
 
     /// Qualifier/id pairs from element `n` on (`PO106`/`PO107`, `PO108`/`PO109`, …), until an
     /// empty qualifier.
-    pub fn ids(&mut self, n: usize) -> Vec<ItemId> {
+    pub fn ids(&mut self, n: usize) -> List<ItemId> {
         self.ids_n(n, usize::MAX)
     }
 
     /// At most `pairs` qualifier/id pairs from element `n` on.
-    pub fn ids_n(&mut self, n: usize, pairs: usize) -> Vec<ItemId> {
-        let mut ids = Vec::new();
+    pub fn ids_n(&mut self, n: usize, pairs: usize) -> List<ItemId> {
+        let mut ids = List::new();
         let mut at = n;
         while ids.len() < pairs {
             let Some(qualifier) = self.raw(at, false) else {

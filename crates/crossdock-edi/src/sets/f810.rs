@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -37,7 +38,7 @@ pub struct InvoiceLine {
     pub unit: Text,
     pub unit_price: Decimal,
     pub price_basis: Option<Text>,
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     pub description: Option<Text>,
 }
 

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -35,13 +36,13 @@ pub struct InventoryItem {
     /// LIN01: line id.
     pub line: Option<Text>,
     /// LIN02/LIN03 onwards.
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     pub description: Option<Text>,
-    pub quantities: Vec<ItemQuantity>,
+    pub quantities: List<ItemQuantity>,
 }
 
 /// A QTY segment: `33` available for sale, `17` on hand, `02` cumulative, … and its unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ItemQuantity {
     pub qualifier: Text,
     pub quantity: Decimal,
@@ -79,7 +80,7 @@ impl TransactionSet for InventoryAdvice {
             let line = f.opt(1);
             let ids = f.ids(2);
             let description = r.take("PID").and_then(|mut f| f.opt(5));
-            let mut quantities = Vec::new();
+            let mut quantities = List::new();
             while !r.at("LIN") && !r.at("CTT") && !r.done() {
                 let Some(mut f) = r.take("QTY") else {
                     r.skip_until(&["QTY", "LIN", "CTT"]);

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -42,7 +43,7 @@ pub struct PurchaseOrderLine {
     /// PO105: `PE` price per each, `TE` contract price per each, …
     pub price_basis: Option<Text>,
     /// PO106/PO107 onwards.
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     /// PID05 (free-form description).
     pub description: Option<Text>,
 }

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -35,7 +36,7 @@ pub struct PoAckLine {
     pub unit: Text,
     pub unit_price: Option<Decimal>,
     pub price_basis: Option<Text>,
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     pub acks: Vec<LineAck>,
 }
 

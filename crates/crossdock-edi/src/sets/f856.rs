@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -57,7 +58,7 @@ pub struct HierarchyLevel {
     /// MAN: marks (`GM` SSCC-18, `CP` carrier package id / tracking, …).
     pub marks: Vec<Reference>,
     /// LIN02/LIN03 onwards.
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     /// SN102 and SN103: units shipped and their unit.
     pub shipped: Option<Decimal>,
     pub unit: Option<Text>,

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -40,7 +41,7 @@ pub struct ShippingOrderLine {
     /// W0103.
     pub upc: Option<Text>,
     /// W0104/W0105.
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     /// G6901.
     pub description: Option<Text>,
     /// N9 in the line's loop (lot, serial, …).

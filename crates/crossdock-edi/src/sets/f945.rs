@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -45,7 +46,7 @@ pub struct ShippingAdviceLine {
     pub unit: Text,
     pub upc: Option<Text>,
     /// W1207/W1208.
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     /// N9 in the line's loop (lot, serial, …).
     pub references: Vec<Reference>,
 }

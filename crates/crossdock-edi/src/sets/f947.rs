@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
@@ -36,7 +37,7 @@ pub struct AdjustmentLine {
     pub unit: Text,
     pub upc: Option<Text>,
     /// W1905/W1906.
-    pub ids: Vec<ItemId>,
+    pub ids: List<ItemId>,
     pub description: Option<Text>,
     /// N9 in the line's loop (lot, serial, …).
     pub references: Vec<Reference>,
