@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use crate::delimiters::{DelimiterError, detect};
-use crate::segment::quote;
+use crate::segment::{WINDOW, quote, window_masks};
 use crate::{Delimiters, Segment};
 
 /// Why reading stopped. Reading does not go on after an error: what follows cannot be split
@@ -69,6 +69,8 @@ enum Scan {
         start: usize,
         end: usize,
         next: usize,
+        /// The element separators among the segment's first 64 bytes, when already found.
+        mask: Option<u64>,
     },
     NeedMore,
     End,
@@ -123,6 +125,7 @@ impl Tokenizer {
                         start: pos,
                         end: pos + layout.len,
                         next: pos + layout.len + 1,
+                        mask: None,
                     }
                 }
                 Err(DelimiterError::Truncated) if !eof => Scan::NeedMore,
@@ -136,7 +139,26 @@ impl Tokenizer {
             };
         };
         self.started = true;
-        match memchr::memchr(delimiters.segment, &buf[pos..]) {
+        // Most segments are shorter than 64 bytes: one pass over the next 64 finds the
+        // terminator and the element separators together.
+        let rest = &buf[pos..];
+        let (found, mask) = match rest.first_chunk::<WINDOW>() {
+            Some(window) => {
+                let (terminators, separators) =
+                    window_masks(window, delimiters.segment, delimiters.element);
+                if terminators != 0 {
+                    (
+                        Some(terminators.trailing_zeros() as usize),
+                        Some(separators),
+                    )
+                } else {
+                    let beyond = memchr::memchr(delimiters.segment, &rest[WINDOW..]);
+                    (beyond.map(|i| i + WINDOW), None)
+                }
+            }
+            None => (memchr::memchr(delimiters.segment, rest), None),
+        };
+        match found {
             Some(len) => {
                 let mut end = pos + len;
                 if delimiters.segment == b'\n' && end > pos && buf[end - 1] == b'\r' {
@@ -151,6 +173,7 @@ impl Tokenizer {
                     start: pos,
                     end,
                     next: pos + len + 1,
+                    mask,
                 }
             }
             // A last segment without its terminator is taken as complete when the terminator
@@ -168,6 +191,7 @@ impl Tokenizer {
                     start: pos,
                     end,
                     next: buf.len(),
+                    mask: None,
                 }
             }
             None if eof => {
@@ -212,16 +236,20 @@ impl<'a> Iterator for SliceReader<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let delimiters = self.tokenizer.delimiters;
         match self.tokenizer.scan(self.buf, self.pos, true, 0) {
-            Scan::Segment { start, end, next } => {
+            Scan::Segment {
+                start,
+                end,
+                next,
+                mask,
+            } => {
                 self.pos = next.min(self.buf.len());
                 let delimiters = delimiters.or(self.tokenizer.delimiters)?;
-                Some(Ok(Segment::within(
-                    self.buf,
-                    start,
-                    end,
-                    start as u64,
-                    delimiters,
-                )))
+                Some(Ok(match mask {
+                    Some(mask) => {
+                        Segment::within_masked(self.buf, start, end, start as u64, delimiters, mask)
+                    }
+                    None => Segment::within(self.buf, start, end, start as u64, delimiters),
+                }))
             }
             Scan::NeedMore | Scan::End => None,
             Scan::Error(error) => Some(Err(error)),
@@ -273,16 +301,21 @@ impl<R: Read> StreamReader<R> {
                 .tokenizer
                 .scan(&self.buf[..self.end], self.start, self.eof, self.base)
             {
-                Scan::Segment { start, end, next } => {
+                Scan::Segment {
+                    start,
+                    end,
+                    next,
+                    mask,
+                } => {
                     self.start = next.min(self.end);
                     let delimiters = delimiters.or(self.tokenizer.delimiters)?;
-                    return Some(Ok(Segment::within(
-                        &self.buf[..self.end],
-                        start,
-                        end,
-                        self.base + start as u64,
-                        delimiters,
-                    )));
+                    let (buf, offset) = (&self.buf[..self.end], self.base + start as u64);
+                    return Some(Ok(match mask {
+                        Some(mask) => {
+                            Segment::within_masked(buf, start, end, offset, delimiters, mask)
+                        }
+                        None => Segment::within(buf, start, end, offset, delimiters),
+                    }));
                 }
                 Scan::NeedMore => {
                     if let Err(error) = self.fill() {

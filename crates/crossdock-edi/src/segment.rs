@@ -12,6 +12,8 @@ pub struct Segment<'a> {
     padded: &'a [u8],
     offset: u64,
     delimiters: Delimiters,
+    /// The element separators among the first 64 bytes, when the reader found them already.
+    first_mask: Option<u64>,
 }
 
 impl std::fmt::Debug for Segment<'_> {
@@ -28,6 +30,7 @@ impl<'a> Segment<'a> {
             padded: raw,
             offset,
             delimiters,
+            first_mask: None,
         }
     }
 
@@ -47,6 +50,30 @@ impl<'a> Segment<'a> {
             padded,
             offset,
             delimiters,
+            first_mask: None,
+        }
+    }
+
+    /// As [`Segment::within`], with the element separators of its first 64 bytes already found
+    /// (`mask`, bit 0 at `start`).
+    #[inline]
+    pub(crate) fn within_masked(
+        buf: &'a [u8],
+        start: usize,
+        end: usize,
+        offset: u64,
+        delimiters: Delimiters,
+        mask: u64,
+    ) -> Self {
+        let len = end - start;
+        let keep = if len >= WINDOW {
+            u64::MAX
+        } else {
+            (1u64 << len) - 1
+        };
+        Segment {
+            first_mask: Some(mask & keep),
+            ..Segment::within(buf, start, end, offset, delimiters)
         }
     }
 
@@ -103,7 +130,12 @@ impl<'a> Segment<'a> {
     /// The elements after the id, in order; an empty element is an empty slice.
     #[inline]
     pub fn elements(&self) -> Elements<'a> {
-        Elements::after_id(self.padded, self.raw.len(), self.delimiters.element)
+        Elements::after_id(
+            self.padded,
+            self.raw.len(),
+            self.delimiters.element,
+            self.first_mask,
+        )
     }
 
     /// Element `n`, counted from 1 as X12 does (`BEG03` is `element(3)`); `None` when the segment
@@ -164,10 +196,11 @@ pub struct Elements<'a> {
     separator: u8,
 }
 
-const WINDOW: usize = 64;
+pub(crate) const WINDOW: usize = 64;
 
 /// Bit `i` set where byte `i` of an 8-byte word is `separator` (SWAR: exact, no false
 /// positives).
+#[cfg(any(test, not(target_arch = "x86_64")))]
 #[inline(always)]
 fn word_mask(word: u64, separator: u8) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
@@ -178,30 +211,56 @@ fn word_mask(word: u64, separator: u8) -> u64 {
     (zero >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
+/// Bit `i` set where byte `i` of the window is `a`, and the same for `b`: SSE2 compares on
+/// x86_64 (through `safe_arch`, no `unsafe` here), SWAR on 64-bit words elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn window_masks(window: &[u8; WINDOW], a: u8, b: u8) -> (u64, u64) {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let (sa, sb) = (
+        set_splat_i8_m128i(i8::from_ne_bytes([a])),
+        set_splat_i8_m128i(i8::from_ne_bytes([b])),
+    );
+    let (mut ma, mut mb) = (0u64, 0u64);
+    for (i, chunk) in window.as_chunks::<16>().0.iter().enumerate() {
+        let v = load_unaligned_m128i(chunk);
+        let bits = |s| u64::from(move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, s)) as u16);
+        ma |= bits(sa) << (16 * i);
+        mb |= bits(sb) << (16 * i);
+    }
+    (ma, mb)
+}
+
+/// Bit `i` set where byte `i` of the window is `a`, and the same for `b` (SWAR).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn window_masks(window: &[u8; WINDOW], a: u8, b: u8) -> (u64, u64) {
+    let (mut ma, mut mb) = (0u64, 0u64);
+    for (i, word) in window.as_chunks::<8>().0.iter().enumerate() {
+        let word = u64::from_le_bytes(*word);
+        ma |= word_mask(word, a) << (8 * i);
+        mb |= word_mask(word, b) << (8 * i);
+    }
+    (ma, mb)
+}
+
 /// Separators among the first `len` bytes (at most 64) of `bytes`.
 #[inline]
 fn window_mask(bytes: &[u8], len: usize, separator: u8) -> u64 {
-    #[inline(always)]
-    fn full(window: &[u8; WINDOW], separator: u8) -> u64 {
-        let mut mask = 0u64;
-        for (i, word) in window.chunks_exact(8).enumerate() {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            mask |= word_mask(word, separator) << (8 * i);
-        }
-        mask
-    }
     let keep = if len >= WINDOW {
         u64::MAX
     } else {
         (1u64 << len) - 1
     };
     match bytes.first_chunk::<WINDOW>() {
-        Some(window) => full(window, separator) & keep,
+        Some(window) => window_masks(window, separator, separator).0 & keep,
         None => {
             let len = len.min(bytes.len());
             let mut window = [0u8; WINDOW];
             window[..len].copy_from_slice(&bytes[..len]);
-            full(&window, separator) & keep
+            window_masks(&window, separator, separator).0 & keep
         }
     }
 }
@@ -209,13 +268,13 @@ fn window_mask(bytes: &[u8], len: usize, separator: u8) -> u64 {
 impl<'a> Elements<'a> {
     /// The elements after the id of segment `raw`.
     #[inline]
-    fn after_id(raw: &'a [u8], len: usize, separator: u8) -> Self {
+    fn after_id(raw: &'a [u8], len: usize, separator: u8, first_mask: Option<u64>) -> Self {
         let mut elements = Elements {
             raw,
             len,
             start: 0,
             window: 0,
-            mask: window_mask(raw, len, separator),
+            mask: first_mask.unwrap_or_else(|| window_mask(raw, len, separator)),
             done: false,
             separator,
         };
@@ -348,6 +407,31 @@ mod tests {
                     "{bytes:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn window_masks_agree_with_a_byte_by_byte_count() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            let mut window = [0u8; WINDOW];
+            for b in &mut window {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = [b'*', b'~', b'A', 0x80, 0xFF, 0][(x % 6) as usize];
+            }
+            let expect = |d: u8| {
+                window
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |m, (i, &b)| m | (u64::from(b == d) << i))
+            };
+            assert_eq!(
+                window_masks(&window, b'*', b'~'),
+                (expect(b'*'), expect(b'~'))
+            );
+            assert_eq!(window_masks(&window, 0x80, 0), (expect(0x80), expect(0)));
         }
     }
 
