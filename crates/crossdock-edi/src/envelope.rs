@@ -676,18 +676,8 @@ impl Walker {
             } else {
                 Level::Interchange
             };
-            let found = match error {
-                ReadError::Unterminated { found, .. } => found.clone(),
-                ReadError::Isa { error, .. } => error.to_string(),
-                other => other.to_string(),
-            };
-            self.problem(
-                level,
-                position,
-                &error.to_string(),
-                "well-formed segments".into(),
-                found,
-            );
+            let (message, expected, found) = error.parts();
+            self.problem(level, position, &message, expected, found);
         }
         if self.interchange.is_some() || self.group.is_some() || self.set.is_some() {
             self.close_interchange(None, handler);

@@ -26,6 +26,9 @@ pub struct Position {
 
 impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.interchange == 0 {
+            return write!(f, "byte {}", self.offset);
+        }
         write!(f, "interchange {}", self.interchange)?;
         if let Some(group) = self.group {
             write!(f, ", group {group}")?;

@@ -44,6 +44,54 @@ impl ReadError {
     }
 }
 
+impl ReadError {
+    /// What went wrong, what was expected and what was found, for a [`crate::Problem`] (whose
+    /// position carries the offset).
+    pub fn parts(&self) -> (String, String, String) {
+        match self {
+            ReadError::Isa {
+                error: DelimiterError::NotIsa { found },
+                ..
+            } => (
+                "no interchange header where one must start".into(),
+                "`ISA`".into(),
+                quote(found),
+            ),
+            ReadError::Isa {
+                error: DelimiterError::Truncated,
+                ..
+            } => (
+                "the input ends inside the ISA segment".into(),
+                "a complete ISA (106 bytes with its terminator)".into(),
+                "the end of the input".into(),
+            ),
+            ReadError::Isa {
+                error: DelimiterError::Malformed(why),
+                ..
+            } => (
+                format!("the ISA segment is malformed: {why}"),
+                "16 elements, then the component separator and the segment terminator".into(),
+                why.clone(),
+            ),
+            ReadError::Unterminated { found, .. } => (
+                "the input ends inside a segment".into(),
+                "a segment terminator".into(),
+                found.clone(),
+            ),
+            ReadError::TooLong { limit, .. } => (
+                format!("a segment is longer than {limit} bytes"),
+                format!("a segment terminator within {limit} bytes"),
+                "none".into(),
+            ),
+            ReadError::Io(error) => (
+                "reading the input failed".into(),
+                "readable input".into(),
+                error.to_string(),
+            ),
+        }
+    }
+}
+
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

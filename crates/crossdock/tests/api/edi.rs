@@ -193,7 +193,7 @@ async fn unreadable_x12_is_refused_and_kept(db: TestDb) {
         problem["detail"]
             .as_str()
             .unwrap()
-            .contains("expected an interchange header"),
+            .contains("no interchange header where one must start"),
         "{problem}"
     );
     let (_, inbox) = app.get("/v1/inbox?status=rejected").await;
