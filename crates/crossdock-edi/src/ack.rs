@@ -155,8 +155,10 @@ pub struct AckBuilder {
 }
 
 impl TypedHandler for AckBuilder {
-    fn set(&mut self, set: SetRead<'_>) {
-        if let Some(Document::FunctionalAck(ack)) = set.document {
+    fn set(&mut self, set: &mut SetRead<'_>) {
+        if let Some(Document::FunctionalAck(_)) = &set.document
+            && let Some(Document::FunctionalAck(ack)) = set.document.take()
+        {
             self.received_acks.push(ack);
         }
         let header = &set.report.header;

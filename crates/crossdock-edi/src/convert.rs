@@ -320,8 +320,8 @@ mod tests {
 
     struct Docs(Vec<Document>);
     impl TypedHandler for Docs {
-        fn set(&mut self, set: SetRead<'_>) {
-            self.0.extend(set.document);
+        fn set(&mut self, set: &mut SetRead<'_>) {
+            self.0.extend(set.document.take());
         }
     }
 

@@ -132,9 +132,9 @@ mod tests {
         problems: usize,
     }
     impl TypedHandler for Count {
-        fn set(&mut self, set: SetRead<'_>) {
+        fn set(&mut self, set: &mut SetRead<'_>) {
             self.sets += 1;
-            self.items += set.document.map_or(0, |d| d.items() as u64);
+            self.items += set.document.as_ref().map_or(0, |d| d.items() as u64);
             self.problems += set.problems.len();
         }
     }

@@ -17,7 +17,7 @@ use crate::{Delimiters, Segment};
 struct Errors(usize);
 
 impl TypedHandler for Errors {
-    fn set(&mut self, set: SetRead<'_>) {
+    fn set(&mut self, set: &mut SetRead<'_>) {
         self.0 += set.problems.iter().filter(|p| p.is_error()).count();
     }
     fn group_end(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use crate::envelope::{
@@ -34,7 +34,9 @@ impl SetRead<'_> {
 
 /// What a typed read reports besides the sets themselves.
 pub trait TypedHandler {
-    fn set(&mut self, set: SetRead<'_>);
+    /// One set. Take `set.document` to keep it; a document left there is dropped by the reader
+    /// (on the thread that built it, when reading in parallel).
+    fn set(&mut self, set: &mut SetRead<'_>);
     fn group_end(&mut self, _interchange: &InterchangeHeader, _report: &GroupReport) {}
     fn interchange_end(&mut self, _report: &InterchangeReport) {}
 }
@@ -99,7 +101,7 @@ impl<H: TypedHandler> Handler for Typed<'_, H> {
         } else {
             None
         };
-        self.handler.set(SetRead {
+        self.handler.set(&mut SetRead {
             interchange: &self.interchange,
             group: &self.group,
             report,
@@ -171,7 +173,7 @@ fn type_body(
         .iter()
         .map(|&(start, end, offset)| Segment::within(body, start, end, offset, delimiters))
         .collect();
-    sets::read(id, &segments, position, problems)
+    sets::read_body(id, body, &segments, position, problems)
 }
 
 /// Reads every set of an input held in memory.
@@ -220,6 +222,8 @@ enum Done {
         report: SetReport,
         document: Option<Document>,
         problems: Vec<Problem>,
+        /// The worker that built the document, which also frees what the handler leaves.
+        worker: usize,
     },
     GroupEnd {
         interchange: Arc<InterchangeHeader>,
@@ -229,7 +233,8 @@ enum Done {
 }
 
 impl Item {
-    fn finish(self) -> Done {
+    /// Types the set; its body buffer goes to `recycle` for the reader to fill again.
+    fn finish(self, worker: usize, recycle: &SyncSender<SetBody>) -> Done {
         match self {
             Item::Set {
                 interchange,
@@ -239,15 +244,20 @@ impl Item {
                 body,
             } => {
                 let mut problems = report.problems.clone();
-                let document = body.and_then(|(body, delimiters)| {
-                    type_body(
+                let document = body.and_then(|(mut body, delimiters)| {
+                    let document = type_body(
                         &report.header.id,
                         &body.bytes,
                         &body.spans,
                         delimiters,
                         &position,
                         &mut problems,
-                    )
+                    );
+                    body.bytes.clear();
+                    body.spans.clear();
+                    // A full pool just drops the buffer.
+                    let _ = recycle.try_send(body);
+                    document
                 });
                 Done::Set {
                     interchange,
@@ -255,6 +265,7 @@ impl Item {
                     report,
                     document,
                     problems,
+                    worker,
                 }
             }
             Item::GroupEnd {
@@ -273,6 +284,8 @@ impl Item {
 /// it on with a sequence number.
 struct Producer {
     tx: SyncSender<(u64, Vec<Item>)>,
+    /// Body buffers the workers are done with.
+    pool: Receiver<SetBody>,
     seq: u64,
     closed: bool,
     batch: Vec<Item>,
@@ -330,8 +343,11 @@ impl Handler for Producer {
     }
 
     fn set_start(&mut self, header: &SetHeader) {
-        self.body = sets::is_typed(&header.id)
-            .then(|| SetBody::with_capacity(self.last_len + self.last_len / 8));
+        self.body = sets::is_typed(&header.id).then(|| {
+            self.pool
+                .try_recv()
+                .unwrap_or_else(|_| SetBody::with_capacity(self.last_len + self.last_len / 8))
+        });
     }
 
     #[inline]
@@ -373,6 +389,16 @@ impl Handler for Producer {
     }
 }
 
+/// Allocates and frees one large block. With glibc's allocator this raises its thresholds (a
+/// freed block above the mmap threshold lifts it, and the trim threshold to twice that), so the
+/// documents of each batch — tens of KiB, built on one thread and freed on another — are no
+/// longer given back to the system and faulted in again batch after batch. Elsewhere it is a
+/// harmless allocation.
+fn warm_allocator() {
+    let block = std::hint::black_box(vec![1u8; 8 << 20]);
+    drop(block);
+}
+
 /// Reads every set of any `Read` like [`read_stream`], typing sets on `workers` threads while
 /// one thread reads: the handler still sees everything in input order, on the caller's thread.
 /// Memory stays bounded (about 64 sets in flight).
@@ -381,12 +407,15 @@ pub fn read_stream_parallel<R: Read + Send>(
     handler: &mut impl TypedHandler,
     workers: usize,
 ) -> Result<Stats, std::io::Error> {
+    warm_allocator();
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = sync_channel::<(u64, Vec<Item>)>(IN_FLIGHT);
         let (done_tx, done_rx) = sync_channel::<(u64, Vec<Done>)>(IN_FLIGHT);
+        let (pool_tx, pool_rx) = sync_channel::<SetBody>(IN_FLIGHT * BATCH_ITEMS);
         let reader = scope.spawn(move || {
             let mut producer = Producer {
                 tx: job_tx,
+                pool: pool_rx,
                 seq: 0,
                 closed: false,
                 batch: Vec::new(),
@@ -404,10 +433,19 @@ pub fn read_stream_parallel<R: Read + Send>(
             stats
         });
         let job_rx = Arc::new(Mutex::new(job_rx));
-        for _ in 0..workers.max(1) {
-            let (jobs, done) = (Arc::clone(&job_rx), done_tx.clone());
+        // Documents the handler left go back to the worker that built them, so memory is freed
+        // by the thread that allocated it (cross-thread frees made the allocator trim and
+        // regrow its heaps).
+        let mut leftovers = Vec::new();
+        for worker in 0..workers.max(1) {
+            let (jobs, done, pool) = (Arc::clone(&job_rx), done_tx.clone(), pool_tx.clone());
+            let (leftover_tx, leftover_rx) = sync_channel::<Document>(IN_FLIGHT * BATCH_ITEMS);
+            leftovers.push(leftover_tx);
             scope.spawn(move || {
                 loop {
+                    while let Ok(document) = leftover_rx.try_recv() {
+                        drop(document);
+                    }
                     let next = match jobs.lock() {
                         Ok(jobs) => jobs.recv(),
                         Err(poisoned) => poisoned.into_inner().recv(),
@@ -415,7 +453,10 @@ pub fn read_stream_parallel<R: Read + Send>(
                     let Ok((seq, items)) = next else {
                         return;
                     };
-                    let finished = items.into_iter().map(Item::finish).collect();
+                    let finished = items
+                        .into_iter()
+                        .map(|item| item.finish(worker, &pool))
+                        .collect();
                     if done.send((seq, finished)).is_err() {
                         return;
                     }
@@ -423,6 +464,7 @@ pub fn read_stream_parallel<R: Read + Send>(
             });
         }
         drop(done_tx);
+        drop(pool_tx);
         // Put results back in input order; at most the in-flight sets wait here.
         let mut waiting = BTreeMap::new();
         let mut next = 0u64;
@@ -438,13 +480,21 @@ pub fn read_stream_parallel<R: Read + Send>(
                             report,
                             document,
                             problems,
-                        } => handler.set(SetRead {
-                            interchange: &interchange,
-                            group: &group,
-                            report: &report,
-                            document,
-                            problems: &problems,
-                        }),
+                            worker,
+                        } => {
+                            let mut read = SetRead {
+                                interchange: &interchange,
+                                group: &group,
+                                report: &report,
+                                document,
+                                problems: &problems,
+                            };
+                            handler.set(&mut read);
+                            if let Some(document) = read.document.take() {
+                                // A full channel: this thread frees it after all.
+                                let _ = leftovers[worker].try_send(document);
+                            }
+                        }
                         Done::GroupEnd {
                             interchange,
                             report,

@@ -250,7 +250,7 @@ impl Summary {
 }
 
 impl TypedHandler for Summary {
-    fn set(&mut self, set: SetRead<'_>) {
+    fn set(&mut self, set: &mut SetRead<'_>) {
         let entry = self.sets.entry(set.report.header.id.clone()).or_default();
         entry.0 += 1;
         entry.1 += set.document.as_ref().map_or(0, |d| d.items() as u64);
@@ -302,7 +302,7 @@ impl<W: Write> JsonLines<W> {
 }
 
 impl<W: Write> TypedHandler for JsonLines<W> {
-    fn set(&mut self, set: SetRead<'_>) {
+    fn set(&mut self, set: &mut SetRead<'_>) {
         let value = serde_json::json!({
             "interchange": set.interchange.control,
             "sender": set.interchange.sender,

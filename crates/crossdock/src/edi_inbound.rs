@@ -112,7 +112,7 @@ struct Collect {
 }
 
 impl TypedHandler for Collect {
-    fn set(&mut self, set: SetRead<'_>) {
+    fn set(&mut self, set: &mut SetRead<'_>) {
         for problem in set.problems {
             self.open.note(problem);
         }
@@ -121,7 +121,7 @@ impl TypedHandler for Collect {
             id: set.report.header.id.clone(),
             control: set.report.header.control.clone(),
             errors: set.has_errors(),
-            document: set.document.clone(),
+            document: set.document.take(),
         });
         self.acks.set(set);
     }

@@ -115,6 +115,9 @@ pub struct SetReader<'s, 'a> {
     problems: Vec<Problem>,
     /// The elements of the segment last taken, split once.
     elements: Vec<&'a [u8]>,
+    /// The whole body as text, when the segments are views into one body that is valid UTF-8:
+    /// elements are then sliced from it instead of each being checked.
+    text: Option<&'a str>,
 }
 
 impl<'s, 'a> SetReader<'s, 'a> {
@@ -128,6 +131,15 @@ impl<'s, 'a> SetReader<'s, 'a> {
             position,
             problems: Vec::new(),
             elements: Vec::with_capacity(32),
+            text: None,
+        }
+    }
+
+    /// A reader over segments that are all views into `body`.
+    pub fn with_body(segments: &'s [Segment<'a>], body: &'a [u8], position: Position) -> Self {
+        SetReader {
+            text: std::str::from_utf8(body).ok(),
+            ..SetReader::new(segments, position)
         }
     }
 
@@ -191,6 +203,7 @@ impl<'s, 'a> SetReader<'s, 'a> {
         Some(Fields {
             segment,
             elements: &self.elements,
+            text: self.text,
             index,
             position: &self.position,
             problems: &mut self.problems,
@@ -313,6 +326,7 @@ impl<'s, 'a> SetReader<'s, 'a> {
 pub struct Fields<'r, 'a> {
     segment: Segment<'a>,
     elements: &'r [&'a [u8]],
+    text: Option<&'a str>,
     index: u32,
     position: &'r Position,
     problems: &'r mut Vec<Problem>,
@@ -353,6 +367,16 @@ impl<'a> Fields<'_, 'a> {
                 );
             }
             return None;
+        }
+        // Within a body already known to be text, an element is a slice of it.
+        if let Some(text) = self.text {
+            let start = (bytes.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            if let Some(element) = start
+                .checked_add(bytes.len())
+                .and_then(|end| text.get(start..end))
+            {
+                return Some(element);
+            }
         }
         match std::str::from_utf8(bytes) {
             Ok(text) => Some(text),

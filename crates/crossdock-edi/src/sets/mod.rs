@@ -92,27 +92,53 @@ pub fn read(
     position: &Position,
     problems: &mut Vec<Problem>,
 ) -> Option<Document> {
+    read_in(id, segments, None, position, problems)
+}
+
+/// As [`read`], for segments that are all views into `body` (the set's segments copied end to
+/// end): the body is checked as UTF-8 once rather than element by element.
+pub fn read_body(
+    id: &str,
+    body: &[u8],
+    segments: &[Segment<'_>],
+    position: &Position,
+    problems: &mut Vec<Problem>,
+) -> Option<Document> {
+    read_in(id, segments, Some(body), position, problems)
+}
+
+fn read_in(
+    id: &str,
+    segments: &[Segment<'_>],
+    body: Option<&[u8]>,
+    position: &Position,
+    problems: &mut Vec<Problem>,
+) -> Option<Document> {
     fn typed<T: TransactionSet>(
         segments: &[Segment<'_>],
+        body: Option<&[u8]>,
         position: &Position,
         problems: &mut Vec<Problem>,
     ) -> Option<T> {
-        let mut reader = SetReader::new(segments, position.clone());
+        let mut reader = match body {
+            Some(body) => SetReader::with_body(segments, body, position.clone()),
+            None => SetReader::new(segments, position.clone()),
+        };
         let document = T::read(&mut reader);
         problems.extend(reader.into_problems());
         document
     }
     Some(match id {
-        "846" => Document::InventoryAdvice(typed(segments, position, problems)?),
-        "850" => Document::PurchaseOrder(typed(segments, position, problems)?),
-        "855" => Document::PoAck(typed(segments, position, problems)?),
-        "856" => Document::ShipNotice(typed(segments, position, problems)?),
-        "810" => Document::Invoice(typed(segments, position, problems)?),
-        "940" => Document::ShippingOrder(typed(segments, position, problems)?),
-        "944" => Document::ReceiptAdvice(typed(segments, position, problems)?),
-        "945" => Document::ShippingAdvice(typed(segments, position, problems)?),
-        "947" => Document::AdjustmentAdvice(typed(segments, position, problems)?),
-        "997" => Document::FunctionalAck(typed(segments, position, problems)?),
+        "846" => Document::InventoryAdvice(typed(segments, body, position, problems)?),
+        "850" => Document::PurchaseOrder(typed(segments, body, position, problems)?),
+        "855" => Document::PoAck(typed(segments, body, position, problems)?),
+        "856" => Document::ShipNotice(typed(segments, body, position, problems)?),
+        "810" => Document::Invoice(typed(segments, body, position, problems)?),
+        "940" => Document::ShippingOrder(typed(segments, body, position, problems)?),
+        "944" => Document::ReceiptAdvice(typed(segments, body, position, problems)?),
+        "945" => Document::ShippingAdvice(typed(segments, body, position, problems)?),
+        "947" => Document::AdjustmentAdvice(typed(segments, body, position, problems)?),
+        "997" => Document::FunctionalAck(typed(segments, body, position, problems)?),
         _ => return None,
     })
 }

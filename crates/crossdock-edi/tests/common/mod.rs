@@ -24,12 +24,12 @@ pub struct Collect {
 }
 
 impl TypedHandler for Collect {
-    fn set(&mut self, set: SetRead<'_>) {
+    fn set(&mut self, set: &mut SetRead<'_>) {
         self.sets.push(Read {
             interchange: set.interchange.clone(),
             group: set.group.clone(),
             set: set.report.header.clone(),
-            document: set.document,
+            document: set.document.take(),
             problems: set.problems.to_vec(),
         });
     }
