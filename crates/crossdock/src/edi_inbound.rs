@@ -429,6 +429,7 @@ async fn interchange_events(
                     coalesce_key: None,
                     priority: 0,
                     payload: serde_json::json!({
+                        "type": "edi.997",
                         "partner": partner_id,
                         "acknowledges": {"sender": sender, "interchange": h.control},
                         "x12": String::from_utf8_lossy(&bytes),
