@@ -436,6 +436,11 @@ impl Config {
                     "edi.{name}: partner ids are 1 to 64 letters, digits, '-' or '_'"
                 ));
             }
+            if name == "groups" {
+                problems.push(
+                    "edi.groups: the id is taken by GET /v1/edi/groups; choose another".into(),
+                );
+            }
             let locations = std::iter::once(("location".to_string(), &partner.location)).chain(
                 partner
                     .warehouses

@@ -5,11 +5,15 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
+use crossdock_store::EdiGroupQuery;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::openapi::ProblemBody;
 use super::problem::{self, Problem};
+use super::query::Query;
 use super::{RequestContext, json};
 use crate::app::AppState;
 use crate::edi_inbound::{self, EdiInboundError, EdiReceipt};
@@ -82,4 +86,95 @@ pub(super) fn edi_problem(error: EdiInboundError) -> Problem {
         EdiInboundError::Store(e) => e.into(),
         EdiInboundError::Internal(why) => Problem::new(problem::INTERNAL, why),
     }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct GroupSentView {
+    partner: String,
+    /// GS06.
+    group_control: String,
+    /// GS01.
+    functional_id: String,
+    /// ISA13 of the interchange that carried it.
+    interchange_control: String,
+    sets: i64,
+    /// RFC 3339.
+    sent_at: String,
+    /// `sent` (no 997 yet), `accepted`, `accepted_with_errors`, `partial` or `rejected`.
+    status: String,
+    ack_at: Option<String>,
+    /// The partner's 997 for it: sets with their AK5 status and codes, AK9.
+    #[schema(value_type = Option<Object>)]
+    ack: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct GroupSentList {
+    groups: Vec<GroupSentView>,
+}
+
+/// Functional groups crossdock sent to partners and what their 997s said, oldest first. With
+/// `status=sent&older_than_ms=3600000`: the groups still unacknowledged after an hour.
+#[utoipa::path(get, path = "/v1/edi/groups", tag = "edi",
+    params(
+        ("partner" = Option<String>, Query, description = "Only this partner's groups"),
+        ("status" = Option<String>, Query, description = "sent, accepted, accepted_with_errors, partial or rejected"),
+        ("older_than_ms" = Option<i64>, Query, description = "Only groups sent at least this long ago"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Groups sent", body = GroupSentList),
+        (status = 400, description = "Bad parameter", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn list_groups(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    const STATUSES: [&str; 5] = [
+        "sent",
+        "accepted",
+        "accepted_with_errors",
+        "partial",
+        "rejected",
+    ];
+    let query = Query::parse(
+        uri.query(),
+        &["partner", "status", "older_than_ms", "limit"],
+    )?;
+    let status = query.text("status").map(str::to_owned);
+    if let Some(status) = &status
+        && !STATUSES.contains(&status.as_str())
+    {
+        return Err(Problem::new(
+            problem::INVALID_PARAMETER,
+            format!("status {status:?} is not one of {}", STATUSES.join(", ")),
+        ));
+    }
+    let older_than_ms = query.int("older_than_ms", 0, 0, i64::MAX / 1000)?;
+    let limit = query.int("limit", 100, 1, 1000)? as usize;
+    let sent_before = (older_than_ms > 0).then(|| state.clock.now().plus_millis(-older_than_ms));
+    let groups = state
+        .store
+        .edi_groups(EdiGroupQuery {
+            partner: query.text("partner").map(str::to_owned),
+            status,
+            sent_before,
+            limit,
+        })
+        .await?;
+    let groups = groups
+        .into_iter()
+        .map(|g| GroupSentView {
+            partner: g.group.partner,
+            group_control: g.group.group_control,
+            functional_id: g.group.functional_id,
+            interchange_control: g.group.interchange_control,
+            sets: g.group.sets,
+            sent_at: g.group.sent_at.to_string(),
+            status: g.status,
+            ack_at: g.ack_at.map(|t| t.to_string()),
+            ack: g.ack_detail,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &GroupSentList { groups }))
 }

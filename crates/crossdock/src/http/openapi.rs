@@ -139,6 +139,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(inventory::post_reservation))
         .routes(routes!(inventory::delete_reservation))
         .routes(routes!(edi::post_edi))
+        .routes(routes!(edi::list_groups))
 }
 
 /// The finished document, built once.

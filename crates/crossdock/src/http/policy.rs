@@ -119,6 +119,7 @@ pub const POLICIES: &[RoutePolicy] = &[
     },
     read("/v1/events", Scope::EventsRead),
     post("/v1/edi/{partner}", Scope::EventsWrite),
+    read("/v1/edi/groups", Scope::Ops),
     read("/v1/consumers", Scope::Ops),
     read("/v1/sources", Scope::Ops),
     read("/v1/inbox", Scope::Ops),

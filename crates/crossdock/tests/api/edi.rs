@@ -274,5 +274,21 @@ async fn received_997s_settle_the_groups_we_sent(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(groups[0].status, "accepted");
+
+    // Operators see the same through the API.
+    let (status, listed) = app
+        .get("/v1/edi/groups?partner=fastlane&status=accepted")
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["groups"][0]["group_control"], "104", "{listed}");
+    assert_eq!(listed["groups"][0]["ack"]["status"], "A", "{listed}");
+    let (_, waiting) = app.get("/v1/edi/groups?status=sent").await;
+    assert_eq!(
+        waiting["groups"].as_array().map(Vec::len),
+        Some(0),
+        "{waiting}"
+    );
+    let (status, problem) = app.get("/v1/edi/groups?status=lost").await;
+    assert_eq!(status, 400, "{problem}");
     app.stop().await;
 }
