@@ -1,7 +1,7 @@
-//! From typed sets to crossdock's inventory movements, and back: a 3PL's 846 becomes counts,
-//! its 944 receipts, its 947 adjustments and its 945 shipments; channel availability becomes an
-//! 846 for a retailer. Lines that cannot be mapped are returned as errors with their line
-//! number — never dropped quietly.
+//! From typed sets to crossdock's inventory movements and orders, and back: a 3PL's 846 becomes
+//! counts, its 944 receipts, its 947 adjustments and its 945 shipments; a customer's 850 becomes
+//! an order; channel availability becomes an 846 for a retailer. Lines that cannot be mapped are
+//! returned as errors with their line number — never dropped quietly.
 
 use crossdock_core::Timestamp;
 use crossdock_core::catalog::{LocationId, Sku};
@@ -273,6 +273,45 @@ fn push(
     }
 }
 
+/// An 850 as an order of `channel`: BEG03 is the channel's order id; each PO1 a line (PO101 its
+/// number when it is one, else its position), our SKU from the mapping's qualifiers, a whole
+/// quantity. Every line that cannot be mapped is an error; an order is built only when none is.
+pub fn order_from_850(
+    po: &crate::sets::PurchaseOrder,
+    channel: &crossdock_core::catalog::ChannelId,
+    mapping: &Mapping,
+) -> Result<crossdock_core::order::Spec, Vec<ConvertError>> {
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in po.lines.iter().enumerate() {
+        let number = line
+            .line
+            .as_deref()
+            .and_then(|l| l.parse::<u32>().ok())
+            .unwrap_or(u32::try_from(i + 1).unwrap_or(u32::MAX));
+        let result = mapping.sku(&line.ids, None).and_then(|sku| {
+            let quantity = whole(&line.quantity, "quantity")?;
+            Ok(crossdock_core::order::Line {
+                line: number,
+                sku,
+                quantity,
+            })
+        });
+        match result {
+            Ok(l) => lines.push(l),
+            Err(message) => errors.push(ConvertError {
+                line: i + 1,
+                message,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    crossdock_core::order::Spec::new(channel.clone(), &po.number, lines)
+        .map_err(|message| vec![ConvertError { line: 0, message }])
+}
+
 /// An 846 advertising what a channel may sell: one LIN per SKU (our SKU under `VP`), QTY `33`
 /// (available for sale) in each.
 pub fn advice_846(
@@ -429,6 +468,30 @@ mod tests {
         );
         assert_eq!(errors[1].line, 2);
         assert!(errors[1].message.contains("no item id"), "{}", errors[1]);
+    }
+
+    #[test]
+    fn a_purchase_order_becomes_an_order() {
+        let Document::PurchaseOrder(po) = sample("850") else {
+            panic!()
+        };
+        let mut m = mapping();
+        m.sku_qualifiers = vec!["VP".into()];
+        let channel = crossdock_core::catalog::ChannelId::parse("acme-edi").unwrap();
+        let spec = order_from_850(&po, &channel, &m).unwrap();
+        assert_eq!(spec.external_id, "PO-48213");
+        let lines: Vec<_> = spec
+            .lines()
+            .iter()
+            .map(|l| (l.line, l.sku.as_str(), l.quantity))
+            .collect();
+        assert_eq!(lines, [(1, "WIDGET-S", 24), (2, "WIDGET-M-CASE", 6)]);
+
+        let mut broken = po.clone();
+        broken.lines[1].quantity = Decimal::parse("2.5").unwrap();
+        broken.lines[0].ids.clear();
+        let errors = order_from_850(&broken, &channel, &m).unwrap_err();
+        assert_eq!(errors.iter().map(|e| e.line).collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]
