@@ -9,8 +9,8 @@ use crossdock_core::inventory::Movement;
 use serde_json::Value;
 
 use crate::sets::{
-    AdjustmentAdvice, Decimal, InventoryAdvice, InventoryItem, ItemId, ItemQuantity, Party,
-    ReceiptAdvice, ShippingAdvice,
+    AdjustmentAdvice, Decimal, InventoryAdvice, InventoryItem, ItemId, ItemQuantity, LineAck,
+    Party, PoAck, PoAckLine, ReceiptAdvice, ShippingAdvice, ShippingOrder, ShippingOrderLine,
 };
 use crate::text::Text;
 
@@ -312,6 +312,112 @@ pub fn order_from_850(
         .map_err(|message| vec![ConvertError { line: 0, message }])
 }
 
+/// A 940 asking a 3PL to ship order `order_id` (its lines under `VN` with our SKU, in eaches);
+/// W0503 carries the channel's order id. Ship-to and carrier are for the caller to add.
+pub fn shipping_order_940(order_id: &str, spec: &crossdock_core::order::Spec) -> ShippingOrder {
+    ShippingOrder {
+        status: "N".into(),
+        order_number: order_id.into(),
+        po_number: Some(spec.external_id.as_str().into()),
+        parties: Vec::new(),
+        references: Vec::new(),
+        dates: Vec::new(),
+        payment: None,
+        transport: None,
+        carrier: None,
+        lines: spec
+            .lines()
+            .iter()
+            .map(|l| ShippingOrderLine {
+                line: Some(Text::from(l.line.to_string())),
+                quantity: Decimal::from_integer(l.quantity),
+                unit: "EA".into(),
+                upc: None,
+                ids: vec![ItemId {
+                    qualifier: "VN".into(),
+                    id: l.sku.as_str().into(),
+                }]
+                .into(),
+                description: None,
+                references: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// An 855 acknowledging purchase order `po` line by line: `accepted` units of each line (by
+/// PO101 line number) are acknowledged `IA`, the rest of the line `IB` (backordered) — or `IR`
+/// when `backorder` is false. BAK02 is `AD` when everything is accepted, `AC` otherwise.
+pub fn po_ack_855(
+    po: &crate::sets::PurchaseOrder,
+    accepted: &[(u32, i64)],
+    backorder: bool,
+    date: &str,
+) -> PoAck {
+    let mut changed = false;
+    let lines = po
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let number = line
+                .line
+                .as_deref()
+                .and_then(|l| l.parse::<u32>().ok())
+                .unwrap_or(u32::try_from(i + 1).unwrap_or(u32::MAX));
+            let ordered = line.quantity.to_integer().unwrap_or(0);
+            let ok = accepted
+                .iter()
+                .find(|(n, _)| *n == number)
+                .map_or(0, |(_, q)| *q)
+                .clamp(0, ordered.max(0));
+            let mut acks = Vec::new();
+            if ok > 0 {
+                acks.push(LineAck {
+                    status: "IA".into(),
+                    quantity: Some(Decimal::from_integer(ok)),
+                    unit: Some(line.unit.clone()),
+                    date_qualifier: None,
+                    date: None,
+                });
+            }
+            if ok < ordered {
+                changed = true;
+                acks.push(LineAck {
+                    status: if backorder { "IB" } else { "IR" }.into(),
+                    quantity: Some(Decimal::from_integer(ordered - ok)),
+                    unit: Some(line.unit.clone()),
+                    date_qualifier: None,
+                    date: None,
+                });
+            }
+            PoAckLine {
+                line: line.line.clone(),
+                quantity: line.quantity.clone(),
+                unit: line.unit.clone(),
+                unit_price: line.unit_price.clone(),
+                price_basis: line.price_basis.clone(),
+                ids: line.ids.clone(),
+                acks,
+            }
+        })
+        .collect();
+    PoAck {
+        purpose: "00".into(),
+        ack_type: if changed { "AC" } else { "AD" }.into(),
+        po_number: po.number.clone(),
+        po_date: if po.date.is_empty() {
+            date.into()
+        } else {
+            po.date.clone()
+        },
+        references: Vec::new(),
+        dates: Vec::new(),
+        parties: Vec::new(),
+        lines,
+    }
+}
+
 /// An 846 advertising what a channel may sell: one LIN per SKU (our SKU under `VP`), QTY `33`
 /// (available for sale) in each.
 pub fn advice_846(
@@ -492,6 +598,88 @@ mod tests {
         broken.lines[0].ids.clear();
         let errors = order_from_850(&broken, &channel, &m).unwrap_err();
         assert_eq!(errors.iter().map(|e| e.line).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn an_order_becomes_a_940_and_a_purchase_order_its_855() {
+        let Document::PurchaseOrder(po) = sample("850") else {
+            panic!()
+        };
+        let mut m = mapping();
+        m.sku_qualifiers = vec!["VP".into()];
+        let channel = crossdock_core::catalog::ChannelId::parse("acme-edi").unwrap();
+        let spec = order_from_850(&po, &channel, &m).unwrap();
+        let w = shipping_order_940("o-77", &spec);
+        assert_eq!(
+            (w.order_number.as_str(), w.po_number.as_deref()),
+            ("o-77", Some("PO-48213"))
+        );
+        assert_eq!(w.lines[1].quantity.as_str(), "6");
+        assert_eq!(w.lines[1].ids[0].id, "WIDGET-M-CASE");
+
+        let ack = po_ack_855(&po, &[(1, 24), (2, 4)], true, "20261126");
+        assert_eq!(
+            (ack.ack_type.as_str(), ack.po_number.as_str()),
+            ("AC", "PO-48213")
+        );
+        let statuses: Vec<Vec<(String, String)>> = ack
+            .lines
+            .iter()
+            .map(|l| {
+                l.acks
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.status.to_string(),
+                            a.quantity.as_ref().unwrap().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                vec![("IA".to_string(), "24".to_string())],
+                vec![
+                    ("IA".to_string(), "4".to_string()),
+                    ("IB".to_string(), "2".to_string())
+                ]
+            ]
+        );
+        // Both write as valid sets and read back the same.
+        for doc in [Document::ShippingOrder(w), Document::PoAck(ack)] {
+            let mut out = Vec::new();
+            let mut writer =
+                crate::writer::SegmentWriter::new(&mut out, crate::Delimiters::default(), false);
+            doc.write(&mut writer).unwrap();
+            let spans: Vec<(usize, usize)> = {
+                let mut v = Vec::new();
+                let mut start = 0;
+                for (i, b) in out.iter().enumerate() {
+                    if *b == b'~' {
+                        v.push((start, i));
+                        start = i + 1;
+                    }
+                }
+                v
+            };
+            let segments: Vec<crate::Segment<'_>> = spans
+                .iter()
+                .map(|&(s, e)| {
+                    crate::Segment::new(&out[s..e], s as u64, crate::Delimiters::default())
+                })
+                .collect();
+            let mut problems = Vec::new();
+            let back = crate::sets::read(
+                doc.id(),
+                &segments,
+                &crate::Position::default(),
+                &mut problems,
+            );
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!(back.as_ref(), Some(&doc));
+        }
     }
 
     #[test]
