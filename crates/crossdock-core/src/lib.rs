@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod json;
 pub mod order;
 pub mod retry;
+pub mod returns;
 pub mod time;
 
 pub use correlation::CorrelationId;
