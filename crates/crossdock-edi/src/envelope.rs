@@ -123,6 +123,9 @@ struct OpenInterchange {
     index: u32,
     groups: u32,
     problems: Vec<Problem>,
+    /// False for the stand-in opened to carry a problem found outside any interchange: it has
+    /// no ISA, so no missing IEA is reported for it.
+    opened_by_isa: bool,
 }
 
 struct OpenGroup {
@@ -257,6 +260,7 @@ impl Walker {
                 index: *interchanges,
                 groups: 0,
                 problems: Vec::new(),
+                opened_by_isa: false,
             }
         });
         open.problems.push(problem);
@@ -340,6 +344,7 @@ impl Walker {
             index: self.interchanges,
             groups: 0,
             problems: Vec::new(),
+            opened_by_isa: true,
         });
         let position = self.position(Some(segment), segment.offset());
         if segment.raw().len() + 1 != crate::delimiters::ISA_LEN {
@@ -393,6 +398,7 @@ impl Walker {
         };
         let (groups, control) = (open.groups, open.header.control.clone());
         match segment {
+            None if !open.opened_by_isa => {}
             None => self.problem(
                 Level::Interchange,
                 position,
@@ -666,6 +672,15 @@ impl Walker {
     /// Closes whatever is still open at the end of the input, reporting the missing trailers,
     /// and records a read error (if reading stopped on one) at the level where it happened.
     pub fn finish(&mut self, error: Option<&ReadError>, handler: &mut impl Handler) {
+        if error.is_none() && self.interchanges == 0 {
+            self.problem(
+                Level::Interchange,
+                Position::default(),
+                "the input holds no interchange",
+                "`ISA`".into(),
+                "the end of the input".into(),
+            );
+        }
         if let Some(error) = error {
             let offset = error.offset().unwrap_or(0);
             let position = self.position(None, offset);

@@ -61,6 +61,9 @@ pub fn input(bytes: &[u8]) {
     if read_stream(bytes, &mut builder).is_err() {
         unreachable!("reading from a slice cannot fail with an IO error");
     }
+    if builder.acks.is_empty() {
+        return;
+    }
     if let Ok((ack, _, _)) = write_acks(
         &builder.acks,
         1,
