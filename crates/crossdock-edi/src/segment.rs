@@ -290,6 +290,16 @@ impl<'a> Elements<'a> {
 impl<'a> Iterator for Elements<'a> {
     type Item = &'a [u8];
 
+    /// At least the separators left in the current window, plus the last element.
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            (self.mask.count_ones() as usize + 1, None)
+        }
+    }
+
     #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         if self.done {
