@@ -11,13 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ChannelId, LocationId, Sku};
 use crate::time::Timestamp;
 
 /// One line of an order, valid by construction.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     /// The line number, unique in the order.
     pub line: u32,
@@ -28,7 +28,7 @@ pub struct Line {
 
 /// What was ordered: built by [`Spec::new`], which refuses an order without lines, a repeated
 /// line number or a quantity below 1.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spec {
     pub channel: ChannelId,
     pub external_id: String,
@@ -68,7 +68,7 @@ impl Spec {
 }
 
 /// Where an order is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Known only by inputs that arrived before the order itself (a cancellation, say).
@@ -249,7 +249,7 @@ pub struct Decision {
 }
 
 /// A state the order went through, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub status: Status,
     pub reason: String,
@@ -257,7 +257,7 @@ pub struct Step {
 }
 
 /// An order's record: what was ordered, where it is, what shipped and was invoiced.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     pub id: String,
     pub spec: Option<Spec>,
@@ -765,6 +765,17 @@ mod tests {
 
     fn wh() -> LocationId {
         LocationId::parse("wh-1").unwrap()
+    }
+
+    #[test]
+    fn an_order_record_round_trips_through_json() {
+        let policy = Policy::default();
+        let mut o = Order::new("o-9");
+        o.handle(&Input::Placed(spec()), at(0), &policy);
+        o.handle(&Input::Reserved { location: wh() }, at(1), &policy);
+        let text = serde_json::to_string(&o).unwrap();
+        let back: Order = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, o);
     }
 
     #[test]

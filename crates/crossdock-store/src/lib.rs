@@ -574,6 +574,38 @@ impl Store {
 
     // ---- API keys ----
 
+    // ---- orders ----
+
+    /// Records an order unless it was taken before — by its delivery id, or by its channel and
+    /// external id — and says which order it is then. One commit: concurrent deliveries of the
+    /// same order create it once.
+    pub async fn order_create(&self, order: NewOrder) -> Result<OrderCreate> {
+        dispatch!(self.order_create(order))
+    }
+
+    pub async fn order_get(&self, id: &str) -> Result<Option<OrderRow>> {
+        dispatch!(self.order_get(id))
+    }
+
+    /// Saves an order's saga state if it is still at `version`; false when another step saved
+    /// first (read it again and decide again).
+    pub async fn order_save(
+        &self,
+        id: &str,
+        version: i64,
+        status: &str,
+        until: Option<Timestamp>,
+        state: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        dispatch!(self.order_save(id, version, status, until, state, now))
+    }
+
+    /// Orders by status, channel and age, least recently updated first.
+    pub async fn orders(&self, query: OrderQuery) -> Result<Vec<OrderRow>> {
+        dispatch!(self.orders(query))
+    }
+
     // ---- EDI partners ----
 
     /// Takes `count` consecutive control numbers (ISA13 or GS06) from a partner's series and

@@ -40,6 +40,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "edi",
         sql: include_str!("../migrations/sqlite/0006_edi.sql"),
     },
+    Migration {
+        version: 7,
+        name: "orders",
+        sql: include_str!("../migrations/sqlite/0007_orders.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -72,6 +77,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "edi",
         sql: include_str!("../migrations/pg/0006_edi.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "orders",
+        sql: include_str!("../migrations/pg/0007_orders.sql"),
     },
 ];
 

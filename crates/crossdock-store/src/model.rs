@@ -705,3 +705,56 @@ mod edi_tests {
         assert_eq!(take_controls(Some(999_999_998), 5), (1, 6));
     }
 }
+
+/// An order to record, with the keys it is deduplicated by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOrder {
+    pub id: String,
+    pub channel: String,
+    pub external_id: String,
+    /// A hash of what was ordered: the same external id with other content is not a repeat.
+    pub content_hash: String,
+    /// The transport's delivery id (a webhook id, a file name and line), when there is one.
+    pub delivery_id: Option<String>,
+    pub status: String,
+    pub until: Option<Timestamp>,
+    /// The saga's record, as JSON.
+    pub state: String,
+    pub now: Timestamp,
+}
+
+/// What recording an order did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderCreate {
+    Created,
+    /// Already taken (by this delivery id, or by its channel and external id): the order it is,
+    /// and whether the content is the same.
+    Duplicate {
+        id: String,
+        same_content: bool,
+    },
+}
+
+/// An order as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRow {
+    pub id: String,
+    pub channel: String,
+    pub external_id: String,
+    pub status: String,
+    pub until: Option<Timestamp>,
+    pub state: String,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Which orders to list, oldest update first.
+#[derive(Clone, Debug, Default)]
+pub struct OrderQuery {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    /// Only orders not updated since this time ("stuck for an hour").
+    pub updated_before: Option<Timestamp>,
+    pub limit: usize,
+}

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 mod catalog;
 mod edi;
 mod inventory;
+mod orders;
 
 use crate::migrate::{self, MigrationReport};
 use crate::model::*;

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 mod catalog;
 mod edi;
 mod inventory;
+mod orders;
 
 use crate::migrate::{self, MigrationReport};
 use crate::model::*;

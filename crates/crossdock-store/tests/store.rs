@@ -59,6 +59,8 @@ store_tests!(
     edi_control_numbers_are_never_handed_out_twice,
     a_repeated_interchange_is_recognized_by_sender_and_control_number,
     received_997s_settle_the_groups_we_sent,
+    an_order_is_taken_once_however_often_and_concurrently_it_arrives,
+    order_saves_never_overwrite_a_newer_step,
 );
 
 fn at(seconds: i64) -> Timestamp {
@@ -1253,4 +1255,131 @@ async fn received_997s_settle_the_groups_we_sent(db: &TestDb) {
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].group.group_control, "6");
     assert_eq!(waiting[0].group, sent("6", t.plus_millis(1)));
+}
+
+fn new_order(id: &str, external_id: &str, hash: &str, delivery: Option<&str>) -> NewOrder {
+    NewOrder {
+        id: id.into(),
+        channel: "shop".into(),
+        external_id: external_id.into(),
+        content_hash: hash.into(),
+        delivery_id: delivery.map(str::to_owned),
+        status: "received".into(),
+        until: Some(Timestamp::from_unix_micros(9_000)),
+        state: "{}".into(),
+        now: Timestamp::from_unix_micros(1_000),
+    }
+}
+
+async fn an_order_is_taken_once_however_often_and_concurrently_it_arrives(db: &TestDb) {
+    let store = db.open().await;
+    let mut tasks = Vec::new();
+    for task in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut created = 0;
+            for i in 0..50 {
+                let delivery = format!("wh-{task}-{i}");
+                let outcome = store
+                    .order_create(new_order(
+                        &format!("o-{task}-{i}"),
+                        "1001",
+                        "h",
+                        Some(&delivery),
+                    ))
+                    .await
+                    .unwrap();
+                match outcome {
+                    OrderCreate::Created => created += 1,
+                    OrderCreate::Duplicate { same_content, .. } => assert!(same_content),
+                }
+            }
+            created
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        created += task.await.unwrap();
+    }
+    assert_eq!(created, 1, "1,000 deliveries, one order");
+    let all = store
+        .orders(OrderQuery {
+            limit: 10,
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    let id = all[0].id.clone();
+    // A delivery id seen before names its order even under another external id.
+    assert_eq!(
+        store
+            .order_create(new_order("o-x", "other", "h", Some("wh-3-7")))
+            .await
+            .unwrap(),
+        OrderCreate::Duplicate {
+            id: id.clone(),
+            same_content: true
+        }
+    );
+    // The same external id with other content is a duplicate that says so.
+    assert_eq!(
+        store
+            .order_create(new_order("o-y", "1001", "changed", None))
+            .await
+            .unwrap(),
+        OrderCreate::Duplicate {
+            id,
+            same_content: false
+        }
+    );
+    assert_eq!(
+        store
+            .order_create(new_order("o-z", "1002", "h", None))
+            .await
+            .unwrap(),
+        OrderCreate::Created
+    );
+}
+
+async fn order_saves_never_overwrite_a_newer_step(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .order_create(new_order("o-1", "1", "h", None))
+        .await
+        .unwrap();
+    let row = store.order_get("o-1").await.unwrap().unwrap();
+    assert_eq!((row.status.as_str(), row.version), ("received", 0));
+    let t = Timestamp::from_unix_micros(2_000);
+    assert!(
+        store
+            .order_save("o-1", 0, "submitted", None, r#"{"a":1}"#, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .order_save("o-1", 0, "cancelled", None, "{}", t)
+            .await
+            .unwrap(),
+        "a stale step loses"
+    );
+    let row = store.order_get("o-1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.version, row.state.as_str()),
+        ("submitted", 1, r#"{"a":1}"#)
+    );
+    assert_eq!(row.until, None);
+    assert_eq!(row.updated_at, t);
+    let listed = store
+        .orders(OrderQuery {
+            status: Some("submitted".into()),
+            channel: Some("shop".into()),
+            updated_before: Some(Timestamp::from_unix_micros(3_000)),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![row]);
+    assert!(store.order_get("nope").await.unwrap().is_none());
 }

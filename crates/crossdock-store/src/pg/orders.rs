@@ -1,0 +1,156 @@
+//! Orders on PostgreSQL: taken once per channel and external id (and per delivery id), across
+//! nodes; saved with a version so two saga steps of one order never overwrite each other.
+
+use crossdock_core::Timestamp;
+use sqlx::Row;
+
+use super::{PgStore, pgerr};
+use crate::Result;
+use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow};
+
+macro_rules! columns {
+    () => {
+        "id, channel, external_id, status, until, state, version, created_at, updated_at"
+    };
+}
+
+fn row(r: &sqlx::postgres::PgRow) -> std::result::Result<OrderRow, sqlx::Error> {
+    Ok(OrderRow {
+        id: r.try_get(0)?,
+        channel: r.try_get(1)?,
+        external_id: r.try_get(2)?,
+        status: r.try_get(3)?,
+        until: r
+            .try_get::<Option<i64>, _>(4)?
+            .map(Timestamp::from_unix_micros),
+        state: r.try_get(5)?,
+        version: r.try_get(6)?,
+        created_at: Timestamp::from_unix_micros(r.try_get(7)?),
+        updated_at: Timestamp::from_unix_micros(r.try_get(8)?),
+    })
+}
+
+impl PgStore {
+    pub(crate) async fn order_create(&self, o: NewOrder) -> Result<OrderCreate> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        if let Some(delivery) = &o.delivery_id {
+            let seen: Option<String> =
+                sqlx::query_scalar("SELECT order_id FROM order_deliveries WHERE delivery_id = $1")
+                    .bind(delivery)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(pgerr("look up delivery"))?;
+            if let Some(id) = seen {
+                return Ok(OrderCreate::Duplicate {
+                    id,
+                    same_content: true,
+                });
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, channel, external_id, content_hash, status, until, state, \
+             version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8) \
+             ON CONFLICT (channel, external_id) DO NOTHING",
+        )
+        .bind(&o.id)
+        .bind(&o.channel)
+        .bind(&o.external_id)
+        .bind(&o.content_hash)
+        .bind(&o.status)
+        .bind(o.until.map(Timestamp::unix_micros))
+        .bind(&o.state)
+        .bind(o.now.unix_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(pgerr("record order"))?;
+        let (id, outcome) = if inserted.rows_affected() == 1 {
+            (o.id.clone(), OrderCreate::Created)
+        } else {
+            let r = sqlx::query(
+                "SELECT id, content_hash FROM orders WHERE channel = $1 AND external_id = $2",
+            )
+            .bind(&o.channel)
+            .bind(&o.external_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pgerr("read order"))?;
+            let id: String = r.try_get(0).map_err(pgerr("read order"))?;
+            let hash: String = r.try_get(1).map_err(pgerr("read order"))?;
+            let same_content = hash == o.content_hash;
+            (id.clone(), OrderCreate::Duplicate { id, same_content })
+        };
+        if let Some(delivery) = &o.delivery_id {
+            sqlx::query(
+                "INSERT INTO order_deliveries (delivery_id, order_id, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(delivery)
+            .bind(&id)
+            .bind(o.now.unix_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(pgerr("record delivery"))?;
+        }
+        tx.commit().await.map_err(pgerr("commit"))?;
+        Ok(outcome)
+    }
+
+    pub(crate) async fn order_get(&self, id: &str) -> Result<Option<OrderRow>> {
+        let found = sqlx::query(concat!("SELECT ", columns!(), " FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pgerr("read order"))?;
+        found
+            .as_ref()
+            .map(row)
+            .transpose()
+            .map_err(pgerr("read order"))
+    }
+
+    pub(crate) async fn order_save(
+        &self,
+        id: &str,
+        version: i64,
+        status: &str,
+        until: Option<Timestamp>,
+        state: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let changed = sqlx::query(
+            "UPDATE orders SET status = $3, until = $4, state = $5, version = version + 1, \
+             updated_at = $6 WHERE id = $1 AND version = $2",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(status)
+        .bind(until.map(Timestamp::unix_micros))
+        .bind(state)
+        .bind(now.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(pgerr("save order"))?;
+        Ok(changed.rows_affected() == 1)
+    }
+
+    pub(crate) async fn orders(&self, q: OrderQuery) -> Result<Vec<OrderRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM orders WHERE ($1::text IS NULL OR status = $1) \
+             AND ($2::text IS NULL OR channel = $2) AND ($3::bigint IS NULL OR updated_at < $3) \
+             ORDER BY updated_at, id LIMIT $4"
+        ))
+        .bind(&q.status)
+        .bind(&q.channel)
+        .bind(q.updated_before.map(Timestamp::unix_micros))
+        .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("list orders"))?;
+        rows.iter()
+            .map(row)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(pgerr("list orders"))
+    }
+}

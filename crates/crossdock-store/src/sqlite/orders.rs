@@ -1,0 +1,164 @@
+//! Orders on SQLite: taken once per channel and external id (and per delivery id), saved with a
+//! version so two saga steps of one order never overwrite each other.
+
+use crossdock_core::Timestamp;
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, db};
+use crate::Result;
+use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow};
+
+macro_rules! columns {
+    () => {
+        "id, channel, external_id, status, until, state, version, created_at, updated_at"
+    };
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
+    Ok(OrderRow {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        external_id: r.get(2)?,
+        status: r.get(3)?,
+        until: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_unix_micros),
+        state: r.get(5)?,
+        version: r.get(6)?,
+        created_at: Timestamp::from_unix_micros(r.get(7)?),
+        updated_at: Timestamp::from_unix_micros(r.get(8)?),
+    })
+}
+
+impl SqliteStore {
+    pub(crate) async fn order_create(&self, o: NewOrder) -> Result<OrderCreate> {
+        self.write(1, move |conn| {
+            if let Some(delivery) = &o.delivery_id {
+                let seen: Option<String> = conn
+                    .query_row(
+                        "SELECT order_id FROM order_deliveries WHERE delivery_id = ?1",
+                        [delivery],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db("look up delivery"))?;
+                if let Some(id) = seen {
+                    return Ok(OrderCreate::Duplicate {
+                        id,
+                        same_content: true,
+                    });
+                }
+            }
+            let inserted = conn
+                .execute(
+                    "INSERT INTO orders (id, channel, external_id, content_hash, status, until, state, \
+                     version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8) \
+                     ON CONFLICT (channel, external_id) DO NOTHING",
+                    params![
+                        o.id,
+                        o.channel,
+                        o.external_id,
+                        o.content_hash,
+                        o.status,
+                        o.until.map(Timestamp::unix_micros),
+                        o.state,
+                        o.now.unix_micros()
+                    ],
+                )
+                .map_err(db("record order"))?;
+            let outcome = if inserted == 1 {
+                (o.id.clone(), OrderCreate::Created)
+            } else {
+                let (id, hash): (String, String) = conn
+                    .query_row(
+                        "SELECT id, content_hash FROM orders WHERE channel = ?1 AND external_id = ?2",
+                        params![o.channel, o.external_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(db("read order"))?;
+                let same_content = hash == o.content_hash;
+                (id.clone(), OrderCreate::Duplicate { id, same_content })
+            };
+            if let Some(delivery) = &o.delivery_id {
+                conn.execute(
+                    "INSERT INTO order_deliveries (delivery_id, order_id, received_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT DO NOTHING",
+                    params![delivery, outcome.0, o.now.unix_micros()],
+                )
+                .map_err(db("record delivery"))?;
+            }
+            Ok(outcome.1)
+        })
+        .await
+    }
+
+    pub(crate) async fn order_get(&self, id: &str) -> Result<Option<OrderRow>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                concat!("SELECT ", columns!(), " FROM orders WHERE id = ?1"),
+                [id],
+                row,
+            )
+            .optional()
+            .map_err(db("read order"))
+        })
+        .await
+    }
+
+    pub(crate) async fn order_save(
+        &self,
+        id: &str,
+        version: i64,
+        status: &str,
+        until: Option<Timestamp>,
+        state: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (id, status, state) = (id.to_owned(), status.to_owned(), state.to_owned());
+        self.write(1, move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE orders SET status = ?3, until = ?4, state = ?5, version = version + 1, \
+                     updated_at = ?6 WHERE id = ?1 AND version = ?2",
+                    params![
+                        id,
+                        version,
+                        status,
+                        until.map(Timestamp::unix_micros),
+                        state,
+                        now.unix_micros()
+                    ],
+                )
+                .map_err(db("save order"))?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    pub(crate) async fn orders(&self, q: OrderQuery) -> Result<Vec<OrderRow>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM orders WHERE (?1 IS NULL OR status = ?1) \
+                     AND (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR updated_at < ?3) \
+                     ORDER BY updated_at, id LIMIT ?4"
+                ))
+                .map_err(db("list orders"))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.status,
+                        q.channel,
+                        q.updated_before.map(Timestamp::unix_micros),
+                        i64::try_from(q.limit).unwrap_or(i64::MAX)
+                    ],
+                    row,
+                )
+                .map_err(db("list orders"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("list orders"))
+        })
+        .await
+    }
+}
