@@ -15,4 +15,5 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod orders;
 pub mod runtime;

@@ -9,6 +9,7 @@ pub mod idempotency;
 mod inventory;
 pub mod openapi;
 mod ops;
+mod orders;
 pub mod policy;
 pub mod problem;
 mod query;

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::policy::{self, Access, Idempotency};
-use super::{catalog, edi, events, inventory, ops};
+use super::{catalog, edi, events, inventory, ops, orders};
 use crate::app::AppState;
 
 /// The shape of every error response (`application/problem+json`, RFC 9457).
@@ -97,6 +97,7 @@ pub enum EventsBody {
         (name = "events", description = "The event log: append and follow"),
         (name = "catalog", description = "Items and kits, locations, channels and their availability policies, listings"),
         (name = "inventory", description = "Stock per location and channel, explanations, reservations"),
+        (name = "orders", description = "Orders taken once from every channel, and their sagas"),
         (name = "edi", description = "X12 from trading partners: kept, checked, turned into events and acknowledged"),
         (name = "dead letters", description = "Deliveries that failed for good: inspect, replay, drop"),
         (name = "operations", description = "Health, metrics, consumers, the inbox and the audit log"),
@@ -139,6 +140,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(inventory::post_reservation))
         .routes(routes!(inventory::delete_reservation))
         .routes(routes!(edi::post_edi))
+        .routes(routes!(orders::post_order))
+        .routes(routes!(orders::get_order))
         .routes(routes!(edi::list_groups))
 }
 

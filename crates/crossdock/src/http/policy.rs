@@ -119,6 +119,8 @@ pub const POLICIES: &[RoutePolicy] = &[
     },
     read("/v1/events", Scope::EventsRead),
     post("/v1/edi/{partner}", Scope::EventsWrite),
+    post("/v1/orders", Scope::OrdersWrite),
+    read("/v1/orders/{id}", Scope::OrdersRead),
     read("/v1/edi/groups", Scope::Ops),
     read("/v1/consumers", Scope::Ops),
     read("/v1/sources", Scope::Ops),

@@ -11,3 +11,4 @@ mod events;
 mod governance;
 mod helpers;
 mod inventory;
+mod orders;

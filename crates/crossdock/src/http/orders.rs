@@ -1,0 +1,157 @@
+//! `POST /v1/orders`, `GET /v1/orders/{id}`: orders taken once, and their record.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use crossdock_core::order::{Order, Step};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::catalog::{body_json, refused};
+use super::openapi::ProblemBody;
+use super::problem::{self, Problem};
+use super::{RequestContext, json};
+use crate::app::AppState;
+use crate::orders::{self, TakeError, status_name};
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct StepView {
+    status: String,
+    reason: String,
+    at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct OrderView {
+    id: String,
+    channel: Option<String>,
+    external_id: Option<String>,
+    /// received, backordered, reserved, submitted, confirmed, released, partially_shipped,
+    /// shipped, invoiced, closed, cancelled, rejected or exception.
+    status: String,
+    /// Why it is in that status.
+    reason: String,
+    /// Until when it waits there before it becomes an exception.
+    until: Option<String>,
+    /// Where its stock is held.
+    location: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    lines: Vec<serde_json::Value>,
+    /// Every status it went through, with why and when.
+    timeline: Vec<StepView>,
+    /// For an invalid order: every reason. Send the order again, corrected, to resume it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
+}
+
+fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
+    let spec = order.spec.as_ref();
+    OrderView {
+        id: id.to_owned(),
+        channel: spec.map(|s| s.channel.to_string()),
+        external_id: spec.map(|s| s.external_id.clone()),
+        status: status_name(order.status).into(),
+        reason: order.reason.clone(),
+        until: order.until.map(|t| t.to_string()),
+        location: order.location.as_ref().map(ToString::to_string),
+        lines: spec
+            .map(|s| {
+                s.lines()
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({"line": l.line, "sku": l.sku, "quantity": l.quantity,
+                            "shipped": order.shipped.get(&l.line).copied().unwrap_or(0)})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        timeline: order
+            .history
+            .iter()
+            .map(|Step { status, reason, at }| StepView {
+                status: status_name(*status).into(),
+                reason: reason.clone(),
+                at: at.to_string(),
+            })
+            .collect(),
+        problems,
+    }
+}
+
+fn take_problem(error: TakeError) -> Problem {
+    match error {
+        e @ (TakeError::Changed { .. } | TakeError::Moved(_)) => {
+            Problem::new(problem::CONFLICT, e.to_string())
+        }
+        TakeError::Store(e) => e.into(),
+        e @ TakeError::Corrupt(..) => Problem::new(problem::INTERNAL, e.to_string()),
+    }
+}
+
+/// Takes an order from a channel: once per `delivery_id` and per channel and `external_id`
+/// (sending it again answers 200 with the order as it is). Lines name our `sku` or the channel's
+/// `channel_sku`; `ship_to` needs name, address1, city, postal_code and country. An order whose
+/// content is wrong (an unlisted SKU, a quantity below 1, mixed currencies, an incomplete
+/// ship-to) is kept as an `exception` with every reason and answered 201 all the same; send it
+/// again corrected to resume it. A valid order is held at the first of the channel's locations
+/// that can ship it whole (or backordered) and its ERP sales order queued for target `erp`.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders",
+    request_body(content = Object, description = "{channel, external_id, delivery_id?, lines: [{sku | channel_sku, quantity, unit_price?, currency?}], ship_to}"),
+    responses(
+        (status = 201, description = "Taken", body = OrderView),
+        (status = 200, description = "Taken before; as it is now", body = OrderView),
+        (status = 409, description = "Taken before with other content", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Not an order (members missing or of the wrong type)", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn post_order(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestContext>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let order = orders::parse(&body_json(body)?).map_err(refused)?;
+    let taken = orders::take(&state, order, ctx.correlation_id.as_str())
+        .await
+        .map_err(take_problem)?;
+    let status = if taken.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &view(&taken.id, &taken.order, taken.reasons)))
+}
+
+/// An order: where it is, why, until when, its lines and every step it went through.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "crossdock's order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 404, description = "No such order", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn get_order(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    if state.store.order_get(&id).await?.is_none() {
+        return Err(Problem::new(
+            problem::NOT_FOUND,
+            format!("there is no order {id:?}"),
+        ));
+    }
+    let (order, _) = orders::load(&state, &id).await.map_err(take_problem)?;
+    let problems =
+        if order.spec.is_none() && order.status == crossdock_core::order::Status::Exception {
+            order
+                .reason
+                .trim_start_matches("invalid: ")
+                .split("; ")
+                .map(str::to_owned)
+                .collect()
+        } else {
+            Vec::new()
+        };
+    Ok(json(StatusCode::OK, &view(&id, &order, problems)))
+}

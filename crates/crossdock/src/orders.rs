@@ -1,0 +1,527 @@
+//! Orders in: the one ingestion path (`POST /v1/orders` today; connectors and EDI 850s will call
+//! [`take`] too). An order is taken once — per delivery id, and per channel and external id — and
+//! checked; an invalid one is kept as an exception with its reasons (never dropped) and is
+//! corrected by sending it again. A valid one goes through its saga's first step: stock held at
+//! the first of the channel's locations that can ship it whole (or backordered), then the ERP
+//! sales order queued for target `erp`.
+
+use crossdock_core::catalog::{ChannelId, ChannelSku, LocationId, Sku};
+use crossdock_core::json::{Fields, QUANTITY_ABS_MAX};
+use crossdock_core::order::{Action, Input, Line, Order, Policy, Spec, Status};
+use crossdock_core::{FieldError, Timestamp};
+use crossdock_store::{NewAction, NewOrder, OrderCreate, ReserveOutcome, StoreError};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::runtime::inventory::{self as engine, HoldError, HoldLine};
+
+/// Lines of one order at most.
+pub const ORDER_LINES_MAX: usize = 1000;
+/// Members of `ship_to` an order with lines to ship must have.
+const SHIP_TO_REQUIRED: [&str; 5] = ["name", "address1", "city", "postal_code", "country"];
+
+/// An order as a channel sends it, read but not yet checked against the catalog.
+#[derive(Clone, Debug)]
+pub struct OrderIn {
+    pub channel: String,
+    pub external_id: String,
+    pub delivery_id: Option<String>,
+    pub lines: Vec<LineIn>,
+    pub ship_to: Option<Value>,
+    /// The request, for the content hash and for the record of an invalid order.
+    pub body: Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct LineIn {
+    pub sku: Option<String>,
+    pub channel_sku: Option<String>,
+    pub quantity: i64,
+    pub unit_price: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// Reads an order's shape; what is wrong with its content (unknown SKUs, quantities, currency,
+/// ship-to) is not an error here but a reason to keep it as an exception.
+pub fn parse(value: &Value) -> Result<OrderIn, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut f = Fields::new(value, "", &mut errors);
+    let channel = f.string("channel", true, 64);
+    let external_id = f.string("external_id", true, 128);
+    let delivery_id = f.string("delivery_id", false, 256);
+    let lines = f.array("lines", true, ORDER_LINES_MAX, |line, at, errors| {
+        let mut f = Fields::new(line, at, errors);
+        let sku = f.string("sku", false, 128);
+        let channel_sku = f.string("channel_sku", false, 128);
+        let quantity = f.int("quantity", true, -QUANTITY_ABS_MAX, QUANTITY_ABS_MAX);
+        let unit_price = f.string("unit_price", false, 32);
+        let currency = f.string("currency", false, 3);
+        if sku.is_none() && channel_sku.is_none() {
+            f.problem(
+                "sku",
+                "a line names our `sku` or the channel's `channel_sku`",
+            );
+        }
+        f.finish();
+        Some(LineIn {
+            sku,
+            channel_sku,
+            quantity: quantity?,
+            unit_price,
+            currency,
+        })
+    });
+    let ship_to = f.object("ship_to", false, |v, _, _| Some(v.clone()));
+    f.finish();
+    match (channel, external_id, lines) {
+        (Some(channel), Some(external_id), Some(lines)) if errors.is_empty() => Ok(OrderIn {
+            channel,
+            external_id,
+            delivery_id,
+            lines,
+            ship_to,
+            body: value.clone(),
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The order's content, without its delivery id: the same order delivered again hashes the same.
+fn content_hash(body: &Value) -> String {
+    let mut content = body.clone();
+    if let Some(object) = content.as_object_mut() {
+        object.remove("delivery_id");
+    }
+    let digest = Sha256::digest(content.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True for a decimal number as prices are written: `12`, `12.5`, `-0.99`.
+fn is_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks an order against the catalog: a valid spec, or every reason it is not one.
+async fn check(
+    order: &OrderIn,
+    state: &AppState,
+    catalog: &engine::CatalogIndex,
+) -> Result<Result<Spec, Vec<String>>, StoreError> {
+    let mut reasons = Vec::new();
+    let channel = match ChannelId::parse(&order.channel) {
+        Ok(c) if catalog.snapshot.channels.contains_key(&c) => Some(c),
+        Ok(c) => {
+            reasons.push(format!("channel {c} is not configured"));
+            None
+        }
+        Err(why) => {
+            reasons.push(format!("channel {:?}: {why}", order.channel));
+            None
+        }
+    };
+    let named: Vec<Sku> = order
+        .lines
+        .iter()
+        .filter_map(|l| l.sku.as_deref().and_then(|s| Sku::parse(s).ok()))
+        .collect();
+    let known = state.store.items_known(named).await?;
+    let mut currency: Option<&str> = None;
+    let mut lines = Vec::new();
+    for (i, line) in order.lines.iter().enumerate() {
+        let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let sku = match (&line.sku, &line.channel_sku, &channel) {
+            (Some(sku), _, _) => match Sku::parse(sku) {
+                Ok(sku) if known.contains(&sku) => Some(sku),
+                Ok(sku) => {
+                    reasons.push(format!("line {n}: SKU {sku} is not an item"));
+                    None
+                }
+                Err(why) => {
+                    reasons.push(format!("line {n}: SKU {sku:?}: {why}"));
+                    None
+                }
+            },
+            (None, Some(channel_sku), Some(channel)) => {
+                let listed = ChannelSku::parse(channel_sku).ok().and_then(|cs| {
+                    catalog
+                        .snapshot
+                        .listings
+                        .iter()
+                        .find(|(c, s, _)| c == channel && *s == cs)
+                        .map(|(_, _, sku)| sku.clone())
+                });
+                if listed.is_none() {
+                    reasons.push(format!(
+                        "line {n}: SKU {channel_sku} is not listed on channel {channel}"
+                    ));
+                }
+                listed
+            }
+            _ => None,
+        };
+        if line.quantity < 1 {
+            reasons.push(format!(
+                "line {n}: quantity {} is not positive",
+                line.quantity
+            ));
+        }
+        if let Some(price) = &line.unit_price
+            && !is_decimal(price)
+        {
+            reasons.push(format!(
+                "line {n}: unit_price {price:?} is not a decimal number"
+            ));
+        }
+        match (currency, line.currency.as_deref()) {
+            (Some(first), Some(this)) if first != this => reasons.push(format!(
+                "line {n}: currency {this} differs from the order's {first}"
+            )),
+            (None, Some(this)) => currency = Some(this),
+            _ => {}
+        }
+        if let Some(sku) = sku {
+            lines.push(Line {
+                line: n,
+                sku,
+                quantity: line.quantity,
+            });
+        }
+    }
+    let ship_to = order.ship_to.as_ref().and_then(Value::as_object);
+    for member in SHIP_TO_REQUIRED {
+        let present = ship_to
+            .and_then(|s| s.get(member))
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.trim().is_empty());
+        if !present {
+            reasons.push(format!("ship_to.{member} is missing"));
+        }
+    }
+    Ok(match channel {
+        Some(channel) if reasons.is_empty() => {
+            Spec::new(channel, &order.external_id, lines).map_err(|why| vec![why])
+        }
+        _ => Err(reasons),
+    })
+}
+
+/// What became of an order sent in.
+#[derive(Clone, Debug)]
+pub struct Taken {
+    pub id: String,
+    /// Recorded by this request (otherwise it was taken before).
+    pub created: bool,
+    pub order: Order,
+    /// Why it is an exception, when it is an invalid one.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    #[error(
+        "order {external_id} of channel {channel} was taken before (as {id}) with other content"
+    )]
+    Changed {
+        id: String,
+        channel: String,
+        external_id: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored order {0} is unreadable: {1}")]
+    Corrupt(String, String),
+    #[error("order {0} changed while this request was handled; send it again")]
+    Moved(String),
+}
+
+fn record(order: &Order, request: &Value, reasons: &[String]) -> String {
+    json!({"order": order, "request": request, "reasons": reasons}).to_string()
+}
+
+/// Takes an order once: records it (or finds it), and carries a valid one through its first
+/// saga steps.
+pub async fn take(
+    state: &AppState,
+    order: OrderIn,
+    correlation_id: &str,
+) -> Result<Taken, TakeError> {
+    let catalog = state
+        .catalog
+        .get(&state.store)
+        .await
+        .map_err(TakeError::Store)?;
+    let now = state.clock.now();
+    let hash = content_hash(&order.body);
+    let checked = check(&order, state, &catalog).await?;
+    let policy = Policy::default();
+    let id = uuid::Uuid::now_v7().to_string();
+    // The record as it is first stored: taken (and its first actions to do), or invalid.
+    let mut first = Order::new(&id);
+    let mut pending = Vec::new();
+    let reasons = match &checked {
+        Ok(spec) => {
+            pending = first
+                .handle(&Input::Placed(spec.clone()), now, &policy)
+                .actions;
+            Vec::new()
+        }
+        Err(reasons) => {
+            first.apply(&invalid(reasons), now);
+            reasons.clone()
+        }
+    };
+    let outcome = state
+        .store
+        .order_create(NewOrder {
+            id: id.clone(),
+            channel: order.channel.clone(),
+            external_id: order.external_id.clone(),
+            content_hash: hash,
+            delivery_id: order.delivery_id.clone(),
+            status: status_name(first.status).into(),
+            until: first.until,
+            state: record(&first, &order.body, &reasons),
+            now,
+        })
+        .await?;
+    let (id, created, mut current, version) = match outcome {
+        OrderCreate::Created => (id, true, first, 0),
+        OrderCreate::Duplicate { id, same_content } => {
+            let (mut existing, version) = load(state, &id).await?;
+            // An invalid order is corrected by sending it again: the same channel and external
+            // id, new content.
+            if same_content || existing.spec.is_some() {
+                if same_content {
+                    return Ok(Taken {
+                        id,
+                        created: false,
+                        order: existing,
+                        reasons: Vec::new(),
+                    });
+                }
+                return Err(TakeError::Changed {
+                    id,
+                    channel: order.channel,
+                    external_id: order.external_id,
+                });
+            }
+            match &checked {
+                Ok(spec) => {
+                    pending = existing
+                        .handle(&Input::Placed(spec.clone()), now, &policy)
+                        .actions;
+                }
+                Err(reasons) => existing.apply(&invalid(reasons), now),
+            }
+            (id, false, existing, version)
+        }
+    };
+    // Carry out what the saga asked for; a reservation answers at once with the next input.
+    while !pending.is_empty() {
+        let mut next = None;
+        for action in std::mem::take(&mut pending) {
+            if let Some(input) = act(state, &current, &action, correlation_id, now).await? {
+                next = Some(input);
+            }
+        }
+        if let Some(input) = next {
+            pending = current.handle(&input, now, &policy).actions;
+        }
+    }
+    if !created || current.spec.is_some() {
+        let saved = state
+            .store
+            .order_save(
+                &id,
+                version,
+                status_name(current.status),
+                current.until,
+                &record(&current, &order.body, &reasons),
+                now,
+            )
+            .await?;
+        if !saved {
+            return Err(TakeError::Moved(id));
+        }
+    }
+    Ok(Taken {
+        id,
+        created,
+        order: current,
+        reasons,
+    })
+}
+
+/// The change that makes an order an exception for being invalid.
+fn invalid(reasons: &[String]) -> crossdock_core::order::Change {
+    crossdock_core::order::Change::Status {
+        to: Status::Exception,
+        reason: format!("invalid: {}", reasons.join("; ")),
+        until: None,
+    }
+}
+
+/// Carries out one action; a reservation answers at once with the saga's next input.
+async fn act(
+    state: &AppState,
+    order: &Order,
+    action: &Action,
+    correlation_id: &str,
+    now: Timestamp,
+) -> Result<Option<Input>, TakeError> {
+    let Some(spec) = &order.spec else {
+        return Ok(None);
+    };
+    match action {
+        Action::Reserve => Ok(Some(route(state, order, spec, correlation_id).await?)),
+        Action::ReleaseReservation => {
+            match engine::release(state, &order.id, Some(correlation_id)).await {
+                Ok(_) | Err(HoldError::Invalid(_)) => Ok(None),
+                Err(HoldError::Store(e)) => Err(e.into()),
+            }
+        }
+        other => {
+            let (target, kind, key) = match other {
+                Action::CreateErpOrder { key } => {
+                    ("erp".to_string(), "erp.sales_order.create", key)
+                }
+                Action::CancelErpOrder { key } => {
+                    ("erp".to_string(), "erp.sales_order.cancel", key)
+                }
+                Action::NotifyChannelRejected { key, .. } => (
+                    format!("channel-{}", spec.channel),
+                    "channel.order_rejected",
+                    key,
+                ),
+                Action::NotifyChannelCancelled { key } => (
+                    format!("channel-{}", spec.channel),
+                    "channel.order_cancelled",
+                    key,
+                ),
+                // Release, shipment, invoice and fulfilment actions come with the rest of the
+                // saga's runtime.
+                _ => return Ok(None),
+            };
+            let payload = json!({
+                "type": kind,
+                "order_id": order.id,
+                "channel": spec.channel,
+                "external_id": spec.external_id,
+                "location": order.location,
+                "lines": spec.lines(),
+            });
+            state
+                .store
+                .enqueue(
+                    vec![NewAction {
+                        target,
+                        idempotency_key: key.clone(),
+                        coalesce_key: None,
+                        priority: 0,
+                        payload: payload.to_string(),
+                        not_before: now,
+                        correlation_id: Some(correlation_id.to_owned()),
+                        causation_id: None,
+                    }],
+                    now,
+                )
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Holds the whole order at the first of the channel's locations that can ship it all.
+async fn route(
+    state: &AppState,
+    order: &Order,
+    spec: &Spec,
+    correlation_id: &str,
+) -> Result<Input, TakeError> {
+    let catalog = state.catalog.get(&state.store).await?;
+    let locations: Vec<LocationId> = catalog
+        .snapshot
+        .channels
+        .get(&spec.channel)
+        .map(|c| c.locations.clone())
+        .unwrap_or_default();
+    let mut short = Vec::new();
+    for location in &locations {
+        let lines = spec
+            .lines()
+            .iter()
+            .map(|l| HoldLine {
+                sku: l.sku.clone(),
+                location: location.clone(),
+                quantity: l.quantity,
+            })
+            .collect();
+        match engine::reserve(state, &order.id, lines, Some(correlation_id)).await {
+            Ok(ReserveOutcome::Reserved { .. } | ReserveOutcome::AlreadyReserved(_)) => {
+                return Ok(Input::Reserved {
+                    location: location.clone(),
+                });
+            }
+            Ok(ReserveOutcome::Short(lines)) => {
+                for s in lines {
+                    short.push(format!(
+                        "{} at {}: needs {}, {} available",
+                        s.sku, s.location, s.needed, s.atp
+                    ));
+                }
+            }
+            Err(HoldError::Invalid(errors)) => {
+                for e in errors {
+                    short.push(format!("{location}: {}", e.detail));
+                }
+            }
+            Err(HoldError::Store(e)) => return Err(e.into()),
+        }
+    }
+    let reason = if locations.is_empty() {
+        format!("channel {} sells from no location", spec.channel)
+    } else {
+        format!("no location can ship it whole ({})", short.join("; "))
+    };
+    Ok(Input::Short { reason })
+}
+
+/// An order's record, and the version to save it at.
+pub async fn load(state: &AppState, id: &str) -> Result<(Order, i64), TakeError> {
+    let row = state
+        .store
+        .order_get(id)
+        .await?
+        .ok_or_else(|| TakeError::Corrupt(id.to_owned(), "it is gone".into()))?;
+    let stored: Value = serde_json::from_str(&row.state)
+        .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
+    let order: Order = serde_json::from_value(stored["order"].clone())
+        .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
+    Ok((order, row.version))
+}
+
+/// The wire name of a status.
+pub fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Unknown => "unknown",
+        Status::Received => "received",
+        Status::Backordered => "backordered",
+        Status::Reserved => "reserved",
+        Status::Submitted => "submitted",
+        Status::Confirmed => "confirmed",
+        Status::Released => "released",
+        Status::PartiallyShipped => "partially_shipped",
+        Status::Shipped => "shipped",
+        Status::Invoiced => "invoiced",
+        Status::Closed => "closed",
+        Status::Cancelled => "cancelled",
+        Status::Rejected => "rejected",
+        Status::Exception => "exception",
+    }
+}

@@ -1,0 +1,264 @@
+//! Orders through the API: taken once however often and concurrently they arrive, held without
+//! oversell at the first location that can ship them whole, invalid ones kept with their reasons
+//! and resumed when sent again corrected.
+
+use crossdock_store::testkit::TestDb;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, put};
+
+crate::backend_tests!(
+    an_order_delivered_a_thousand_times_concurrently_is_one_order_and_one_reservation,
+    an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected,
+    orders_racing_for_the_last_units_never_oversell,
+);
+
+async fn catalog(app: &TestApp, stock: i64) {
+    for (path, body) in [
+        (
+            "/v1/locations/wh-1",
+            json!({"name": "East", "kind": "warehouse", "authority": "erp"}),
+        ),
+        (
+            "/v1/locations/wh-2",
+            json!({"name": "West", "kind": "warehouse", "authority": "erp"}),
+        ),
+        ("/v1/items/MUG", json!({})),
+        ("/v1/items/SAUCER", json!({})),
+        (
+            "/v1/channels/shop",
+            json!({"kind": "shopify", "locations": ["wh-1", "wh-2"]}),
+        ),
+        ("/v1/channels/shop/listings/shop-mug", json!({"sku": "MUG"})),
+    ] {
+        let (status, reply) = put(app, path, &body).await;
+        assert!(status < 300, "{path}: {reply}");
+    }
+    let events: Vec<Value> = [("MUG", "wh-1", stock), ("SAUCER", "wh-2", 1)]
+        .iter()
+        .enumerate()
+        .map(|(i, (sku, location, quantity))| {
+            json!({"specversion": "1.0", "source": "erp", "id": format!("r-{i}"),
+                "type": "inventory.received",
+                "data": {"sku": sku, "location": location, "quantity": quantity}})
+        })
+        .collect();
+    let (status, reply) = app.post_json("/v1/events", &Value::Array(events)).await;
+    assert_eq!(status, 202, "{reply}");
+    app.eventually("the stock is on hand", || async {
+        let (_, mug) = app.get("/v1/inventory/MUG").await;
+        mug["locations"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["location"] == "wh-1"))
+            .is_some_and(|l| l["atp"] == stock)
+    })
+    .await;
+}
+
+fn order(external_id: &str, delivery: &str, quantity: i64) -> Value {
+    json!({
+        "channel": "shop", "external_id": external_id, "delivery_id": delivery,
+        "lines": [{"channel_sku": "shop-mug", "quantity": quantity, "unit_price": "9.50", "currency": "USD"}],
+        "ship_to": {"name": "Ada", "address1": "1 Main St", "city": "Solon", "postal_code": "44139", "country": "US"}
+    })
+}
+
+async fn an_order_delivered_a_thousand_times_concurrently_is_one_order_and_one_reservation(
+    db: TestDb,
+) {
+    let app = TestApp::spawn(db).await;
+    catalog(&app, 10).await;
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for i in (worker..1000).step_by(32) {
+                let (status, reply) = app
+                    .post_json("/v1/orders", &order("1001", &format!("webhook-{i}"), 2))
+                    .await;
+                assert!(status == 201 || status == 200, "{status} {reply}");
+                seen.push((status, reply["id"].as_str().unwrap().to_owned()));
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert_eq!(all.len(), 1000);
+    assert_eq!(
+        all.iter().filter(|(s, _)| *s == 201).count(),
+        1,
+        "one order created"
+    );
+    let id = &all[0].1;
+    assert!(
+        all.iter().all(|(_, i)| i == id),
+        "every delivery names the same order"
+    );
+
+    let (status, got) = app.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["status"], "submitted", "{got}");
+    assert_eq!(got["location"], "wh-1");
+    let timeline: Vec<&str> = got["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, ["received", "reserved", "submitted"]);
+    // One reservation of two units, one sales order queued for the ERP.
+    let (_, mug) = app.get("/v1/inventory/MUG").await;
+    let wh1 = mug["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["location"] == "wh-1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (wh1["reserved"].as_i64(), wh1["atp"].as_i64()),
+        (Some(2), Some(8)),
+        "{mug}"
+    );
+    let counts = app.state.store.outbox_counts().await.unwrap();
+    let erp: i64 = counts
+        .iter()
+        .filter(|c| c.target == "erp")
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(erp, 1, "{counts:?}");
+
+    // The same external id with other content is refused, naming the order.
+    let (status, problem) = app
+        .post_json("/v1/orders", &order("1001", "other", 3))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(id.as_str()),
+        "{problem}"
+    );
+    // Not an order at all.
+    let (status, problem) = app
+        .post_json("/v1/orders", &json!({"channel": "shop"}))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, _) = app.get("/v1/orders/nope").await;
+    assert_eq!(status, 404);
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => {
+            app.stop().await;
+        }
+        Err(_) => panic!("the app is still shared"),
+    }
+}
+
+async fn an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    catalog(&app, 10).await;
+    let mut bad = order("2002", "d-1", 1);
+    bad["lines"][0]["channel_sku"] = json!("shop-teapot");
+    bad["ship_to"]["city"] = json!("");
+    let (status, taken) = app.post_json("/v1/orders", &bad).await;
+    assert_eq!(status, 201, "kept: {taken}");
+    assert_eq!(taken["status"], "exception", "{taken}");
+    let problems: Vec<&str> = taken["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        problems.contains(&"line 1: SKU shop-teapot is not listed on channel shop"),
+        "{taken}"
+    );
+    assert!(problems.contains(&"ship_to.city is missing"), "{taken}");
+    let id = taken["id"].as_str().unwrap().to_owned();
+    let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(got["status"], "exception");
+    assert_eq!(got["problems"].as_array().unwrap().len(), 2, "{got}");
+
+    // Corrected and sent again: the same order goes on.
+    let (status, resumed) = app.post_json("/v1/orders", &order("2002", "d-2", 1)).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["id"], id.as_str());
+    assert_eq!(resumed["status"], "submitted", "{resumed}");
+    app.stop().await;
+}
+
+async fn orders_racing_for_the_last_units_never_oversell(db: TestDb) {
+    let app = std::sync::Arc::new({
+        let app = TestApp::spawn(db).await;
+        catalog(&app, 5).await;
+        app
+    });
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let (status, reply) = app
+                .post_json(
+                    "/v1/orders",
+                    &order(&format!("race-{i}"), &format!("race-{i}"), 1),
+                )
+                .await;
+            assert_eq!(status, 201, "{reply}");
+            reply["status"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "submitted").count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "backordered").count(),
+        15,
+        "{statuses:?}"
+    );
+
+    // All or nothing: a mug (none left) with a saucer (one at wh-2) holds neither.
+    let mut both = order("both", "both", 1);
+    both["lines"] = json!([
+        {"sku": "MUG", "quantity": 1}, {"sku": "SAUCER", "quantity": 1}
+    ]);
+    let (status, reply) = app.post_json("/v1/orders", &both).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["status"], "backordered", "{reply}");
+    let (_, saucer) = app.get("/v1/inventory/SAUCER").await;
+    let wh2 = saucer["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["location"] == "wh-2")
+        .unwrap()
+        .clone();
+    assert_eq!(wh2["reserved"].as_i64(), Some(0), "{saucer}");
+    let (_, mug) = app.get("/v1/inventory/MUG").await;
+    let wh1 = mug["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["location"] == "wh-1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (wh1["reserved"].as_i64(), wh1["atp"].as_i64()),
+        (Some(5), Some(0)),
+        "{mug}"
+    );
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => {
+            app.stop().await;
+        }
+        Err(_) => panic!("the app is still shared"),
+    }
+}
