@@ -358,6 +358,59 @@ pub async fn take(
     })
 }
 
+/// Feeds one input to a stored order's saga, carries out its actions and saves it; retried when
+/// another step saved first. `None` when there is no such order.
+pub async fn advance(
+    state: &AppState,
+    id: &str,
+    input: Input,
+    correlation_id: &str,
+) -> Result<Option<Order>, TakeError> {
+    let policy = Policy::default();
+    for _ in 0..8 {
+        if state.store.order_get(id).await?.is_none() {
+            return Ok(None);
+        }
+        let (mut order, version) = load(state, id).await?;
+        let stored: Value = state
+            .store
+            .order_get(id)
+            .await?
+            .and_then(|row| serde_json::from_str(&row.state).ok())
+            .unwrap_or(Value::Null);
+        let now = state.clock.now();
+        let mut pending = order.handle(&input, now, &policy).actions;
+        while !pending.is_empty() {
+            let mut next = None;
+            for action in std::mem::take(&mut pending) {
+                if let Some(input) = act(state, &order, &action, correlation_id, now).await? {
+                    next = Some(input);
+                }
+            }
+            if let Some(input) = next {
+                pending = order.handle(&input, now, &policy).actions;
+            }
+        }
+        let record =
+            json!({"order": order, "request": stored["request"], "reasons": stored["reasons"]});
+        if state
+            .store
+            .order_save(
+                id,
+                version,
+                status_name(order.status),
+                order.until,
+                &record.to_string(),
+                now,
+            )
+            .await?
+        {
+            return Ok(Some(order));
+        }
+    }
+    Err(TakeError::Moved(id.to_owned()))
+}
+
 /// The change that makes an order an exception for being invalid.
 fn invalid(reasons: &[String]) -> crossdock_core::order::Change {
     crossdock_core::order::Change::Status {

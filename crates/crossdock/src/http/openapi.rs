@@ -142,6 +142,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(edi::post_edi))
         .routes(routes!(orders::post_order))
         .routes(routes!(orders::get_order))
+        .routes(routes!(orders::cancel_order))
         .routes(routes!(edi::list_groups))
 }
 

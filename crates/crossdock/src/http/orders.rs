@@ -155,3 +155,53 @@ pub(super) async fn get_order(
         };
     Ok(json(StatusCode::OK, &view(&id, &order, problems)))
 }
+
+/// Cancels an order that has not shipped: its stock is released, its ERP order and fulfilment
+/// cancelled where they were asked for, and its channel told. After a shipment the order stays
+/// as it is (answered 409). `?reason=` says why (kept in its timeline).
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(
+        ("id" = String, Path, description = "crossdock's order id"),
+        ("reason" = Option<String>, Query, description = "Why (default: cancelled through the API)"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled (or already ended)", body = OrderView),
+        (status = 404, description = "No such order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Part of it shipped already", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn cancel_order(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Response, Problem> {
+    let query = super::query::Query::parse(uri.query(), &["reason"])?;
+    let reason = query
+        .text("reason")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("cancelled through the API")
+        .chars()
+        .take(500)
+        .collect::<String>();
+    let input = crossdock_core::order::Input::Cancelled { reason };
+    let Some(order) = orders::advance(&state, &id, input, ctx.correlation_id.as_str())
+        .await
+        .map_err(take_problem)?
+    else {
+        return Err(Problem::new(
+            problem::NOT_FOUND,
+            format!("there is no order {id:?}"),
+        ));
+    };
+    if !order.shipments.is_empty() && !order.status.is_terminal() {
+        return Err(Problem::new(
+            problem::CONFLICT,
+            format!(
+                "order {id} has shipped {} shipment(s); it cannot be cancelled (return it instead)",
+                order.shipments.len()
+            ),
+        ));
+    }
+    Ok(json(StatusCode::OK, &view(&id, &order, Vec::new())))
+}

@@ -121,6 +121,7 @@ pub const POLICIES: &[RoutePolicy] = &[
     post("/v1/edi/{partner}", Scope::EventsWrite),
     post("/v1/orders", Scope::OrdersWrite),
     read("/v1/orders/{id}", Scope::OrdersRead),
+    post("/v1/orders/{id}/cancel", Scope::OrdersWrite),
     read("/v1/edi/groups", Scope::Ops),
     read("/v1/consumers", Scope::Ops),
     read("/v1/sources", Scope::Ops),

@@ -187,6 +187,35 @@ async fn an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected(db
     assert_eq!(status, 200, "{resumed}");
     assert_eq!(resumed["id"], id.as_str());
     assert_eq!(resumed["status"], "submitted", "{resumed}");
+
+    // Cancelled before it shipped: its stock is released and the ERP order cancelled.
+    let (status, cancelled) = app
+        .post_json(
+            &format!("/v1/orders/{id}/cancel?reason=customer%20asked"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["reason"], "cancelled: customer asked");
+    let (_, mug) = app.get("/v1/inventory/MUG").await;
+    let wh1 = mug["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["location"] == "wh-1")
+        .unwrap()
+        .clone();
+    assert_eq!(wh1["reserved"].as_i64(), Some(0), "{mug}");
+    let counts = app.state.store.outbox_counts().await.unwrap();
+    let erp: i64 = counts
+        .iter()
+        .filter(|c| c.target == "erp")
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(erp, 2, "the sales order and its cancellation: {counts:?}");
+    let (status, _) = app.post_json("/v1/orders/nope/cancel", &json!({})).await;
+    assert_eq!(status, 404);
     app.stop().await;
 }
 
