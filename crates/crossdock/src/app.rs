@@ -117,6 +117,7 @@ impl AppBuilder {
         let mut consumers: Vec<Arc<dyn LogConsumer>> = vec![
             Arc::new(SourceActivity),
             Arc::new(crate::runtime::inventory::InventoryProjection),
+            Arc::new(crate::runtime::orders::OrderSagas),
         ];
         for sub in &config.subscriptions {
             consumers.push(Arc::new(Subscription::new(sub.clone())));

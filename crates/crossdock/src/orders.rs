@@ -439,8 +439,68 @@ async fn act(
                 Err(HoldError::Store(e)) => Err(e.into()),
             }
         }
+        Action::RecordShipment { shipment, lines } => {
+            let Some(location) = &order.location else {
+                return Ok(None);
+            };
+            // The shipment is the location's system's fact (its warehouse confirmed it), so the
+            // movement is recorded under that system's name: the ledger applies it.
+            let catalog = state.catalog.get(&state.store).await?;
+            let source = catalog
+                .snapshot
+                .locations
+                .get(location)
+                .map_or_else(|| "/crossdock/orders".to_owned(), |l| l.authority.clone());
+            let mut events = Vec::new();
+            for (line, quantity) in lines {
+                let Some(l) = spec.lines().iter().find(|l| l.line == *line) else {
+                    continue;
+                };
+                let data = json!({"sku": l.sku, "location": location, "quantity": quantity,
+                    "order_id": order.id, "reference": shipment});
+                let event = crossdock_core::NewEvent::new(
+                    &format!("crossdock-order/{}/{shipment}/{line}", order.id),
+                    &source,
+                    "inventory.shipped",
+                    Some(&data),
+                )
+                .and_then(|e| e.with_subject(l.sku.as_str()));
+                match event {
+                    Ok(mut event) => {
+                        event.correlate(correlation_id);
+                        events.push(event);
+                    }
+                    Err(e) => {
+                        tracing::warn!(order = order.id, error = %e, "a shipment movement could not be built");
+                    }
+                }
+            }
+            if !events.is_empty() {
+                crate::ingest::accept_events(state, events)
+                    .await
+                    .map_err(|e| match e {
+                        crate::ingest::IngestError::Store(e) => TakeError::Store(e),
+                        other => TakeError::Corrupt(order.id.clone(), other.to_string()),
+                    })?;
+            }
+            Ok(None)
+        }
         other => {
             let (target, kind, key) = match other {
+                Action::ReleaseToLocation { location, key } => (
+                    format!("fulfillment-{location}"),
+                    "fulfillment.release",
+                    key,
+                ),
+                Action::CancelFulfilment { location, key } => {
+                    (format!("fulfillment-{location}"), "fulfillment.cancel", key)
+                }
+                Action::NotifyChannelShipped { key, .. } => (
+                    format!("channel-{}", spec.channel),
+                    "channel.fulfillment",
+                    key,
+                ),
+                Action::CreateInvoice { key, .. } => ("erp".to_string(), "erp.invoice.create", key),
                 Action::CreateErpOrder { key } => {
                     ("erp".to_string(), "erp.sales_order.create", key)
                 }
@@ -457,12 +517,11 @@ async fn act(
                     "channel.order_cancelled",
                     key,
                 ),
-                // Release, shipment, invoice and fulfilment actions come with the rest of the
-                // saga's runtime.
                 _ => return Ok(None),
             };
             let payload = json!({
                 "type": kind,
+                "action": other,
                 "order_id": order.id,
                 "channel": spec.channel,
                 "external_id": spec.external_id,

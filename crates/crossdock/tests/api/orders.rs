@@ -11,6 +11,7 @@ crate::backend_tests!(
     an_order_delivered_a_thousand_times_concurrently_is_one_order_and_one_reservation,
     an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected,
     orders_racing_for_the_last_units_never_oversell,
+    an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -290,4 +291,110 @@ async fn orders_racing_for_the_last_units_never_oversell(db: TestDb) {
         }
         Err(_) => panic!("the app is still shared"),
     }
+}
+
+async fn status_of(app: &TestApp, id: &str) -> String {
+    let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
+    got["status"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn mug_at_wh1(app: &TestApp) -> (i64, i64) {
+    let (_, mug) = app.get("/v1/inventory/MUG").await;
+    let wh1 = mug["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["location"] == "wh-1")
+        .unwrap()
+        .clone();
+    (
+        wh1["on_hand"].as_i64().unwrap(),
+        wh1["reserved"].as_i64().unwrap(),
+    )
+}
+
+async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    catalog(&app, 10).await;
+    let (status, taken) = app.post_json("/v1/orders", &order("3003", "d-1", 2)).await;
+    assert_eq!(status, 201, "{taken}");
+    let id = taken["id"].as_str().unwrap().to_owned();
+    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
+    let post = |e: Value| {
+        let app = &app;
+        async move {
+            let (status, reply) = app.post_json("/v1/events", &e).await;
+            assert_eq!(status, 202, "{reply}");
+        }
+    };
+    post(event(
+        "c-1",
+        "erp.sales_order.confirmed",
+        json!({"order_id": id, "erp_order": "SO-1"}),
+    ))
+    .await;
+    app.eventually("the order is released to wh-1", || async {
+        status_of(&app, &id).await == "released"
+    })
+    .await;
+
+    let shipment = json!({"order_id": id, "shipment": "S1", "lines": [{"line": 1, "quantity": 2}],
+        "carrier": "UPSN", "tracking": "1Z999"});
+    post(event("s-1", "shipment.confirmed", shipment.clone())).await;
+    // The same shipment again (another event id): nothing ships twice.
+    post(event("s-1-again", "shipment.confirmed", shipment)).await;
+    app.eventually("the order is shipped", || async {
+        status_of(&app, &id).await == "shipped"
+    })
+    .await;
+    app.eventually("the reservation became a shipment", || async {
+        mug_at_wh1(&app).await == (8, 0)
+    })
+    .await;
+
+    post(event(
+        "i-1",
+        "invoice.created",
+        json!({"order_id": id, "shipment": "S1", "invoice": "INV-1"}),
+    ))
+    .await;
+    app.eventually("the order is closed", || async {
+        status_of(&app, &id).await == "closed"
+    })
+    .await;
+    assert_eq!(mug_at_wh1(&app).await, (8, 0));
+
+    let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
+    let timeline: Vec<&str> = got["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            "received",
+            "reserved",
+            "submitted",
+            "confirmed",
+            "released",
+            "shipped",
+            "invoiced",
+            "closed"
+        ]
+    );
+    let counts = app.state.store.outbox_counts().await.unwrap();
+    let to = |target: &str| -> i64 {
+        counts
+            .iter()
+            .filter(|c| c.target == target)
+            .map(|c| c.count)
+            .sum()
+    };
+    // The sales order and the invoice; the release; the channel told of the shipment (with
+    // its availability updates, which go to the same target).
+    assert_eq!((to("erp"), to("fulfillment-wh-1")), (2, 1), "{counts:?}");
+    assert!(to("channel-shop") >= 1, "{counts:?}");
+    app.stop().await;
 }
