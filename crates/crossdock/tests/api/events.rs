@@ -307,8 +307,8 @@ async fn operations_routes_report_consumers_sources_metrics_and_readiness(
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["inventory", "source_activity"]);
-    let activity = &consumers["consumers"][1];
+    assert_eq!(names, ["inventory", "order_sagas", "source_activity"]);
+    let activity = &consumers["consumers"][2];
     assert_eq!(activity["lag"], 0, "{consumers}");
     let metrics = app
         .client
