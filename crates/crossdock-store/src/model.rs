@@ -756,5 +756,7 @@ pub struct OrderQuery {
     pub channel: Option<String>,
     /// Only orders not updated since this time ("stuck for an hour").
     pub updated_before: Option<Timestamp>,
+    /// Only orders whose current state stops waiting at or before this time.
+    pub due_before: Option<Timestamp>,
     pub limit: usize,
 }

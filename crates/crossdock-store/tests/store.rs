@@ -1376,10 +1376,34 @@ async fn order_saves_never_overwrite_a_newer_step(db: &TestDb) {
             status: Some("submitted".into()),
             channel: Some("shop".into()),
             updated_before: Some(Timestamp::from_unix_micros(3_000)),
+            due_before: None,
             limit: 10,
         })
         .await
         .unwrap();
     assert_eq!(listed, vec![row]);
+    // Due: an order whose deadline has come; one without a deadline never is.
+    store
+        .order_create(new_order("o-2", "2", "h", None))
+        .await
+        .unwrap();
+    let due = |at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .orders(OrderQuery {
+                    due_before: Some(Timestamp::from_unix_micros(at)),
+                    limit: 10,
+                    ..OrderQuery::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due(8_999).await, Vec::<String>::new());
+    assert_eq!(due(9_000).await, vec!["o-2".to_string()]);
     assert!(store.order_get("nope").await.unwrap().is_none());
 }

@@ -182,6 +182,10 @@ impl App {
             state.clone(),
             workers.clone(),
         ));
+        tasks.spawn(crate::runtime::orders::deadlines(
+            state.clone(),
+            workers.clone(),
+        ));
         let purge = tasks.spawn(purge_loop(state.clone(), workers.clone()));
         drop(purge);
         tasks.close();

@@ -139,12 +139,13 @@ impl PgStore {
             columns!(),
             " FROM orders WHERE ($1::text IS NULL OR status = $1) \
              AND ($2::text IS NULL OR channel = $2) AND ($3::bigint IS NULL OR updated_at < $3) \
-             ORDER BY updated_at, id LIMIT $4"
+             AND ($5::bigint IS NULL OR until <= $5) ORDER BY updated_at, id LIMIT $4"
         ))
         .bind(&q.status)
         .bind(&q.channel)
         .bind(q.updated_before.map(Timestamp::unix_micros))
         .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+        .bind(q.due_before.map(Timestamp::unix_micros))
         .fetch_all(&self.pool)
         .await
         .map_err(pgerr("list orders"))?;

@@ -142,7 +142,7 @@ impl SqliteStore {
                     columns!(),
                     " FROM orders WHERE (?1 IS NULL OR status = ?1) \
                      AND (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR updated_at < ?3) \
-                     ORDER BY updated_at, id LIMIT ?4"
+                     AND (?5 IS NULL OR until <= ?5) ORDER BY updated_at, id LIMIT ?4"
                 ))
                 .map_err(db("list orders"))?;
             let rows = stmt
@@ -151,7 +151,8 @@ impl SqliteStore {
                         q.status,
                         q.channel,
                         q.updated_before.map(Timestamp::unix_micros),
-                        i64::try_from(q.limit).unwrap_or(i64::MAX)
+                        i64::try_from(q.limit).unwrap_or(i64::MAX),
+                        q.due_before.map(Timestamp::unix_micros)
                     ],
                     row,
                 )

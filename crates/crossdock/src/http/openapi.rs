@@ -140,7 +140,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(inventory::post_reservation))
         .routes(routes!(inventory::delete_reservation))
         .routes(routes!(edi::post_edi))
-        .routes(routes!(orders::post_order))
+        .routes(routes!(orders::post_order, orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
         .routes(routes!(edi::list_groups))

@@ -205,3 +205,67 @@ pub(super) async fn cancel_order(
     }
     Ok(json(StatusCode::OK, &view(&id, &order, Vec::new())))
 }
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct OrderSummary {
+    id: String,
+    channel: String,
+    external_id: String,
+    status: String,
+    until: Option<String>,
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct OrderList {
+    orders: Vec<OrderSummary>,
+}
+
+/// Orders by status and channel, least recently updated first: `?status=exception` lists the
+/// ones that need a person, `?status=submitted&older_than_ms=3600000` the ones the ERP has not
+/// confirmed within an hour.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders",
+    params(
+        ("status" = Option<String>, Query, description = "received, backordered, submitted, released, partially_shipped, shipped, closed, cancelled, rejected, exception, …"),
+        ("channel" = Option<String>, Query, description = "Only this channel's orders"),
+        ("older_than_ms" = Option<i64>, Query, description = "Only orders not updated for this long"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Orders", body = OrderList),
+        (status = 400, description = "Bad parameter", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn list_orders(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+) -> Result<Response, Problem> {
+    let query = super::query::Query::parse(
+        uri.query(),
+        &["status", "channel", "older_than_ms", "limit"],
+    )?;
+    let older_than_ms = query.int("older_than_ms", 0, 0, i64::MAX / 1000)?;
+    let limit = query.int("limit", 100, 1, 1000)? as usize;
+    let rows = state
+        .store
+        .orders(crossdock_store::OrderQuery {
+            status: query.text("status").map(str::to_owned),
+            channel: query.text("channel").map(str::to_owned),
+            updated_before: (older_than_ms > 0)
+                .then(|| state.clock.now().plus_millis(-older_than_ms)),
+            due_before: None,
+            limit,
+        })
+        .await?;
+    let orders = rows
+        .into_iter()
+        .map(|r| OrderSummary {
+            id: r.id,
+            channel: r.channel,
+            external_id: r.external_id,
+            status: r.status,
+            until: r.until.map(|t| t.to_string()),
+            updated_at: r.updated_at.to_string(),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &OrderList { orders }))
+}

@@ -120,6 +120,7 @@ pub const POLICIES: &[RoutePolicy] = &[
     read("/v1/events", Scope::EventsRead),
     post("/v1/edi/{partner}", Scope::EventsWrite),
     post("/v1/orders", Scope::OrdersWrite),
+    read("/v1/orders", Scope::OrdersRead),
     read("/v1/orders/{id}", Scope::OrdersRead),
     post("/v1/orders/{id}/cancel", Scope::OrdersWrite),
     read("/v1/edi/groups", Scope::Ops),

@@ -116,3 +116,48 @@ impl LogConsumer for OrderSagas {
         })
     }
 }
+
+/// How often the deadline runner looks for orders whose waiting is over.
+const DEADLINE_POLL_MS: u64 = 1000;
+/// Orders handled per look.
+const DEADLINE_BATCH: usize = 100;
+
+/// Moves every order whose deadline has come (by the clock) on to a visible exception. Returns
+/// how many it looked at.
+pub async fn deadlines_once(state: &AppState) -> Result<usize, crossdock_store::StoreError> {
+    let now = state.clock.now();
+    let due = state
+        .store
+        .orders(crossdock_store::OrderQuery {
+            due_before: Some(now),
+            limit: DEADLINE_BATCH,
+            ..crossdock_store::OrderQuery::default()
+        })
+        .await?;
+    for row in &due {
+        match orders::advance(state, &row.id, Input::Tick, &row.id).await {
+            Ok(_) => {}
+            Err(TakeError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(order_id = row.id, error = %e, "a deadline could not be applied")
+            }
+        }
+    }
+    Ok(due.len())
+}
+
+/// The deadline runner: `deadlines_once` every second until shutdown.
+pub async fn deadlines(
+    state: std::sync::Arc<AppState>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        if let Err(e) = deadlines_once(&state).await {
+            tracing::warn!(error = %e, "cannot look for order deadlines; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(DEADLINE_POLL_MS)) => {}
+            () = cancel.cancelled() => {}
+        }
+    }
+}

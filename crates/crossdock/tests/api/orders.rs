@@ -12,6 +12,7 @@ crate::backend_tests!(
     an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected,
     orders_racing_for_the_last_units_never_oversell,
     an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed,
+    a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -396,5 +397,57 @@ async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db
     // its availability updates, which go to the same target).
     assert_eq!((to("erp"), to("fulfillment-wh-1")), (2, 1), "{counts:?}");
     assert!(to("channel-shop") >= 1, "{counts:?}");
+    app.stop().await;
+}
+
+async fn a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears(db: TestDb) {
+    use crossdock::clock::{Clock, ManualClock};
+    let clock = std::sync::Arc::new(ManualClock::new(
+        crossdock_core::Timestamp::from_unix_micros(1_800_000_000_000_000),
+    ));
+    let config = crate::helpers::test_config(&db);
+    let manual = clock.clone();
+    let app = TestApp::spawn_with(db, config, move |b| {
+        b.clock(manual as std::sync::Arc<dyn Clock>)
+    })
+    .await;
+    catalog(&app, 10).await;
+    let (_, taken) = app.post_json("/v1/orders", &order("4004", "d-1", 1)).await;
+    let id = taken["id"].as_str().unwrap().to_owned();
+    assert_eq!(taken["status"], "submitted", "{taken}");
+    assert!(
+        taken["until"].is_string(),
+        "a waiting order has a deadline: {taken}"
+    );
+
+    // Not yet due: nothing happens.
+    clock.advance_ms(3_600_000);
+    crossdock::runtime::orders::deadlines_once(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(status_of(&app, &id).await, "submitted");
+    // Four hours without an answer: an exception, with its reason.
+    clock.advance_ms(3 * 3_600_000 + 1);
+    crossdock::runtime::orders::deadlines_once(&app.state)
+        .await
+        .unwrap();
+    let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(got["status"], "exception", "{got}");
+    assert!(
+        got["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no confirmation from the ERP"),
+        "{got}"
+    );
+    // The answer comes late after all: the order moves on.
+    let event = json!({"specversion": "1.0", "source": "erp", "id": "late", "type": "erp.sales_order.confirmed",
+        "data": {"order_id": id, "erp_order": "SO-9"}});
+    let (status, reply) = app.post_json("/v1/events", &event).await;
+    assert_eq!(status, 202, "{reply}");
+    app.eventually("the late confirmation releases it", || async {
+        status_of(&app, &id).await == "released"
+    })
+    .await;
     app.stop().await;
 }
