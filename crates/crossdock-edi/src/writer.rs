@@ -45,6 +45,20 @@ impl std::fmt::Display for WriteError {
 
 impl std::error::Error for WriteError {}
 
+/// An envelope's date (`YYMMDD`, ISA09) and time (`HHMM`, ISA10) for a moment, in UTC.
+pub fn envelope_stamp(at: crossdock_core::Timestamp) -> (String, String) {
+    // RFC 3339: 2026-11-26T20:41:28Z. A time outside what that can show stamps the epoch.
+    let text = at.to_string();
+    let part = |range: std::ops::Range<usize>| text.get(range).unwrap_or("00").to_owned();
+    if text.len() < 16 || text.starts_with('@') {
+        return ("700101".into(), "0000".into());
+    }
+    (
+        format!("{}{}{}", part(2..4), part(5..7), part(8..10)),
+        format!("{}{}", part(11..13), part(14..16)),
+    )
+}
+
 /// The sender, receiver and format of an interchange to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeOptions {
@@ -391,6 +405,14 @@ mod tests {
             assert_eq!(stats.errors, 0, "{}", String::from_utf8_lossy(&bytes));
             assert_eq!(stats.problems, 0);
         }
+    }
+
+    #[test]
+    fn envelope_stamps_are_yymmdd_and_hhmm() {
+        let at = crossdock_core::Timestamp::parse_rfc3339("2026-11-26T20:41:28.5Z").unwrap();
+        assert_eq!(envelope_stamp(at), ("261126".into(), "2041".into()));
+        let odd = crossdock_core::Timestamp::from_unix_micros(i64::MAX);
+        assert_eq!(envelope_stamp(odd), ("700101".into(), "0000".into()));
     }
 
     #[test]

@@ -161,7 +161,9 @@ pub fn run(command: EdiCommand) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let now = envelope_now();
+            let now = crossdock_edi::writer::envelope_stamp(crate::clock::Clock::now(
+                &crate::clock::SystemClock,
+            ));
             let (bytes, next, _) =
                 write_acks(&builder.acks, control, control, &now.0, &now.1, None)
                     .map_err(|e| anyhow::anyhow!("writing the 997: {e}"))?;
@@ -183,16 +185,6 @@ pub fn run(command: EdiCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// The current UTC date (`YYMMDD`) and time (`HHMM`) for an envelope.
-fn envelope_now() -> (String, String) {
-    use crate::clock::Clock;
-    // RFC 3339: 2026-11-26T20:41:28Z
-    let now = crate::clock::SystemClock.now().to_string();
-    let date = format!("{}{}{}", &now[2..4], &now[5..7], &now[8..10]);
-    let time = format!("{}{}", &now[11..13], &now[14..16]);
-    (date, time)
 }
 
 #[derive(Default)]

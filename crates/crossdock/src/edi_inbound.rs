@@ -416,11 +416,7 @@ async fn interchange_events(
             .store
             .edi_controls(partner_id, EdiControl::Group, count)
             .await?;
-        let stamp = now.to_string();
-        let (date, time) = (
-            format!("{}{}{}", &stamp[2..4], &stamp[5..7], &stamp[8..10]),
-            format!("{}{}", &stamp[11..13], &stamp[14..16]),
-        );
+        let (date, time) = crossdock_edi::writer::envelope_stamp(now);
         match write_acks(&interchange.acks, isa, gs, &date, &time, None) {
             Ok((bytes, _, _)) => {
                 let action = NewAction {
