@@ -18,14 +18,6 @@ use super::{RequestContext, json};
 use crate::app::AppState;
 use crate::edi_inbound::{self, EdiInboundError, EdiReceipt};
 
-/// Request headers kept with the raw X12.
-const KEPT_HEADERS: [&str; 4] = [
-    "content-type",
-    "user-agent",
-    "traceparent",
-    "x-correlation-id",
-];
-
 /// Takes raw X12 (one or more interchanges) from a trading partner configured under
 /// `[edi.<partner>]`. The bytes are kept in the inbox before anything else. Each interchange is
 /// processed once per sender and ISA13 (a repeat is reported as a duplicate); its sets are
@@ -50,26 +42,8 @@ pub(super) async fn post_edi(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                problem::BODY_TOO_LARGE,
-                format!(
-                    "the body is larger than {} bytes (server.body_bytes_max)",
-                    state.config.server.body_bytes_max
-                ),
-            )
-        } else {
-            Problem::new(problem::BAD_REQUEST, e.body_text())
-        }
-    })?;
-    let kept: Vec<(String, String)> = KEPT_HEADERS
-        .iter()
-        .filter_map(|name| {
-            let value = headers.get(*name)?.to_str().ok()?;
-            Some(((*name).to_owned(), value.to_owned()))
-        })
-        .collect();
+    let body = super::events::raw_body(&state, body)?;
+    let kept = super::events::kept_headers(&headers);
     match edi_inbound::receive(&state, &partner, &body, kept, ctx.correlation_id.as_str()).await {
         Ok(receipt) => Ok(json(StatusCode::ACCEPTED, &receipt)),
         Err(error) => Err(edi_problem(error)),

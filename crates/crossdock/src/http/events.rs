@@ -27,13 +27,44 @@ const EVENT_MEDIA_TYPES: [&str; 3] = [
     "application/cloudevents+json",
     "application/cloudevents-batch+json",
 ];
-/// Request headers kept with a rejected body.
+/// Request headers kept with a body in the inbox.
 const KEPT_HEADERS: [&str; 4] = [
     "content-type",
     "user-agent",
     "traceparent",
     "x-correlation-id",
 ];
+
+/// The headers worth keeping with a body in the inbox, as `(name, value)` pairs.
+pub(super) fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    KEPT_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// A raw request body, or the problem with it (too large, or unreadable).
+pub(super) fn raw_body(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Problem> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                problem::BODY_TOO_LARGE,
+                format!(
+                    "the body is larger than {} bytes (server.body_bytes_max)",
+                    state.config.server.body_bytes_max
+                ),
+            )
+        } else {
+            Problem::new(problem::BAD_REQUEST, e.body_text())
+        }
+    })
+}
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct AppendReply {
@@ -80,19 +111,7 @@ pub(super) async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                problem::BODY_TOO_LARGE,
-                format!(
-                    "the body is larger than {} bytes (server.body_bytes_max)",
-                    state.config.server.body_bytes_max
-                ),
-            )
-        } else {
-            Problem::new(problem::BAD_REQUEST, e.body_text())
-        }
-    })?;
+    let body = raw_body(&state, body)?;
     if let Some(value) = headers.get(header::CONTENT_TYPE) {
         let media = value
             .to_str()
@@ -152,13 +171,7 @@ pub(super) async fn post_events(
         }
         Err(IngestError::Rejected(rejection)) => {
             state.metrics.event_request_rejected();
-            let kept: Vec<(String, String)> = KEPT_HEADERS
-                .iter()
-                .filter_map(|name| {
-                    let value = headers.get(*name)?.to_str().ok()?;
-                    Some(((*name).to_owned(), value.to_owned()))
-                })
-                .collect();
+            let kept = kept_headers(&headers);
             let inbox_id = ingest::keep_rejected(
                 &state,
                 PROTOCOL_HTTP_CLOUDEVENTS,
