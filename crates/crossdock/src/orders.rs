@@ -293,7 +293,14 @@ pub async fn take(
     let (id, created, mut current, version) = match outcome {
         OrderCreate::Created => (id, true, first, 0),
         OrderCreate::Duplicate { id, same_content } => {
-            let (mut existing, version) = load(state, &id).await?;
+            let Some(Stored {
+                order: mut existing,
+                version,
+                ..
+            }) = load(state, &id).await?
+            else {
+                return Err(TakeError::Corrupt(id, "it is gone".into()));
+            };
             // An invalid order is corrected by sending it again: the same channel and external
             // id, new content.
             if same_content || existing.spec.is_some() {
@@ -368,16 +375,14 @@ pub async fn advance(
 ) -> Result<Option<Order>, TakeError> {
     let policy = Policy::default();
     for _ in 0..8 {
-        if state.store.order_get(id).await?.is_none() {
+        let Some(Stored {
+            mut order,
+            version,
+            record: stored,
+        }) = load(state, id).await?
+        else {
             return Ok(None);
-        }
-        let (mut order, version) = load(state, id).await?;
-        let stored: Value = state
-            .store
-            .order_get(id)
-            .await?
-            .and_then(|row| serde_json::from_str(&row.state).ok())
-            .unwrap_or(Value::Null);
+        };
         let now = state.clock.now();
         let mut pending = order.handle(&input, now, &policy).actions;
         while !pending.is_empty() {
@@ -604,18 +609,28 @@ async fn route(
     Ok(Input::Short { reason })
 }
 
-/// An order's record, and the version to save it at.
-pub async fn load(state: &AppState, id: &str) -> Result<(Order, i64), TakeError> {
-    let row = state
-        .store
-        .order_get(id)
-        .await?
-        .ok_or_else(|| TakeError::Corrupt(id.to_owned(), "it is gone".into()))?;
-    let stored: Value = serde_json::from_str(&row.state)
+/// An order as stored: its saga record, the version to save it at, and the whole stored record
+/// (the request and reasons kept with it).
+pub struct Stored {
+    pub order: Order,
+    pub version: i64,
+    pub record: Value,
+}
+
+/// Reads an order once; `None` when there is no such order.
+pub async fn load(state: &AppState, id: &str) -> Result<Option<Stored>, TakeError> {
+    let Some(row) = state.store.order_get(id).await? else {
+        return Ok(None);
+    };
+    let record: Value = serde_json::from_str(&row.state)
         .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
-    let order: Order = serde_json::from_value(stored["order"].clone())
+    let order: Order = serde_json::from_value(record["order"].clone())
         .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
-    Ok((order, row.version))
+    Ok(Some(Stored {
+        order,
+        version: row.version,
+        record,
+    }))
 }
 
 /// The wire name of a status.

@@ -135,24 +135,24 @@ pub(super) async fn get_order(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    if state.store.order_get(&id).await?.is_none() {
+    let Some(orders::Stored { order, record, .. }) =
+        orders::load(&state, &id).await.map_err(take_problem)?
+    else {
         return Err(Problem::new(
             problem::NOT_FOUND,
             format!("there is no order {id:?}"),
         ));
-    }
-    let (order, _) = orders::load(&state, &id).await.map_err(take_problem)?;
-    let problems =
-        if order.spec.is_none() && order.status == crossdock_core::order::Status::Exception {
-            order
-                .reason
-                .trim_start_matches("invalid: ")
-                .split("; ")
-                .map(str::to_owned)
+    };
+    // The reasons an invalid order was kept for, as recorded with it.
+    let problems = record["reasons"]
+        .as_array()
+        .map(|reasons| {
+            reasons
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
                 .collect()
-        } else {
-            Vec::new()
-        };
+        })
+        .unwrap_or_default();
     Ok(json(StatusCode::OK, &view(&id, &order, problems)))
 }
 
