@@ -513,6 +513,82 @@ impl<'a> Fields<'_, 'a> {
     }
 }
 
+/// A line of a warehouse order or receipt advice (940 W01, 944 W07: quantity, unit, UPC, one
+/// qualifier/id pair), in its loop: LX before it, G69 and N9s after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WarehouseLine {
+    /// LX01.
+    pub line: Option<Text>,
+    pub quantity: Decimal,
+    pub unit: Text,
+    pub upc: Option<Text>,
+    pub ids: List<ItemId>,
+    /// G6901.
+    pub description: Option<Text>,
+    /// N9 in the line's loop (lot, serial, …).
+    pub references: Vec<Reference>,
+}
+
+impl WarehouseLine {
+    /// Reads the detail loop up to the `total` segment (or the end); `item` is W01 or W07.
+    pub fn read_all(r: &mut SetReader<'_, '_>, item: &str, total: &str) -> Vec<WarehouseLine> {
+        let stops = ["LX", item, total];
+        let mut lines = Vec::new();
+        r.skip_until(&stops);
+        loop {
+            let line = r.take("LX").and_then(|mut f| f.opt(1));
+            let Some(mut f) = r.require(item) else {
+                break;
+            };
+            let quantity = f
+                .decimal(1, true)
+                .unwrap_or_else(|| Decimal::from_integer(0));
+            let unit = f.text(2, true);
+            let upc = f.opt(3);
+            let ids = f.ids_n(4, 1);
+            let description = r.take("G69").and_then(|mut f| f.opt(1));
+            let references = r.references("N9");
+            lines.push(WarehouseLine {
+                line,
+                quantity,
+                unit,
+                upc,
+                ids,
+                description,
+                references,
+            });
+            r.skip_until(&stops);
+            if r.at(total) || r.done() {
+                break;
+            }
+        }
+        lines
+    }
+
+    /// Writes the lines, then the `total` segment with their whole units summed.
+    pub fn write_all(
+        lines: &[WarehouseLine],
+        w: &mut SegmentWriter<'_>,
+        item: &str,
+        total: &str,
+    ) -> Result<(), WriteError> {
+        let mut units = 0i64;
+        for line in lines {
+            if let Some(lx) = &line.line {
+                w.segment("LX", &[lx])?;
+            }
+            let head = vec![line.quantity.as_str(), &line.unit, o(&line.upc)];
+            w.segment(item, &with_ids(head, &line.ids))?;
+            if let Some(description) = &line.description {
+                w.segment("G69", &[description])?;
+            }
+            write_references(w, "N9", &line.references)?;
+            units = units.saturating_add(line.quantity.to_integer().unwrap_or(0));
+        }
+        w.segment(total, &[units.to_string()])
+    }
+}
+
 /// The text of an optional value for writing.
 pub fn o(value: &Option<Text>) -> &str {
     value.as_deref().unwrap_or("")

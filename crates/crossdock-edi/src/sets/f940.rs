@@ -2,13 +2,12 @@
 
 use serde::Serialize;
 
-use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
+use super::common::WarehouseLine;
 use super::common::{
-    DateRef, Decimal, ItemId, Party, Reference, SetReader, o, write_dates, write_parties,
-    write_references,
+    DateRef, Party, Reference, SetReader, o, write_dates, write_parties, write_references,
 };
 use crate::writer::{SegmentWriter, WriteError};
 
@@ -32,21 +31,8 @@ pub struct ShippingOrder {
     pub lines: Vec<ShippingOrderLine>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ShippingOrderLine {
-    /// LX01.
-    pub line: Option<Text>,
-    pub quantity: Decimal,
-    pub unit: Text,
-    /// W0103.
-    pub upc: Option<Text>,
-    /// W0104/W0105.
-    pub ids: List<ItemId>,
-    /// G6901.
-    pub description: Option<Text>,
-    /// N9 in the line's loop (lot, serial, …).
-    pub references: Vec<Reference>,
-}
+/// A line of the warehouse shipping order: see [`WarehouseLine`].
+pub type ShippingOrderLine = WarehouseLine;
 
 impl TransactionSet for ShippingOrder {
     const ID: &'static str = "940";
@@ -79,34 +65,7 @@ impl TransactionSet for ShippingOrder {
             order.transport = f.opt(2);
             order.carrier = f.opt(10);
         }
-        r.skip_until(&["LX", "W01", "W76"]);
-        loop {
-            let line = r.take("LX").and_then(|mut f| f.opt(1));
-            let Some(mut f) = r.require("W01") else {
-                break;
-            };
-            let quantity = f
-                .decimal(1, true)
-                .unwrap_or_else(|| Decimal::from_integer(0));
-            let unit = f.text(2, true);
-            let upc = f.opt(3);
-            let ids = f.ids_n(4, 1);
-            let description = r.take("G69").and_then(|mut f| f.opt(1));
-            let references = r.references("N9");
-            order.lines.push(ShippingOrderLine {
-                line,
-                quantity,
-                unit,
-                upc,
-                ids,
-                description,
-                references,
-            });
-            r.skip_until(&["LX", "W01", "W76"]);
-            if r.at("W76") || r.done() {
-                break;
-            }
-        }
+        order.lines = WarehouseLine::read_all(r, "W01", "W76");
         let _ = r.take("W76");
         Some(order)
     }
@@ -125,23 +84,6 @@ impl TransactionSet for ShippingOrder {
             w66.push(o(&self.carrier));
             w.segment("W66", &w66)?;
         }
-        let mut total = 0i64;
-        for line in &self.lines {
-            if let Some(lx) = &line.line {
-                w.segment("LX", &[lx])?;
-            }
-            let mut w01 = vec![line.quantity.as_str(), &line.unit, o(&line.upc)];
-            for id in &line.ids {
-                w01.push(&id.qualifier);
-                w01.push(&id.id);
-            }
-            w.segment("W01", &w01)?;
-            if let Some(description) = &line.description {
-                w.segment("G69", &[description])?;
-            }
-            write_references(w, "N9", &line.references)?;
-            total = total.saturating_add(line.quantity.to_integer().unwrap_or(0));
-        }
-        w.segment("W76", &[total.to_string()])
+        WarehouseLine::write_all(&self.lines, w, "W01", "W76")
     }
 }

@@ -2,13 +2,12 @@
 
 use serde::Serialize;
 
-use crate::list::List;
 use crate::text::Text;
 
 use super::TransactionSet;
+use super::common::WarehouseLine;
 use super::common::{
-    DateRef, Decimal, ItemId, Party, Reference, SetReader, o, write_dates, write_parties,
-    write_references,
+    DateRef, Party, Reference, SetReader, o, write_dates, write_parties, write_references,
 };
 use crate::writer::{SegmentWriter, WriteError};
 
@@ -28,19 +27,8 @@ pub struct ReceiptAdvice {
     pub lines: Vec<ReceiptLine>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReceiptLine {
-    pub line: Option<Text>,
-    /// W0701.
-    pub quantity: Decimal,
-    pub unit: Text,
-    pub upc: Option<Text>,
-    /// W0704/W0705.
-    pub ids: List<ItemId>,
-    pub description: Option<Text>,
-    /// N9 in the line's loop (lot, serial, …).
-    pub references: Vec<Reference>,
-}
+/// A line of the receipt advice: see [`WarehouseLine`].
+pub type ReceiptLine = WarehouseLine;
 
 impl TransactionSet for ReceiptAdvice {
     const ID: &'static str = "944";
@@ -66,34 +54,7 @@ impl TransactionSet for ReceiptAdvice {
         advice.parties = r.parties();
         advice.references = r.references("N9");
         advice.dates = r.dates("G62");
-        r.skip_until(&["LX", "W07", "W14"]);
-        loop {
-            let line = r.take("LX").and_then(|mut f| f.opt(1));
-            let Some(mut f) = r.require("W07") else {
-                break;
-            };
-            let quantity = f
-                .decimal(1, true)
-                .unwrap_or_else(|| Decimal::from_integer(0));
-            let unit = f.text(2, true);
-            let upc = f.opt(3);
-            let ids = f.ids_n(4, 1);
-            let description = r.take("G69").and_then(|mut f| f.opt(1));
-            let references = r.references("N9");
-            advice.lines.push(ReceiptLine {
-                line,
-                quantity,
-                unit,
-                upc,
-                ids,
-                description,
-                references,
-            });
-            r.skip_until(&["LX", "W07", "W14"]);
-            if r.at("W14") || r.done() {
-                break;
-            }
-        }
+        advice.lines = WarehouseLine::read_all(r, "W07", "W14");
         let _ = r.take("W14");
         Some(advice)
     }
@@ -111,23 +72,6 @@ impl TransactionSet for ReceiptAdvice {
         write_parties(w, &self.parties)?;
         write_references(w, "N9", &self.references)?;
         write_dates(w, "G62", &self.dates)?;
-        let mut total = 0i64;
-        for line in &self.lines {
-            if let Some(lx) = &line.line {
-                w.segment("LX", &[lx])?;
-            }
-            let mut w07 = vec![line.quantity.as_str(), &line.unit, o(&line.upc)];
-            for id in &line.ids {
-                w07.push(&id.qualifier);
-                w07.push(&id.id);
-            }
-            w.segment("W07", &w07)?;
-            if let Some(description) = &line.description {
-                w.segment("G69", &[description])?;
-            }
-            write_references(w, "N9", &line.references)?;
-            total = total.saturating_add(line.quantity.to_integer().unwrap_or(0));
-        }
-        w.segment("W14", &[total.to_string()])
+        WarehouseLine::write_all(&self.lines, w, "W07", "W14")
     }
 }

@@ -18,7 +18,7 @@ mod f945;
 mod f947;
 mod f997;
 
-pub use common::{DateRef, Decimal, ItemId, Party, Reference, SetReader};
+pub use common::{DateRef, Decimal, ItemId, Party, Reference, SetReader, WarehouseLine};
 pub use f810::{Invoice, InvoiceLine};
 pub use f846::{InventoryAdvice, InventoryItem, ItemQuantity};
 pub use f850::{PurchaseOrder, PurchaseOrderLine};
