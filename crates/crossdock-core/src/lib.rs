@@ -10,6 +10,7 @@ pub mod correlation;
 pub mod event;
 pub mod inventory;
 pub mod json;
+pub mod money;
 pub mod order;
 pub mod retry;
 pub mod returns;

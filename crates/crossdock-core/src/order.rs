@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ChannelId, LocationId, Sku};
+use crate::money::Amount;
 use crate::time::Timestamp;
 
 /// One line of an order, valid by construction.
@@ -24,6 +25,9 @@ pub struct Line {
     pub sku: Sku,
     /// Units of the item's base unit, at least 1.
     pub quantity: i64,
+    /// The price of one unit, in the order's currency, when the channel gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Amount>,
 }
 
 /// What was ordered: built by [`Spec::new`], which refuses an order without lines, a repeated
@@ -33,6 +37,9 @@ pub struct Spec {
     pub channel: ChannelId,
     pub external_id: String,
     lines: Vec<Line>,
+    /// The currency of the order's prices (ISO 4217).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 impl Spec {
@@ -59,7 +66,14 @@ impl Spec {
             channel,
             external_id: external_id.to_owned(),
             lines,
+            currency: None,
         })
+    }
+
+    /// The same order with its prices' currency.
+    pub fn with_currency(mut self, currency: Option<String>) -> Spec {
+        self.currency = currency;
+        self
     }
 
     pub fn lines(&self) -> &[Line] {
@@ -748,11 +762,13 @@ mod tests {
                     line: 1,
                     sku: sku("MUG"),
                     quantity: 3,
+                    unit_price: None,
                 },
                 Line {
                     line: 2,
                     sku: sku("SAUCER"),
                     quantity: 1,
+                    unit_price: None,
                 },
             ],
         )
@@ -785,6 +801,7 @@ mod tests {
             line: n,
             sku: Sku::parse("A").unwrap(),
             quantity: q,
+            unit_price: None,
         };
         assert!(
             Spec::new(channel.clone(), "1", vec![])
@@ -1041,11 +1058,13 @@ mod tests {
                     line: 1,
                     sku: sku("MUG"),
                     quantity: 2,
+                    unit_price: None,
                 },
                 Line {
                     line: 2,
                     sku: sku("SAUCER"),
                     quantity: 1,
+                    unit_price: None,
                 },
             ],
         )

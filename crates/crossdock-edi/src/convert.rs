@@ -291,10 +291,17 @@ pub fn order_from_850(
             .unwrap_or(u32::try_from(i + 1).unwrap_or(u32::MAX));
         let result = mapping.sku(&line.ids, None).and_then(|sku| {
             let quantity = whole(&line.quantity, "quantity")?;
+            let unit_price = line
+                .unit_price
+                .as_ref()
+                .map(|p| crossdock_core::money::Amount::parse(p.as_str()))
+                .transpose()
+                .map_err(|why| format!("unit price (PO104): {why}"))?;
             Ok(crossdock_core::order::Line {
                 line: number,
                 sku,
                 quantity,
+                unit_price,
             })
         });
         match result {
@@ -309,6 +316,7 @@ pub fn order_from_850(
         return Err(errors);
     }
     crossdock_core::order::Spec::new(channel.clone(), &po.number, lines)
+        .map(|spec| spec.with_currency(po.currency.as_deref().map(str::to_owned)))
         .map_err(|message| vec![ConvertError { line: 0, message }])
 }
 

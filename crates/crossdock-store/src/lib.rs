@@ -580,11 +580,11 @@ impl Store {
     /// external id — and says which order it is then. One commit: concurrent deliveries of the
     /// same order create it once.
     pub async fn order_create(&self, order: NewOrder) -> Result<OrderCreate> {
-        dispatch!(self.order_create(order))
+        dispatch!(self.saga_create(ORDERS, order))
     }
 
     pub async fn order_get(&self, id: &str) -> Result<Option<OrderRow>> {
-        dispatch!(self.order_get(id))
+        dispatch!(self.saga_get(ORDERS, id))
     }
 
     /// Saves an order's saga state if it is still at `version`; false when another step saved
@@ -598,12 +598,85 @@ impl Store {
         state: &str,
         now: Timestamp,
     ) -> Result<bool> {
-        dispatch!(self.order_save(id, version, status, until, state, now))
+        dispatch!(self.saga_save(ORDERS, id, version, status, until, state, now))
     }
 
     /// Orders by status, channel and age, least recently updated first.
     pub async fn orders(&self, query: OrderQuery) -> Result<Vec<OrderRow>> {
-        dispatch!(self.orders(query))
+        dispatch!(self.sagas(ORDERS, query))
+    }
+
+    // ---- returns ----
+
+    /// Records a return unless its channel and RMA number (or delivery id) were seen before; the
+    /// same contract as [`Store::order_create`].
+    pub async fn return_create(&self, ret: NewOrder) -> Result<OrderCreate> {
+        dispatch!(self.saga_create(RETURNS, ret))
+    }
+
+    pub async fn return_get(&self, id: &str) -> Result<Option<OrderRow>> {
+        dispatch!(self.saga_get(RETURNS, id))
+    }
+
+    /// Saves a return's saga state if it is still at `version`.
+    pub async fn return_save(
+        &self,
+        id: &str,
+        version: i64,
+        status: &str,
+        until: Option<Timestamp>,
+        state: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        dispatch!(self.saga_save(RETURNS, id, version, status, until, state, now))
+    }
+
+    /// Returns by status, channel and age, least recently updated first.
+    pub async fn returns(&self, query: OrderQuery) -> Result<Vec<OrderRow>> {
+        dispatch!(self.sagas(RETURNS, query))
+    }
+
+    // ---- financial posting ----
+
+    /// Records lines to post (shipped order lines, received return lines); a key recorded
+    /// before is passed over. Returns how many were new.
+    pub async fn posting_lines_add(
+        &self,
+        lines: Vec<PostingLine>,
+        now: Timestamp,
+    ) -> Result<usize> {
+        dispatch!(self.posting_lines_add(lines, now))
+    }
+
+    /// Gathers every line in no batch yet into one journal batch per channel, currency and day,
+    /// with control totals, and queues each batch's action (built by `build`) in the same
+    /// transaction. A line is never in two batches; a second run finds nothing the first took.
+    pub async fn postings_run(
+        &self,
+        build: PostingActionBuilder,
+        now: Timestamp,
+    ) -> Result<Vec<PostingBatch>> {
+        dispatch!(self.postings_run(build, now))
+    }
+
+    /// Marks a batch posted with the ERP's journal number; false when it was already posted (or
+    /// there is no such batch).
+    pub async fn posting_confirm(&self, key: &str, journal: &str, now: Timestamp) -> Result<bool> {
+        dispatch!(self.posting_confirm(key, journal, now))
+    }
+
+    pub async fn posting_batch(&self, key: &str) -> Result<Option<PostingBatch>> {
+        dispatch!(self.posting_batch(key))
+    }
+
+    /// Journal batches, newest first.
+    pub async fn postings(&self, query: PostingQuery) -> Result<Vec<PostingBatch>> {
+        dispatch!(self.postings(query))
+    }
+
+    /// The lines of one batch.
+    pub async fn posting_lines(&self, batch: &str) -> Result<Vec<PostingLine>> {
+        dispatch!(self.posting_lines(batch))
     }
 
     // ---- EDI partners ----

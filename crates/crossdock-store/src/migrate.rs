@@ -45,6 +45,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "orders",
         sql: include_str!("../migrations/sqlite/0007_orders.sql"),
     },
+    Migration {
+        version: 8,
+        name: "returns_postings",
+        sql: include_str!("../migrations/sqlite/0008_returns_postings.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -82,6 +87,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "orders",
         sql: include_str!("../migrations/pg/0007_orders.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "returns_postings",
+        sql: include_str!("../migrations/pg/0008_returns_postings.sql"),
     },
 ];
 

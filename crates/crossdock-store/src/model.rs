@@ -1,6 +1,7 @@
 //! The records that cross the store's API: inbox messages, append results, consumer positions,
 //! outbox actions, attempts and dead letters.
 
+use crossdock_core::money::Amount;
 use crossdock_core::{FailureDecision, RetryPolicy, Timestamp};
 
 /// An inbound message exactly as it arrived, before any parsing.
@@ -706,7 +707,29 @@ mod edi_tests {
     }
 }
 
-/// An order to record, with the keys it is deduplicated by.
+/// Where one kind of saga (orders, returns) is kept: both have the same shape.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SagaTable {
+    pub table: &'static str,
+    pub deliveries: &'static str,
+    /// The deliveries table's column naming the saga.
+    pub owner: &'static str,
+}
+
+pub(crate) const ORDERS: SagaTable = SagaTable {
+    table: "orders",
+    deliveries: "order_deliveries",
+    owner: "order_id",
+};
+
+pub(crate) const RETURNS: SagaTable = SagaTable {
+    table: "returns",
+    deliveries: "return_deliveries",
+    owner: "return_id",
+};
+
+/// An order (or a return: its channel and RMA number) to record, with the keys it is
+/// deduplicated by.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewOrder {
     pub id: String,
@@ -759,4 +782,59 @@ pub struct OrderQuery {
     /// Only orders whose current state stops waiting at or before this time.
     pub due_before: Option<Timestamp>,
     pub limit: usize,
+}
+
+/// A line of money to post to the ERP: a shipped order line (a positive amount) or a received
+/// return line (a negative one), recorded once by its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostingLine {
+    /// Stable for the fact it records (`shipment/<order>/<shipment>/<line>`, …): recording it
+    /// again changes nothing.
+    pub key: String,
+    pub channel: String,
+    pub currency: String,
+    /// The business day it belongs to, `YYYY-MM-DD`.
+    pub day: String,
+    /// The order or return it comes from.
+    pub source: String,
+    pub units: i64,
+    pub amount: Amount,
+}
+
+/// A journal batch: the lines of one channel, currency and business day gathered by one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostingBatch {
+    /// `<day>/<channel>/<currency>/<n>`: the n-th batch of that day, channel and currency; the
+    /// ERP's idempotency key.
+    pub key: String,
+    pub channel: String,
+    pub currency: String,
+    pub day: String,
+    pub lines: i64,
+    pub units: i64,
+    pub amount: Amount,
+    /// `queued` (its `erp.journal.post` action is in the outbox) or `posted` (the ERP confirmed).
+    pub status: String,
+    /// The ERP's journal number, once confirmed.
+    pub journal: Option<String>,
+    pub action_id: Option<i64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Which journal batches to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct PostingQuery {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub limit: usize,
+}
+
+/// Builds the outbox action posting a batch (the store queues it with the batch, in one
+/// transaction).
+pub type PostingActionBuilder = Box<dyn Fn(&PostingBatch) -> NewAction + Send>;
+
+/// The batch key for the `n`-th batch of a day, channel and currency.
+pub(crate) fn posting_batch_key(day: &str, channel: &str, currency: &str, n: i64) -> String {
+    format!("{day}/{channel}/{currency}/{n}")
 }

@@ -21,6 +21,7 @@ mod catalog;
 mod edi;
 mod inventory;
 mod orders;
+mod postings;
 
 use crate::migrate::{self, MigrationReport};
 use crate::model::*;

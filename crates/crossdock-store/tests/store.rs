@@ -61,6 +61,9 @@ store_tests!(
     received_997s_settle_the_groups_we_sent,
     an_order_is_taken_once_however_often_and_concurrently_it_arrives,
     order_saves_never_overwrite_a_newer_step,
+    returns_are_kept_apart_from_orders_and_taken_once,
+    posting_runs_put_each_line_in_exactly_one_batch,
+    racing_posting_runs_never_post_a_line_twice,
 );
 
 fn at(seconds: i64) -> Timestamp {
@@ -1406,4 +1409,233 @@ async fn order_saves_never_overwrite_a_newer_step(db: &TestDb) {
     assert_eq!(due(8_999).await, Vec::<String>::new());
     assert_eq!(due(9_000).await, vec!["o-2".to_string()]);
     assert!(store.order_get("nope").await.unwrap().is_none());
+}
+
+async fn returns_are_kept_apart_from_orders_and_taken_once(db: &TestDb) {
+    let store = db.open().await;
+    // A return may carry the same channel and number as an order: different tables.
+    assert_eq!(
+        store
+            .order_create(new_order("o-1", "RMA-1", "h", None))
+            .await
+            .unwrap(),
+        OrderCreate::Created
+    );
+    assert_eq!(
+        store
+            .return_create(new_order("r-1", "RMA-1", "h", Some("d-1")))
+            .await
+            .unwrap(),
+        OrderCreate::Created
+    );
+    assert_eq!(
+        store
+            .return_create(new_order("r-2", "RMA-1", "h", None))
+            .await
+            .unwrap(),
+        OrderCreate::Duplicate {
+            id: "r-1".into(),
+            same_content: true
+        }
+    );
+    assert_eq!(
+        store
+            .return_create(new_order("r-3", "RMA-9", "h", Some("d-1")))
+            .await
+            .unwrap(),
+        OrderCreate::Duplicate {
+            id: "r-1".into(),
+            same_content: true
+        },
+        "a delivery id seen before names its return"
+    );
+    assert!(store.order_get("r-1").await.unwrap().is_none());
+    let t = Timestamp::from_unix_micros(2_000);
+    assert!(
+        store
+            .return_save("r-1", 0, "received", None, "{}", t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .return_save("r-1", 0, "closed", None, "{}", t)
+            .await
+            .unwrap()
+    );
+    let row = store.return_get("r-1").await.unwrap().unwrap();
+    assert_eq!((row.status.as_str(), row.version), ("received", 1));
+    let due = store
+        .returns(OrderQuery {
+            status: Some("received".into()),
+            limit: 10,
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+}
+
+fn posting_line(key: &str, channel: &str, day: &str, units: i64, amount: &str) -> PostingLine {
+    PostingLine {
+        key: key.into(),
+        channel: channel.into(),
+        currency: "USD".into(),
+        day: day.into(),
+        source: "o-1".into(),
+        units,
+        amount: crossdock_core::money::Amount::parse(amount).unwrap(),
+    }
+}
+
+fn journal_action() -> PostingActionBuilder {
+    Box::new(|b: &PostingBatch| NewAction {
+        target: "erp".into(),
+        idempotency_key: format!("journal/{}", b.key),
+        coalesce_key: None,
+        priority: 0,
+        payload: serde_json::json!({"batch": b.key, "amount": b.amount.to_string()}).to_string(),
+        not_before: Timestamp::from_unix_micros(0),
+        correlation_id: None,
+        causation_id: None,
+    })
+}
+
+async fn posting_runs_put_each_line_in_exactly_one_batch(db: &TestDb) {
+    let store = db.open().await;
+    let t = at(0);
+    let lines = vec![
+        posting_line("s/1/1", "shop", "2026-11-26", 2, "19.98"),
+        posting_line("s/1/2", "shop", "2026-11-26", 1, "0.0825"),
+        posting_line("r/1/1", "shop", "2026-11-26", -1, "-9.99"),
+        posting_line("s/2/1", "amazon", "2026-11-26", 3, "30"),
+        posting_line("s/3/1", "shop", "2026-11-27", 1, "5"),
+    ];
+    assert_eq!(store.posting_lines_add(lines.clone(), t).await.unwrap(), 5);
+    assert_eq!(
+        store.posting_lines_add(lines, t).await.unwrap(),
+        0,
+        "a line recorded again is passed over"
+    );
+    let batches = store.postings_run(journal_action(), t).await.unwrap();
+    let totals: Vec<_> = batches
+        .iter()
+        .map(|b| (b.key.as_str(), b.lines, b.units, b.amount.to_string()))
+        .collect();
+    assert_eq!(
+        totals,
+        vec![
+            ("2026-11-26/amazon/USD/1", 1, 3, "30.00".to_string()),
+            ("2026-11-26/shop/USD/1", 3, 2, "10.0725".to_string()),
+            ("2026-11-27/shop/USD/1", 1, 1, "5.00".to_string()),
+        ]
+    );
+    assert!(batches.iter().all(|b| b.action_id.is_some()));
+    let queued: i64 = store
+        .outbox_counts()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.target == "erp")
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(queued, 3, "one erp.journal.post per batch");
+    for b in &batches {
+        let action = store.action(b.action_id.unwrap()).await.unwrap().unwrap();
+        assert!(action.payload.contains(&b.key));
+    }
+    // A second run finds nothing it already took.
+    assert!(
+        store
+            .postings_run(journal_action(), t)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A late line of a day already posted makes that day's second batch.
+    store
+        .posting_lines_add(
+            vec![posting_line("s/4/1", "shop", "2026-11-26", 1, "1.5")],
+            t,
+        )
+        .await
+        .unwrap();
+    let late = store.postings_run(journal_action(), t).await.unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].key, "2026-11-26/shop/USD/2");
+    assert_eq!(
+        store
+            .posting_lines("2026-11-26/shop/USD/1")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        store
+            .posting_confirm("2026-11-26/shop/USD/1", "JE-7", at(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .posting_confirm("2026-11-26/shop/USD/1", "JE-8", at(2))
+            .await
+            .unwrap(),
+        "confirmed once"
+    );
+    let posted = store
+        .postings(PostingQuery {
+            status: Some("posted".into()),
+            limit: 10,
+            ..PostingQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].journal.as_deref(), Some("JE-7"));
+    assert_eq!(posted[0].updated_at, at(1));
+}
+
+async fn racing_posting_runs_never_post_a_line_twice(db: &TestDb) {
+    let store = db.open().await;
+    let t = at(0);
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batches = Vec::new();
+            for round in 0..10 {
+                let lines = (0..5)
+                    .map(|i| {
+                        posting_line(
+                            &format!("s/{task}/{round}/{i}"),
+                            "shop",
+                            "2026-11-26",
+                            1,
+                            "2.5",
+                        )
+                    })
+                    .collect();
+                store.posting_lines_add(lines, t).await.unwrap();
+                batches.extend(store.postings_run(journal_action(), t).await.unwrap());
+            }
+            batches
+        }));
+    }
+    let mut batches = Vec::new();
+    for task in tasks {
+        batches.extend(task.await.unwrap());
+    }
+    let keys: BTreeSet<_> = batches.iter().map(|b| b.key.clone()).collect();
+    assert_eq!(keys.len(), batches.len(), "every batch key is new");
+    assert_eq!(batches.iter().map(|b| b.lines).sum::<i64>(), 200);
+    assert_eq!(batches.iter().map(|b| b.units).sum::<i64>(), 200);
+    let amount: i64 = batches.iter().map(|b| b.amount.ten_thousandths()).sum();
+    assert_eq!(amount, 200 * 25_000);
+    let mut in_batches = 0;
+    for key in &keys {
+        in_batches += store.posting_lines(key).await.unwrap().len();
+    }
+    assert_eq!(in_batches, 200);
 }

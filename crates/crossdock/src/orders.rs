@@ -7,6 +7,7 @@
 
 use crossdock_core::catalog::{ChannelId, ChannelSku, LocationId, Sku};
 use crossdock_core::json::{Fields, QUANTITY_ABS_MAX};
+use crossdock_core::money::{Amount, is_currency};
 use crossdock_core::order::{Action, Input, Line, Order, Policy, Spec, Status};
 use crossdock_core::{FieldError, Timestamp};
 use crossdock_store::{NewAction, NewOrder, OrderCreate, ReserveOutcome, StoreError};
@@ -97,16 +98,6 @@ fn content_hash(body: &Value) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// True for a decimal number as prices are written: `12`, `12.5`, `-0.99`.
-fn is_decimal(text: &str) -> bool {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
-    !whole.is_empty()
-        && !fraction.is_empty()
-        && whole.bytes().all(|b| b.is_ascii_digit())
-        && fraction.bytes().all(|b| b.is_ascii_digit())
-}
-
 /// Checks an order against the catalog: a valid spec, or every reason it is not one.
 async fn check(
     order: &OrderIn,
@@ -171,11 +162,23 @@ async fn check(
                 line.quantity
             ));
         }
-        if let Some(price) = &line.unit_price
-            && !is_decimal(price)
+        let unit_price = match line.unit_price.as_deref().map(Amount::parse) {
+            Some(Ok(price)) if price < Amount::ZERO => {
+                reasons.push(format!("line {n}: unit_price {price} is negative"));
+                None
+            }
+            Some(Ok(price)) => Some(price),
+            Some(Err(why)) => {
+                reasons.push(format!("line {n}: unit_price {why}"));
+                None
+            }
+            None => None,
+        };
+        if let Some(code) = line.currency.as_deref()
+            && !is_currency(code)
         {
             reasons.push(format!(
-                "line {n}: unit_price {price:?} is not a decimal number"
+                "line {n}: currency {code:?} is not an ISO 4217 code (three capital letters)"
             ));
         }
         match (currency, line.currency.as_deref()) {
@@ -190,6 +193,7 @@ async fn check(
                 line: n,
                 sku,
                 quantity: line.quantity,
+                unit_price,
             });
         }
     }
@@ -204,9 +208,9 @@ async fn check(
         }
     }
     Ok(match channel {
-        Some(channel) if reasons.is_empty() => {
-            Spec::new(channel, &order.external_id, lines).map_err(|why| vec![why])
-        }
+        Some(channel) if reasons.is_empty() => Spec::new(channel, &order.external_id, lines)
+            .map(|spec| spec.with_currency(currency.map(str::to_owned)))
+            .map_err(|why| vec![why]),
         _ => Err(reasons),
     })
 }

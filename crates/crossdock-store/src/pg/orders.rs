@@ -1,18 +1,15 @@
-//! Orders on PostgreSQL: taken once per channel and external id (and per delivery id), across
-//! nodes; saved with a version so two saga steps of one order never overwrite each other.
+//! Orders and returns on PostgreSQL: taken once per channel and external id (and per delivery
+//! id), across nodes; saved with a version so two saga steps never overwrite each other.
 
 use crossdock_core::Timestamp;
 use sqlx::Row;
 
 use super::{PgStore, pgerr};
 use crate::Result;
-use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow};
+use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow, SagaTable};
 
-macro_rules! columns {
-    () => {
-        "id, channel, external_id, status, until, state, version, created_at, updated_at"
-    };
-}
+const COLUMNS: &str =
+    "id, channel, external_id, status, until, state, version, created_at, updated_at";
 
 fn row(r: &sqlx::postgres::PgRow) -> std::result::Result<OrderRow, sqlx::Error> {
     Ok(OrderRow {
@@ -31,15 +28,17 @@ fn row(r: &sqlx::postgres::PgRow) -> std::result::Result<OrderRow, sqlx::Error> 
 }
 
 impl PgStore {
-    pub(crate) async fn order_create(&self, o: NewOrder) -> Result<OrderCreate> {
+    pub(crate) async fn saga_create(&self, t: SagaTable, o: NewOrder) -> Result<OrderCreate> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         if let Some(delivery) = &o.delivery_id {
-            let seen: Option<String> =
-                sqlx::query_scalar("SELECT order_id FROM order_deliveries WHERE delivery_id = $1")
-                    .bind(delivery)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(pgerr("look up delivery"))?;
+            let seen: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT {} FROM {} WHERE delivery_id = $1",
+                t.owner, t.deliveries
+            )))
+            .bind(delivery)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pgerr("look up delivery"))?;
             if let Some(id) = seen {
                 return Ok(OrderCreate::Duplicate {
                     id,
@@ -47,11 +46,12 @@ impl PgStore {
                 });
             }
         }
-        let inserted = sqlx::query(
-            "INSERT INTO orders (id, channel, external_id, content_hash, status, until, state, \
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (id, channel, external_id, content_hash, status, until, state, \
              version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8) \
              ON CONFLICT (channel, external_id) DO NOTHING",
-        )
+            t.table
+        )))
         .bind(&o.id)
         .bind(&o.channel)
         .bind(&o.external_id)
@@ -66,9 +66,10 @@ impl PgStore {
         let (id, outcome) = if inserted.rows_affected() == 1 {
             (o.id.clone(), OrderCreate::Created)
         } else {
-            let r = sqlx::query(
-                "SELECT id, content_hash FROM orders WHERE channel = $1 AND external_id = $2",
-            )
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id, content_hash FROM {} WHERE channel = $1 AND external_id = $2",
+                t.table
+            )))
             .bind(&o.channel)
             .bind(&o.external_id)
             .fetch_one(&mut *tx)
@@ -80,10 +81,11 @@ impl PgStore {
             (id.clone(), OrderCreate::Duplicate { id, same_content })
         };
         if let Some(delivery) = &o.delivery_id {
-            sqlx::query(
-                "INSERT INTO order_deliveries (delivery_id, order_id, received_at) VALUES ($1, $2, $3) \
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {} (delivery_id, {}, received_at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
-            )
+                t.deliveries, t.owner
+            )))
             .bind(delivery)
             .bind(&id)
             .bind(o.now.unix_micros())
@@ -95,12 +97,15 @@ impl PgStore {
         Ok(outcome)
     }
 
-    pub(crate) async fn order_get(&self, id: &str) -> Result<Option<OrderRow>> {
-        let found = sqlx::query(concat!("SELECT ", columns!(), " FROM orders WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(pgerr("read order"))?;
+    pub(crate) async fn saga_get(&self, t: SagaTable, id: &str) -> Result<Option<OrderRow>> {
+        let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM {} WHERE id = $1",
+            t.table
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pgerr("read order"))?;
         found
             .as_ref()
             .map(row)
@@ -108,8 +113,10 @@ impl PgStore {
             .map_err(pgerr("read order"))
     }
 
-    pub(crate) async fn order_save(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn saga_save(
         &self,
+        t: SagaTable,
         id: &str,
         version: i64,
         status: &str,
@@ -117,10 +124,11 @@ impl PgStore {
         state: &str,
         now: Timestamp,
     ) -> Result<bool> {
-        let changed = sqlx::query(
-            "UPDATE orders SET status = $3, until = $4, state = $5, version = version + 1, \
+        let changed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET status = $3, until = $4, state = $5, version = version + 1, \
              updated_at = $6 WHERE id = $1 AND version = $2",
-        )
+            t.table
+        )))
         .bind(id)
         .bind(version)
         .bind(status)
@@ -133,14 +141,13 @@ impl PgStore {
         Ok(changed.rows_affected() == 1)
     }
 
-    pub(crate) async fn orders(&self, q: OrderQuery) -> Result<Vec<OrderRow>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM orders WHERE ($1::text IS NULL OR status = $1) \
+    pub(crate) async fn sagas(&self, t: SagaTable, q: OrderQuery) -> Result<Vec<OrderRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM {} WHERE ($1::text IS NULL OR status = $1) \
              AND ($2::text IS NULL OR channel = $2) AND ($3::bigint IS NULL OR updated_at < $3) \
-             AND ($5::bigint IS NULL OR until <= $5) ORDER BY updated_at, id LIMIT $4"
-        ))
+             AND ($5::bigint IS NULL OR until <= $5) ORDER BY updated_at, id LIMIT $4",
+            t.table
+        )))
         .bind(&q.status)
         .bind(&q.channel)
         .bind(q.updated_before.map(Timestamp::unix_micros))

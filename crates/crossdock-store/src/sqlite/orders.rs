@@ -1,18 +1,15 @@
-//! Orders on SQLite: taken once per channel and external id (and per delivery id), saved with a
-//! version so two saga steps of one order never overwrite each other.
+//! Orders and returns on SQLite: taken once per channel and external id (and per delivery id),
+//! saved with a version so two saga steps never overwrite each other.
 
 use crossdock_core::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, db};
 use crate::Result;
-use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow};
+use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow, SagaTable};
 
-macro_rules! columns {
-    () => {
-        "id, channel, external_id, status, until, state, version, created_at, updated_at"
-    };
-}
+const COLUMNS: &str =
+    "id, channel, external_id, status, until, state, version, created_at, updated_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -29,12 +26,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
 }
 
 impl SqliteStore {
-    pub(crate) async fn order_create(&self, o: NewOrder) -> Result<OrderCreate> {
+    pub(crate) async fn saga_create(&self, t: SagaTable, o: NewOrder) -> Result<OrderCreate> {
         self.write(1, move |conn| {
             if let Some(delivery) = &o.delivery_id {
                 let seen: Option<String> = conn
                     .query_row(
-                        "SELECT order_id FROM order_deliveries WHERE delivery_id = ?1",
+                        &format!(
+                            "SELECT {} FROM {} WHERE delivery_id = ?1",
+                            t.owner, t.deliveries
+                        ),
                         [delivery],
                         |r| r.get(0),
                     )
@@ -49,9 +49,12 @@ impl SqliteStore {
             }
             let inserted = conn
                 .execute(
-                    "INSERT INTO orders (id, channel, external_id, content_hash, status, until, state, \
-                     version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8) \
-                     ON CONFLICT (channel, external_id) DO NOTHING",
+                    &format!(
+                        "INSERT INTO {} (id, channel, external_id, content_hash, status, until, \
+                         state, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                         ?7, 0, ?8, ?8) ON CONFLICT (channel, external_id) DO NOTHING",
+                        t.table
+                    ),
                     params![
                         o.id,
                         o.channel,
@@ -69,7 +72,10 @@ impl SqliteStore {
             } else {
                 let (id, hash): (String, String) = conn
                     .query_row(
-                        "SELECT id, content_hash FROM orders WHERE channel = ?1 AND external_id = ?2",
+                        &format!(
+                            "SELECT id, content_hash FROM {} WHERE channel = ?1 AND external_id = ?2",
+                            t.table
+                        ),
                         params![o.channel, o.external_id],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
@@ -79,8 +85,11 @@ impl SqliteStore {
             };
             if let Some(delivery) = &o.delivery_id {
                 conn.execute(
-                    "INSERT INTO order_deliveries (delivery_id, order_id, received_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT DO NOTHING",
+                    &format!(
+                        "INSERT INTO {} (delivery_id, {}, received_at) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT DO NOTHING",
+                        t.deliveries, t.owner
+                    ),
                     params![delivery, outcome.0, o.now.unix_micros()],
                 )
                 .map_err(db("record delivery"))?;
@@ -90,11 +99,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn order_get(&self, id: &str) -> Result<Option<OrderRow>> {
+    pub(crate) async fn saga_get(&self, t: SagaTable, id: &str) -> Result<Option<OrderRow>> {
         let id = id.to_owned();
         self.read(move |conn| {
             conn.query_row(
-                concat!("SELECT ", columns!(), " FROM orders WHERE id = ?1"),
+                &format!("SELECT {COLUMNS} FROM {} WHERE id = ?1", t.table),
                 [id],
                 row,
             )
@@ -104,8 +113,10 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn order_save(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn saga_save(
         &self,
+        t: SagaTable,
         id: &str,
         version: i64,
         status: &str,
@@ -117,8 +128,11 @@ impl SqliteStore {
         self.write(1, move |conn| {
             let changed = conn
                 .execute(
-                    "UPDATE orders SET status = ?3, until = ?4, state = ?5, version = version + 1, \
-                     updated_at = ?6 WHERE id = ?1 AND version = ?2",
+                    &format!(
+                        "UPDATE {} SET status = ?3, until = ?4, state = ?5, version = version + 1, \
+                         updated_at = ?6 WHERE id = ?1 AND version = ?2",
+                        t.table
+                    ),
                     params![
                         id,
                         version,
@@ -134,15 +148,14 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn orders(&self, q: OrderQuery) -> Result<Vec<OrderRow>> {
+    pub(crate) async fn sagas(&self, t: SagaTable, q: OrderQuery) -> Result<Vec<OrderRow>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    columns!(),
-                    " FROM orders WHERE (?1 IS NULL OR status = ?1) \
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM {} WHERE (?1 IS NULL OR status = ?1) \
                      AND (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR updated_at < ?3) \
-                     AND (?5 IS NULL OR until <= ?5) ORDER BY updated_at, id LIMIT ?4"
+                     AND (?5 IS NULL OR until <= ?5) ORDER BY updated_at, id LIMIT ?4",
+                    t.table
                 ))
                 .map_err(db("list orders"))?;
             let rows = stmt
