@@ -75,7 +75,6 @@ impl Amount {
     pub fn checked_mul(self, quantity: i64) -> Option<Amount> {
         self.0.checked_mul(quantity).map(Amount)
     }
-
 }
 
 impl std::ops::Neg for Amount {

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{LocationId, Sku};
 use crate::time::Timestamp;
 
 /// One line of a return: up to `quantity` units of `sku` from order line `line`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReturnLine {
     pub line: u32,
     pub sku: Sku,
@@ -20,14 +20,14 @@ pub struct ReturnLine {
 }
 
 /// What becomes of returned units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     Restock,
     Scrap,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReturnStatus {
     Unknown,
@@ -118,7 +118,7 @@ pub struct ReturnDecision {
     pub actions: Vec<ReturnAction>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Return {
     pub id: String,
     pub order_id: Option<String>,
@@ -131,6 +131,17 @@ pub struct Return {
     pub received: BTreeMap<u32, (i64, i64)>,
     pub receipts: Vec<String>,
     pub credit_memo: Option<String>,
+    /// Every status it went through, why and when.
+    #[serde(default)]
+    pub history: Vec<ReturnStep>,
+}
+
+/// A status a return went through, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnStep {
+    pub status: ReturnStatus,
+    pub reason: String,
+    pub at: Timestamp,
 }
 
 impl Return {
@@ -146,6 +157,7 @@ impl Return {
             received: BTreeMap::new(),
             receipts: Vec::new(),
             credit_memo: None,
+            history: Vec::new(),
         }
     }
 
@@ -156,7 +168,7 @@ impl Return {
             .map_or(0, |l| l.quantity)
     }
 
-    pub fn apply(&mut self, change: &ReturnChange) {
+    pub fn apply(&mut self, change: &ReturnChange, now: Timestamp) {
         match change {
             ReturnChange::Authorized { order_id, lines } => {
                 self.order_id = Some(order_id.clone());
@@ -183,6 +195,11 @@ impl Return {
                 self.status = *to;
                 self.reason.clone_from(reason);
                 self.until = *until;
+                self.history.push(ReturnStep {
+                    status: *to,
+                    reason: reason.clone(),
+                    at: now,
+                });
             }
         }
     }
@@ -195,7 +212,7 @@ impl Return {
     ) -> ReturnDecision {
         let decision = decide_return(self, input, now, policy);
         for change in &decision.changes {
-            self.apply(change);
+            self.apply(change, now);
         }
         decision
     }

@@ -31,6 +31,18 @@ impl Timestamp {
         Ok(Timestamp(ts.as_microsecond()))
     }
 
+    /// The calendar day (`YYYY-MM-DD`) this time falls on at a fixed offset from UTC in minutes
+    /// (a business day: `-300` for a business that closes its books on New York winter time).
+    pub fn day(self, offset_minutes: i32) -> String {
+        let shifted = self
+            .0
+            .saturating_add(i64::from(offset_minutes).saturating_mul(60_000_000));
+        match jiff::Timestamp::from_microsecond(shifted) {
+            Ok(ts) => ts.strftime("%Y-%m-%d").to_string(),
+            Err(_) => "0000-00-00".to_owned(),
+        }
+    }
+
     /// Adds a number of milliseconds, saturating at the ends of the range.
     pub const fn plus_millis(self, millis: i64) -> Self {
         Timestamp(self.0.saturating_add(millis.saturating_mul(1000)))
@@ -72,6 +84,14 @@ mod tests {
         assert_eq!(ts.to_string(), "2026-11-26T14:05:00.123456Z");
         let offset = Timestamp::parse_rfc3339("2026-11-26T15:05:00+01:00").unwrap();
         assert_eq!(offset.to_string(), "2026-11-26T14:05:00Z");
+    }
+
+    #[test]
+    fn days_follow_the_offset() {
+        let ts = Timestamp::parse_rfc3339("2026-11-27T03:30:00Z").unwrap();
+        assert_eq!(ts.day(0), "2026-11-27");
+        assert_eq!(ts.day(-300), "2026-11-26");
+        assert_eq!(ts.day(600), "2026-11-27");
     }
 
     #[test]

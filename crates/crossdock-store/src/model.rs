@@ -804,7 +804,7 @@ pub struct PostingLine {
 /// A journal batch: the lines of one channel, currency and business day gathered by one run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostingBatch {
-    /// `<day>/<channel>/<currency>/<n>`: the n-th batch of that day, channel and currency; the
+    /// `<day>.<channel>.<currency>.<n>`: the n-th batch of that day, channel and currency; the
     /// ERP's idempotency key.
     pub key: String,
     pub channel: String,
@@ -836,5 +836,5 @@ pub type PostingActionBuilder = Box<dyn Fn(&PostingBatch) -> NewAction + Send>;
 
 /// The batch key for the `n`-th batch of a day, channel and currency.
 pub(crate) fn posting_batch_key(day: &str, channel: &str, currency: &str, n: i64) -> String {
-    format!("{day}/{channel}/{currency}/{n}")
+    format!("{day}.{channel}.{currency}.{n}")
 }

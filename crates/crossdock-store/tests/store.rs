@@ -1525,9 +1525,9 @@ async fn posting_runs_put_each_line_in_exactly_one_batch(db: &TestDb) {
     assert_eq!(
         totals,
         vec![
-            ("2026-11-26/amazon/USD/1", 1, 3, "30.00".to_string()),
-            ("2026-11-26/shop/USD/1", 3, 2, "10.0725".to_string()),
-            ("2026-11-27/shop/USD/1", 1, 1, "5.00".to_string()),
+            ("2026-11-26.amazon.USD.1", 1, 3, "30.00".to_string()),
+            ("2026-11-26.shop.USD.1", 3, 2, "10.0725".to_string()),
+            ("2026-11-27.shop.USD.1", 1, 1, "5.00".to_string()),
         ]
     );
     assert!(batches.iter().all(|b| b.action_id.is_some()));
@@ -1562,10 +1562,10 @@ async fn posting_runs_put_each_line_in_exactly_one_batch(db: &TestDb) {
         .unwrap();
     let late = store.postings_run(journal_action(), t).await.unwrap();
     assert_eq!(late.len(), 1);
-    assert_eq!(late[0].key, "2026-11-26/shop/USD/2");
+    assert_eq!(late[0].key, "2026-11-26.shop.USD.2");
     assert_eq!(
         store
-            .posting_lines("2026-11-26/shop/USD/1")
+            .posting_lines("2026-11-26.shop.USD.1")
             .await
             .unwrap()
             .len(),
@@ -1573,13 +1573,13 @@ async fn posting_runs_put_each_line_in_exactly_one_batch(db: &TestDb) {
     );
     assert!(
         store
-            .posting_confirm("2026-11-26/shop/USD/1", "JE-7", at(1))
+            .posting_confirm("2026-11-26.shop.USD.1", "JE-7", at(1))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .posting_confirm("2026-11-26/shop/USD/1", "JE-8", at(2))
+            .posting_confirm("2026-11-26.shop.USD.1", "JE-8", at(2))
             .await
             .unwrap(),
         "confirmed once"

@@ -186,6 +186,7 @@ impl App {
             state.clone(),
             workers.clone(),
         ));
+        tasks.spawn(crate::postings::every(state.clone(), workers.clone()));
         let purge = tasks.spawn(purge_loop(state.clone(), workers.clone()));
         drop(purge);
         tasks.close();

@@ -87,6 +87,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Post shipped lines and received returns to the ERP in journal batches.
+    #[command(subcommand)]
+    Postings(PostingsCommand),
     /// Read, check and acknowledge X12 EDI files.
     #[command(subcommand)]
     Edi(crate::edi::EdiCommand),
@@ -118,6 +121,22 @@ enum KeysCommand {
     List,
     /// Revoke the active key with this name.
     Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum PostingsCommand {
+    /// Gather every line not yet posted into journal batches (per channel, currency and
+    /// business day) and queue their `erp.journal.post` actions; a running crossdock delivers
+    /// them. Running it again posts nothing twice.
+    Run,
+    /// List journal batches, newest first.
+    List {
+        /// queued or posted.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rebuild,
         } => replay(&config, &consumer, from, from_time.as_deref(), rebuild).await,
         Command::Explain { sku, channel, json } => explain(&config, &sku, &channel, json).await,
+        Command::Postings(command) => postings(&config, command).await,
         Command::Edi(command) => tokio::task::spawn_blocking(move || crate::edi::run(command))
             .await
             .context("the EDI command stopped")?,
@@ -448,6 +468,49 @@ async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             }
         }
     };
+    store.close().await;
+    result
+}
+
+async fn postings(config: &Config, command: PostingsCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.store.options()).await?;
+    let result = async {
+        let batches = match command {
+            PostingsCommand::Run => {
+                let made =
+                    crate::postings::run_on(&store, &config.postings, SystemClock.now()).await?;
+                if made.is_empty() {
+                    println!("nothing to post");
+                }
+                made
+            }
+            PostingsCommand::List { status, limit } => {
+                store
+                    .postings(crossdock_store::PostingQuery {
+                        status,
+                        channel: None,
+                        limit,
+                    })
+                    .await?
+            }
+        };
+        for b in batches {
+            println!(
+                "{}  {:<7} {} lines, {} units, {} {}{}",
+                b.key,
+                b.status,
+                b.lines,
+                b.units,
+                b.amount,
+                b.currency,
+                b.journal
+                    .map(|j| format!(", journal {j}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+    .await;
     store.close().await;
     result
 }

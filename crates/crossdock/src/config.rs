@@ -29,6 +29,31 @@ pub struct Config {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// EDI trading partners, by id (the `{partner}` of `POST /v1/edi/{partner}`).
     pub edi: BTreeMap<String, EdiPartnerConfig>,
+    pub postings: PostingsConfig,
+}
+
+/// Financial posting: shipped lines and received returns gathered into journal batches for the
+/// ERP.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostingsConfig {
+    /// Seconds between runs; 0 posts only on demand (`crossdock postings run`,
+    /// `POST /v1/postings/run`).
+    pub interval_s: u64,
+    /// The business day's offset from UTC in minutes (`-300`: days end at midnight UTC−5).
+    pub day_offset_minutes: i32,
+    /// The target the `erp.journal.post` actions are queued for.
+    pub target: String,
+}
+
+impl Default for PostingsConfig {
+    fn default() -> Self {
+        PostingsConfig {
+            interval_s: 900,
+            day_offset_minutes: 0,
+            target: "erp".into(),
+        }
+    }
 }
 
 /// One EDI trading partner: where its stock is and how its item ids map to our SKUs.
@@ -455,6 +480,14 @@ impl Config {
             if partner.sku_qualifiers.is_empty() {
                 problems.push(format!("edi.{name}.sku_qualifiers: name at least one"));
             }
+        }
+        if !(-1440..=1440).contains(&self.postings.day_offset_minutes) {
+            problems.push(
+                "postings.day_offset_minutes: must be within a day of UTC (-1440 to 1440)".into(),
+            );
+        }
+        if !valid_name(&self.postings.target) {
+            problems.push("postings.target: names are 1 to 64 letters, digits, '-' or '_'".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -16,4 +16,6 @@ pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod orders;
+pub mod postings;
+pub mod returns;
 pub mod runtime;

@@ -88,8 +88,9 @@ pub fn parse(value: &Value) -> Result<OrderIn, Vec<FieldError>> {
     }
 }
 
-/// The order's content, without its delivery id: the same order delivered again hashes the same.
-fn content_hash(body: &Value) -> String {
+/// A request's content without its delivery id: the same order (or RMA) delivered again hashes
+/// the same.
+pub(crate) fn content_hash(body: &Value) -> String {
     let mut content = body.clone();
     if let Some(object) = content.as_object_mut() {
         object.remove("delivery_id");
@@ -452,46 +453,27 @@ async fn act(
             let Some(location) = &order.location else {
                 return Ok(None);
             };
-            // The shipment is the location's system's fact (its warehouse confirmed it), so the
-            // movement is recorded under that system's name: the ledger applies it.
-            let catalog = state.catalog.get(&state.store).await?;
-            let source = catalog
-                .snapshot
-                .locations
-                .get(location)
-                .map_or_else(|| "/crossdock/orders".to_owned(), |l| l.authority.clone());
-            let mut events = Vec::new();
-            for (line, quantity) in lines {
-                let Some(l) = spec.lines().iter().find(|l| l.line == *line) else {
-                    continue;
-                };
-                let data = json!({"sku": l.sku, "location": location, "quantity": quantity,
-                    "order_id": order.id, "reference": shipment});
-                let event = crossdock_core::NewEvent::new(
-                    &format!("crossdock-order/{}/{shipment}/{line}", order.id),
-                    &source,
-                    "inventory.shipped",
-                    Some(&data),
-                )
-                .and_then(|e| e.with_subject(l.sku.as_str()));
-                match event {
-                    Ok(mut event) => {
-                        event.correlate(correlation_id);
-                        events.push(event);
-                    }
-                    Err(e) => {
-                        tracing::warn!(order = order.id, error = %e, "a shipment movement could not be built");
-                    }
-                }
-            }
-            if !events.is_empty() {
-                crate::ingest::accept_events(state, events)
-                    .await
-                    .map_err(|e| match e {
-                        crate::ingest::IngestError::Store(e) => TakeError::Store(e),
-                        other => TakeError::Corrupt(order.id.clone(), other.to_string()),
-                    })?;
-            }
+            let moved: Vec<(u32, Sku, i64)> = lines
+                .iter()
+                .filter_map(|(line, quantity)| {
+                    let l = spec.lines().iter().find(|l| l.line == *line)?;
+                    Some((*line, l.sku.clone(), *quantity))
+                })
+                .collect();
+            record_movements(
+                state,
+                "inventory.shipped",
+                location,
+                &format!("crossdock-order/{}/{shipment}", order.id),
+                &moved,
+                &order.id,
+                shipment,
+                correlation_id,
+            )
+            .await?;
+            let day = crate::postings::day(state, now);
+            let posting = crate::postings::shipment_lines(&order.id, spec, shipment, lines, &day);
+            state.store.posting_lines_add(posting, now).await?;
             Ok(None)
         }
         other => {
@@ -556,6 +538,59 @@ async fn act(
             Ok(None)
         }
     }
+}
+
+/// Records ledger movements an order or a return caused (`inventory.shipped`,
+/// `inventory.returned`), one event per line with a stable id, under the name of the system
+/// authoritative for the location — its warehouse confirmed them — so the ledger applies them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_movements(
+    state: &AppState,
+    kind: &str,
+    location: &LocationId,
+    id_prefix: &str,
+    lines: &[(u32, Sku, i64)],
+    order_id: &str,
+    reference: &str,
+    correlation_id: &str,
+) -> Result<(), TakeError> {
+    let catalog = state.catalog.get(&state.store).await?;
+    let source = catalog
+        .snapshot
+        .locations
+        .get(location)
+        .map_or_else(|| "/crossdock/orders".to_owned(), |l| l.authority.clone());
+    let mut events = Vec::new();
+    for (line, sku, quantity) in lines {
+        let data = json!({"sku": sku, "location": location, "quantity": quantity,
+            "order_id": order_id, "reference": reference});
+        let event = crossdock_core::NewEvent::new(
+            &format!("{id_prefix}/{line}"),
+            &source,
+            kind,
+            Some(&data),
+        )
+        .and_then(|e| e.with_subject(sku.as_str()));
+        match event {
+            Ok(mut event) => {
+                event.correlate(correlation_id);
+                events.push(event);
+            }
+            Err(e) => {
+                tracing::warn!(order_id, kind, error = %e, "a ledger movement could not be built");
+            }
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    crate::ingest::accept_events(state, events)
+        .await
+        .map(drop)
+        .map_err(|e| match e {
+            crate::ingest::IngestError::Store(e) => TakeError::Store(e),
+            other => TakeError::Corrupt(order_id.to_owned(), other.to_string()),
+        })
 }
 
 /// Holds the whole order at the first of the channel's locations that can ship it all.

@@ -13,6 +13,7 @@ mod orders;
 pub mod policy;
 pub mod problem;
 mod query;
+mod returns;
 
 use std::sync::Arc;
 use std::time::Duration;

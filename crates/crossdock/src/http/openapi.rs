@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::policy::{self, Access, Idempotency};
-use super::{catalog, edi, events, inventory, ops, orders};
+use super::{catalog, edi, events, inventory, ops, orders, returns};
 use crate::app::AppState;
 
 /// The shape of every error response (`application/problem+json`, RFC 9457).
@@ -143,6 +143,11 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(orders::post_order, orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
+        .routes(routes!(returns::post_return, returns::list_returns))
+        .routes(routes!(returns::get_return))
+        .routes(routes!(returns::list_postings))
+        .routes(routes!(returns::get_posting))
+        .routes(routes!(returns::run_postings))
         .routes(routes!(edi::list_groups))
 }
 

@@ -25,6 +25,16 @@ pub(super) struct StepView {
     at: String,
 }
 
+impl StepView {
+    pub(super) fn new(status: &str, reason: &str, at: crossdock_core::Timestamp) -> StepView {
+        StepView {
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            at: at.to_string(),
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub(super) struct OrderView {
     id: String,
@@ -39,6 +49,8 @@ pub(super) struct OrderView {
     until: Option<String>,
     /// Where its stock is held.
     location: Option<String>,
+    /// The currency of its prices.
+    currency: Option<String>,
     #[schema(value_type = Vec<Object>)]
     lines: Vec<serde_json::Value>,
     /// Every status it went through, with why and when.
@@ -58,12 +70,14 @@ fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
         reason: order.reason.clone(),
         until: order.until.map(|t| t.to_string()),
         location: order.location.as_ref().map(ToString::to_string),
+        currency: spec.and_then(|s| s.currency.clone()),
         lines: spec
             .map(|s| {
                 s.lines()
                     .iter()
                     .map(|l| {
                         serde_json::json!({"line": l.line, "sku": l.sku, "quantity": l.quantity,
+                            "unit_price": l.unit_price,
                             "shipped": order.shipped.get(&l.line).copied().unwrap_or(0)})
                     })
                     .collect()
@@ -72,17 +86,13 @@ fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
         timeline: order
             .history
             .iter()
-            .map(|Step { status, reason, at }| StepView {
-                status: status_name(*status).into(),
-                reason: reason.clone(),
-                at: at.to_string(),
-            })
+            .map(|Step { status, reason, at }| StepView::new(status_name(*status), reason, *at))
             .collect(),
         problems,
     }
 }
 
-fn take_problem(error: TakeError) -> Problem {
+pub(super) fn take_problem(error: TakeError) -> Problem {
     match error {
         e @ (TakeError::Changed { .. } | TakeError::Moved(_)) => {
             Problem::new(problem::CONFLICT, e.to_string())

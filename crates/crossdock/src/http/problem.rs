@@ -74,6 +74,8 @@ kinds! {
         "The path exists but does not accept this method. The `Allow` header lists the methods it does accept.");
     INSUFFICIENT_STOCK = ("insufficient-stock", CONFLICT, "Not enough stock",
         "The reservation needs more than is available to promise at a location. `errors` names each short line with what it needed and what was available. Nothing was held.");
+    RETURN_NOT_ALLOWED = ("return-not-allowed", UNPROCESSABLE_ENTITY, "Return not allowed",
+        "The RMA names lines its order does not have, or more units of a line than shipped. `detail` lists every reason. Nothing was recorded.");
     CONFLICT = ("conflict", CONFLICT, "Conflict",
         "The resource is not in a state that allows this operation. `detail` says which state it is in.");
     OVERLOADED = ("overloaded", SERVICE_UNAVAILABLE, "Overloaded",

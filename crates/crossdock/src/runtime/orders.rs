@@ -1,10 +1,14 @@
-//! The order sagas' consumer: the answers of other systems, arriving as events, become inputs of
-//! the orders they name — `erp.sales_order.confirmed` / `rejected`, `shipment.confirmed`,
-//! `invoice.created`, `order.cancelled`. Each event is applied at least once and the saga drops
-//! repeats (a confirmation of a confirmed order, a shipment it has), so the effect is once.
+//! The sagas' consumer: the answers of other systems, arriving as events, become inputs of the
+//! orders and returns they name — `erp.sales_order.confirmed` / `rejected`, `shipment.confirmed`,
+//! `invoice.created`, `order.cancelled`; `return.received`, `erp.credit_memo.created` — and
+//! `erp.journal.posted` confirms a journal batch. Each event is applied at least once and the
+//! sagas drop repeats (a confirmation of a confirmed order, a shipment it has), so the effect is
+//! once.
 
 use crossdock_core::StoredEvent;
+use crossdock_core::catalog::LocationId;
 use crossdock_core::order::Input;
+use crossdock_core::returns::{Disposition, ReturnInput};
 use crossdock_store::ProjectionWrites;
 use serde_json::Value;
 
@@ -13,12 +17,15 @@ use crate::app::AppState;
 use crate::orders::{self, TakeError};
 
 /// The event types the sagas read.
-pub const ORDER_EVENT_TYPES: [&str; 5] = [
+pub const SAGA_EVENT_TYPES: [&str; 8] = [
     "erp.sales_order.confirmed",
     "erp.sales_order.rejected",
     "shipment.confirmed",
     "invoice.created",
     "order.cancelled",
+    "return.received",
+    "erp.credit_memo.created",
+    "erp.journal.posted",
 ];
 
 #[derive(Debug, Default)]
@@ -28,39 +35,133 @@ fn text(data: &Value, name: &str) -> Option<String> {
     data.get(name).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// The order an event is about, and what it tells its saga; `None` for an event that does not
-/// say enough (it is logged and passed over: the log keeps it).
-pub fn input_of(kind: &str, data: &Value) -> Option<(String, Input)> {
-    let order_id = text(data, "order_id")?;
-    let input = match kind {
-        "erp.sales_order.confirmed" => Input::ErpConfirmed {
+/// What an event tells a saga.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SagaInput {
+    Order(String, Input),
+    /// Goods back under a return; the location is the order's when the event names none.
+    ReturnReceived {
+        return_id: String,
+        receipt: String,
+        location: Option<LocationId>,
+        lines: Vec<(u32, i64, Disposition)>,
+    },
+    Return(String, ReturnInput),
+    JournalPosted {
+        batch: String,
+        journal: String,
+    },
+}
+
+fn line_number(l: &Value) -> Option<u32> {
+    u32::try_from(l.get("line")?.as_u64()?).ok()
+}
+
+/// What an event tells which saga; `None` for an event that does not say enough (it is logged
+/// and passed over: the log keeps it).
+pub fn input_of(kind: &str, data: &Value) -> Option<SagaInput> {
+    let order = |input| Some(SagaInput::Order(text(data, "order_id")?, input));
+    match kind {
+        "erp.sales_order.confirmed" => order(Input::ErpConfirmed {
             erp_order: text(data, "erp_order").unwrap_or_default(),
-        },
-        "erp.sales_order.rejected" => Input::ErpRejected {
+        }),
+        "erp.sales_order.rejected" => order(Input::ErpRejected {
             reason: text(data, "reason").unwrap_or_else(|| "no reason given".into()),
-        },
-        "shipment.confirmed" => Input::Shipped {
+        }),
+        "shipment.confirmed" => order(Input::Shipped {
             shipment: text(data, "shipment")?,
             lines: data
                 .get("lines")?
                 .as_array()?
                 .iter()
-                .map(|l| {
-                    let line = u32::try_from(l.get("line")?.as_u64()?).ok()?;
-                    Some((line, l.get("quantity")?.as_i64()?))
-                })
+                .map(|l| Some((line_number(l)?, l.get("quantity")?.as_i64()?)))
                 .collect::<Option<Vec<_>>>()?,
-        },
-        "invoice.created" => Input::Invoiced {
+        }),
+        "invoice.created" => order(Input::Invoiced {
             shipment: text(data, "shipment")?,
             invoice: text(data, "invoice")?,
-        },
-        "order.cancelled" => Input::Cancelled {
+        }),
+        "order.cancelled" => order(Input::Cancelled {
             reason: text(data, "reason").unwrap_or_else(|| "cancelled by the channel".into()),
-        },
-        _ => return None,
-    };
-    Some((order_id, input))
+        }),
+        "return.received" => Some(SagaInput::ReturnReceived {
+            return_id: text(data, "return_id")?,
+            receipt: text(data, "receipt")?,
+            location: match text(data, "location") {
+                Some(l) => Some(LocationId::parse(&l).ok()?),
+                None => None,
+            },
+            lines: data
+                .get("lines")?
+                .as_array()?
+                .iter()
+                .map(|l| {
+                    let disposition = match l.get("disposition").and_then(Value::as_str) {
+                        Some("restock") | None => Disposition::Restock,
+                        Some("scrap") => Disposition::Scrap,
+                        Some(_) => return None,
+                    };
+                    Some((line_number(l)?, l.get("quantity")?.as_i64()?, disposition))
+                })
+                .collect::<Option<Vec<_>>>()?,
+        }),
+        "erp.credit_memo.created" => Some(SagaInput::Return(
+            text(data, "return_id")?,
+            ReturnInput::CreditConfirmed {
+                credit_memo: text(data, "credit_memo")?,
+            },
+        )),
+        "erp.journal.posted" => Some(SagaInput::JournalPosted {
+            batch: text(data, "batch")?,
+            journal: text(data, "journal")?,
+        }),
+        _ => None,
+    }
+}
+
+/// Applies one saga input; `Ok(false)` when the order, return or batch it names is unknown.
+async fn apply_input(
+    state: &AppState,
+    input: SagaInput,
+    correlation: &str,
+) -> Result<bool, TakeError> {
+    match input {
+        SagaInput::Order(id, input) => Ok(orders::advance(state, &id, input, correlation)
+            .await?
+            .is_some()),
+        SagaInput::ReturnReceived {
+            return_id,
+            receipt,
+            location,
+            lines,
+        } => {
+            let Some(location) =
+                crate::returns::receiving_location(state, &return_id, location).await?
+            else {
+                return Ok(false);
+            };
+            let input = ReturnInput::Received {
+                receipt,
+                location,
+                lines,
+            };
+            Ok(
+                crate::returns::advance(state, &return_id, input, correlation)
+                    .await?
+                    .is_some(),
+            )
+        }
+        SagaInput::Return(id, input) => Ok(crate::returns::advance(state, &id, input, correlation)
+            .await?
+            .is_some()),
+        SagaInput::JournalPosted { batch, journal } => {
+            let now = state.clock.now();
+            if !state.store.posting_confirm(&batch, &journal, now).await? {
+                return Ok(state.store.posting_batch(&batch).await?.is_some());
+            }
+            Ok(true)
+        }
+    }
 }
 
 impl LogConsumer for OrderSagas {
@@ -76,7 +177,7 @@ impl LogConsumer for OrderSagas {
         Box::pin(async move {
             for event in batch
                 .iter()
-                .filter(|e| ORDER_EVENT_TYPES.contains(&e.event.kind()))
+                .filter(|e| SAGA_EVENT_TYPES.contains(&e.event.kind()))
             {
                 let data: Value = match event.event.data() {
                     Some(crossdock_core::EventData::Json(raw)) => {
@@ -84,11 +185,11 @@ impl LogConsumer for OrderSagas {
                     }
                     _ => Value::Null,
                 };
-                let Some((order_id, input)) = input_of(event.event.kind(), &data) else {
+                let Some(input) = input_of(event.event.kind(), &data) else {
                     tracing::warn!(
                         seq = event.seq,
                         kind = event.event.kind(),
-                        "an order event without what its saga needs; passed over"
+                        "a saga event without what its saga needs; passed over"
                     );
                     continue;
                 };
@@ -97,18 +198,18 @@ impl LogConsumer for OrderSagas {
                     .correlation_id()
                     .unwrap_or(event.event.id())
                     .to_owned();
-                match orders::advance(state, &order_id, input, &correlation).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
+                match apply_input(state, input, &correlation).await {
+                    Ok(true) => {}
+                    Ok(false) => {
                         tracing::warn!(
                             seq = event.seq,
-                            order_id,
-                            "an event for an unknown order; passed over"
+                            kind = event.event.kind(),
+                            "an event for an unknown order, return or batch; passed over"
                         );
                     }
                     Err(TakeError::Store(e)) => return Err(e),
                     Err(e) => {
-                        tracing::warn!(seq = event.seq, order_id, error = %e, "an order event could not be applied");
+                        tracing::warn!(seq = event.seq, kind = event.event.kind(), error = %e, "a saga event could not be applied");
                     }
                 }
             }
@@ -122,7 +223,7 @@ const DEADLINE_POLL_MS: u64 = 1000;
 /// Orders handled per look.
 const DEADLINE_BATCH: usize = 100;
 
-/// Moves every order whose deadline has come (by the clock) on to a visible exception. Returns
+/// Moves every order and return whose deadline has come (by the clock) on to a visible exception. Returns
 /// how many it looked at.
 pub async fn deadlines_once(state: &AppState) -> Result<usize, crossdock_store::StoreError> {
     let now = state.clock.now();
@@ -143,7 +244,24 @@ pub async fn deadlines_once(state: &AppState) -> Result<usize, crossdock_store::
             }
         }
     }
-    Ok(due.len())
+    let due_returns = state
+        .store
+        .returns(crossdock_store::OrderQuery {
+            due_before: Some(now),
+            limit: DEADLINE_BATCH,
+            ..crossdock_store::OrderQuery::default()
+        })
+        .await?;
+    for row in &due_returns {
+        match crate::returns::advance(state, &row.id, ReturnInput::Tick, &row.id).await {
+            Ok(_) => {}
+            Err(TakeError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(return_id = row.id, error = %e, "a deadline could not be applied")
+            }
+        }
+    }
+    Ok(due.len() + due_returns.len())
 }
 
 /// The deadline runner: `deadlines_once` every second until shutdown.

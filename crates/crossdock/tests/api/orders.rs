@@ -13,6 +13,7 @@ crate::backend_tests!(
     orders_racing_for_the_last_units_never_oversell,
     an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed,
     a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears,
+    a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -449,5 +450,156 @@ async fn a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears(db: Te
         status_of(&app, &id).await == "released"
     })
     .await;
+    app.stop().await;
+}
+
+async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    catalog(&app, 10).await;
+    let (_, taken) = app.post_json("/v1/orders", &order("5005", "d-1", 3)).await;
+    let id = taken["id"].as_str().unwrap().to_owned();
+    assert_eq!(taken["currency"], "USD", "{taken}");
+    assert_eq!(taken["lines"][0]["unit_price"], "9.50", "{taken}");
+    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
+    let post = |e: Value| {
+        let app = &app;
+        async move {
+            let (status, reply) = app.post_json("/v1/events", &e).await;
+            assert_eq!(status, 202, "{reply}");
+        }
+    };
+    // Nothing shipped yet: nothing to return.
+    let rma = json!({"order_id": id, "rma": "RMA-1", "lines": [{"line": 1, "quantity": 2}]});
+    let (status, refused) = app.post_json("/v1/returns", &rma).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("line 1: 2 to return, 0 shipped"),
+        "{refused}"
+    );
+    let (status, _) = app
+        .post_json(
+            "/v1/returns",
+            &json!({"order_id": "nope", "rma": "R", "lines": [{"line": 1, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    post(event(
+        "c-1",
+        "erp.sales_order.confirmed",
+        json!({"order_id": id, "erp_order": "SO-1"}),
+    ))
+    .await;
+    app.eventually("released", || async {
+        status_of(&app, &id).await == "released"
+    })
+    .await;
+    post(event(
+        "s-1",
+        "shipment.confirmed",
+        json!({"order_id": id, "shipment": "S1", "lines": [{"line": 1, "quantity": 3}]}),
+    ))
+    .await;
+    app.eventually("shipped from the ledger", || async {
+        mug_at_wh1(&app).await == (7, 0)
+    })
+    .await;
+
+    let (status, authorized) = app.post_json("/v1/returns", &rma).await;
+    assert_eq!(status, 201, "{authorized}");
+    assert_eq!(authorized["status"], "authorized");
+    let return_id = authorized["id"].as_str().unwrap().to_owned();
+    let (status, again) = app.post_json("/v1/returns", &rma).await;
+    assert_eq!((status, &again["id"]), (200, &authorized["id"]));
+    let mut changed = rma.clone();
+    changed["lines"][0]["quantity"] = json!(1);
+    let (status, _) = app.post_json("/v1/returns", &changed).await;
+    assert_eq!(status, 409, "the same RMA with other lines");
+
+    // One comes back fit to sell, one broken.
+    let received = json!({"return_id": return_id, "receipt": "RCV-1", "lines": [
+        {"line": 1, "quantity": 1, "disposition": "restock"},
+        {"line": 1, "quantity": 1, "disposition": "scrap"}]});
+    post(event("rr-1", "return.received", received)).await;
+    app.eventually("the return waits for its credit memo", || async {
+        let (_, got) = app.get(&format!("/v1/returns/{return_id}")).await;
+        got["status"] == "received"
+    })
+    .await;
+    app.eventually("the restocked unit is back on hand", || async {
+        mug_at_wh1(&app).await == (8, 0)
+    })
+    .await;
+    let (_, got) = app.get(&format!("/v1/returns/{return_id}")).await;
+    assert_eq!(got["lines"][0]["received"], 2, "{got}");
+    assert_eq!(got["lines"][0]["restocked"], 1, "{got}");
+    post(event(
+        "cm-1",
+        "erp.credit_memo.created",
+        json!({"return_id": return_id, "credit_memo": "CM-1"}),
+    ))
+    .await;
+    app.eventually("the return is closed", || async {
+        let (_, got) = app.get(&format!("/v1/returns/{return_id}")).await;
+        got["status"] == "closed"
+    })
+    .await;
+    let (_, listed) = app.get("/v1/returns?status=closed").await;
+    assert_eq!(listed["returns"][0]["rma"], "RMA-1", "{listed}");
+
+    // Posting: 3 shipped at 9.50, 2 returned: one batch of 1 unit and 9.50.
+    let (status, run) = app.post_json("/v1/postings/run", &json!({})).await;
+    assert_eq!(status, 200, "{run}");
+    let batches = run["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 1, "{run}");
+    let batch = &batches[0];
+    assert_eq!(
+        (
+            &batch["channel"],
+            &batch["currency"],
+            &batch["lines"],
+            &batch["units"],
+            &batch["amount"]
+        ),
+        (
+            &json!("shop"),
+            &json!("USD"),
+            &json!(2),
+            &json!(1),
+            &json!("9.50")
+        ),
+        "{batch}"
+    );
+    let key = batch["key"].as_str().unwrap().to_owned();
+    let (_, again) = app.post_json("/v1/postings/run", &json!({})).await;
+    assert_eq!(again["batches"], json!([]), "nothing is posted twice");
+    let (_, detail) = app.get(&format!("/v1/postings/{key}")).await;
+    assert_eq!(
+        detail["posting_lines"].as_array().unwrap().len(),
+        2,
+        "{detail}"
+    );
+    post(event(
+        "jp-1",
+        "erp.journal.posted",
+        json!({"batch": key, "journal": "JE-1"}),
+    ))
+    .await;
+    app.eventually("the batch is posted", || async {
+        let (_, listed) = app.get("/v1/postings?status=posted").await;
+        listed["batches"][0]["journal"] == "JE-1"
+    })
+    .await;
+    let counts = app.state.store.outbox_counts().await.unwrap();
+    let erp: i64 = counts
+        .iter()
+        .filter(|c| c.target == "erp")
+        .map(|c| c.count)
+        .sum();
+    // The sales order, the invoice for the shipment, the credit memo and the journal batch.
+    assert_eq!(erp, 4, "{counts:?}");
     app.stop().await;
 }
