@@ -174,6 +174,17 @@ pub enum Input {
         shipment: String,
         invoice: String,
     },
+    /// The channel reports a payment (recorded in any state, also before the order arrives,
+    /// once per reference).
+    Paid {
+        reference: String,
+        amount: Option<Amount>,
+    },
+    /// The channel changed what was ordered after it was taken: the order stops as a visible
+    /// exception with what changed, for a person to decide (resume, or cancel and place again).
+    Amended {
+        what: String,
+    },
     /// Time passed: deadlines up to `now` are due.
     Tick,
     /// An operator resumes an exception.
@@ -253,6 +264,17 @@ pub enum Change {
         shipment: String,
         invoice: String,
     },
+    Paid {
+        payment: Payment,
+    },
+}
+
+/// A payment the channel reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub reference: String,
+    pub amount: Option<Amount>,
+    pub at: Timestamp,
 }
 
 /// What `decide` concluded.
@@ -288,6 +310,9 @@ pub struct Order {
     pub shipments: BTreeSet<String>,
     pub invoices: BTreeMap<String, String>,
     pub history: Vec<Step>,
+    /// Payments the channel reported.
+    #[serde(default)]
+    pub payments: Vec<Payment>,
 }
 
 impl Order {
@@ -306,6 +331,7 @@ impl Order {
             shipments: BTreeSet::new(),
             invoices: BTreeMap::new(),
             history: Vec::new(),
+            payments: Vec::new(),
         }
     }
 
@@ -351,6 +377,7 @@ impl Order {
             Change::Invoiced { shipment, invoice } => {
                 self.invoices.insert(shipment.clone(), invoice.clone());
             }
+            Change::Paid { payment } => self.payments.push(payment.clone()),
         }
     }
 
@@ -425,6 +452,20 @@ pub fn decide(order: &Order, input: &Input, now: Timestamp, policy: &Policy) -> 
         decision: Decision::default(),
     };
     let status = effective(order);
+    // A payment is a fact in any state, even one that ended (a cancelled order paid for needs
+    // a refund): recorded once per reference.
+    if let Input::Paid { reference, amount } = input {
+        if !order.payments.iter().any(|p| &p.reference == reference) {
+            d.decision.changes.push(Change::Paid {
+                payment: Payment {
+                    reference: reference.clone(),
+                    amount: *amount,
+                    at: now,
+                },
+            });
+        }
+        return d.decision;
+    }
     if order.status.is_terminal() {
         // A shipment for an order that ended is still a fact worth a look.
         if let Input::Shipped { shipment, .. } = input
@@ -567,6 +608,16 @@ pub fn decide(order: &Order, input: &Input, now: Timestamp, policy: &Policy) -> 
                 }
             }
         }
+        Input::Amended { what } => {
+            if order.spec.is_some() && order.status != Status::Exception {
+                d.to(
+                    Status::Exception,
+                    format!("the channel changed the order after it was taken: {what}"),
+                    None,
+                );
+            }
+        }
+        Input::Paid { .. } => {}
         Input::Tick => {
             if let Some(until) = order.until
                 && now >= until
@@ -1075,7 +1126,7 @@ mod tests {
     /// rarer than progress. Shipments are mostly one unit of line 1 or 2; now and then nothing,
     /// or a line that does not exist.
     fn input(kind: u8, n: u8) -> Input {
-        match kind % 32 {
+        match kind % 35 {
             0 | 1 => Input::Placed(small()),
             2 => Input::Cancelled { reason: "r".into() },
             3..=5 => Input::Reserved { location: wh() },
@@ -1101,6 +1152,13 @@ mod tests {
                 invoice: format!("I{n}"),
             },
             27..=29 => Input::Tick,
+            30 => Input::Paid {
+                reference: format!("P{}", n % 3),
+                amount: None,
+            },
+            31 => Input::Amended {
+                what: "line 1 quantity".into(),
+            },
             _ => Input::Resume,
         }
     }
@@ -1184,6 +1242,8 @@ mod tests {
                     prop_assert!(released, "{:?} without releasing its reservation", o.status);
                 }
                 prop_assert!(!o.reason.is_empty() || o.status == Status::Unknown);
+                let references: BTreeSet<_> = o.payments.iter().map(|p| &p.reference).collect();
+                prop_assert_eq!(references.len(), o.payments.len(), "a payment recorded twice");
             }
             o.handle(&Input::Tick, at(t + 100 * 24 * 3_600_000), &policy);
             prop_assert!(

@@ -51,6 +51,7 @@ pub async fn accept(
 ) -> Result<IdempotentOutcome, IngestError> {
     let mut events = parse(protocol, body, &state.limits)?;
     check_inventory(state, &events, body).await?;
+    check_sagas(&events, body)?;
     for e in &mut events {
         e.correlate(correlation_id);
     }
@@ -152,6 +153,78 @@ async fn check_inventory(
         }
     }
     errors.extend(check_movements(state, &parsed).await?);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ParseRejection::Invalid(errors).into())
+    }
+}
+
+/// What the `data` of each saga event must hold, as its problem says when it does not.
+fn saga_needs(kind: &str) -> &'static str {
+    match kind {
+        "order.paid" => {
+            "order_id (or channel and external_id), reference, and amount as a decimal string if any"
+        }
+        "order.cancelled" => "order_id (or channel and external_id), and reason if any",
+        "erp.sales_order.confirmed" | "erp.sales_order.rejected" => "order_id",
+        "shipment.confirmed" => "order_id, shipment and lines: [{line, quantity}]",
+        "invoice.created" => "order_id, shipment and invoice",
+        "return.received" => {
+            "return_id, receipt, location if any, and lines: [{line, quantity, disposition: restock | scrap}]"
+        }
+        "erp.credit_memo.created" => "return_id and credit_memo",
+        "erp.journal.posted" => "batch and journal",
+        _ => "what its saga reads",
+    }
+}
+
+/// Checks the `data` of order, shipment, return and posting events: a saga event its saga
+/// cannot read is refused here, with what it lacks, instead of being passed over later. One
+/// problem rejects the whole batch.
+fn check_sagas(events: &[NewEvent], body: &[u8]) -> Result<(), IngestError> {
+    use crate::runtime::orders::{SAGA_EVENT_TYPES, input_of};
+    if !events.iter().any(|e| SAGA_EVENT_TYPES.contains(&e.kind())) {
+        return Ok(());
+    }
+    let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let mut errors = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        let kind = event.kind();
+        if !SAGA_EVENT_TYPES.contains(&kind) {
+            continue;
+        }
+        let at = if array {
+            format!("/{index}/data")
+        } else {
+            "/data".to_owned()
+        };
+        let data = match event.data() {
+            Some(EventData::Json(raw)) => {
+                serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default()
+            }
+            _ => serde_json::Value::Null,
+        };
+        if matches!(kind, "order.placed" | "order.updated") {
+            match crate::orders::parse_at(&data, &at) {
+                Err(problems) => errors.extend(problems),
+                Ok(order) if kind == "order.updated" && order.updated_at.is_none() => {
+                    errors.push(FieldError::new(
+                        format!("{at}/updated_at"),
+                        "an update says when the channel made it (RFC 3339); only a newer one is applied",
+                    ));
+                }
+                Ok(_) => {}
+            }
+            continue;
+        }
+        if input_of(kind, &data, "").is_none() {
+            errors.push(FieldError::new(
+                at,
+                format!("{kind} needs {}", saga_needs(kind)),
+            ));
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {

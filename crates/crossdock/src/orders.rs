@@ -30,6 +30,8 @@ pub struct OrderIn {
     pub delivery_id: Option<String>,
     pub lines: Vec<LineIn>,
     pub ship_to: Option<Value>,
+    /// When the channel last changed it (an `order.updated` is applied only when newer).
+    pub updated_at: Option<Timestamp>,
     /// The request, for the content hash and for the record of an invalid order.
     pub body: Value,
 }
@@ -46,8 +48,14 @@ pub struct LineIn {
 /// Reads an order's shape; what is wrong with its content (unknown SKUs, quantities, currency,
 /// ship-to) is not an error here but a reason to keep it as an exception.
 pub fn parse(value: &Value) -> Result<OrderIn, Vec<FieldError>> {
+    parse_at(value, "")
+}
+
+/// [`parse`] for an order inside a larger document (an event's `data`): problems point under
+/// `at`.
+pub fn parse_at(value: &Value, at: &str) -> Result<OrderIn, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let mut f = Fields::new(value, "", &mut errors);
+    let mut f = Fields::new(value, at, &mut errors);
     let channel = f.string("channel", true, 64);
     let external_id = f.string("external_id", true, 128);
     let delivery_id = f.string("delivery_id", false, 256);
@@ -74,6 +82,17 @@ pub fn parse(value: &Value) -> Result<OrderIn, Vec<FieldError>> {
         })
     });
     let ship_to = f.object("ship_to", false, |v, _, _| Some(v.clone()));
+    if let Some(date) = f.string("requested_ship_date", false, 10)
+        && (date.len() != 10 || Timestamp::parse_rfc3339(&format!("{date}T00:00:00Z")).is_err())
+    {
+        f.problem("requested_ship_date", "is not a date such as 2026-12-01");
+    }
+    let updated_at = f.string("updated_at", false, 64);
+    if let Some(text) = &updated_at
+        && let Err(why) = Timestamp::parse_rfc3339(text)
+    {
+        f.problem("updated_at", why);
+    }
     f.finish();
     match (channel, external_id, lines) {
         (Some(channel), Some(external_id), Some(lines)) if errors.is_empty() => Ok(OrderIn {
@@ -82,18 +101,20 @@ pub fn parse(value: &Value) -> Result<OrderIn, Vec<FieldError>> {
             delivery_id,
             lines,
             ship_to,
+            updated_at: updated_at.and_then(|t| Timestamp::parse_rfc3339(&t).ok()),
             body: value.clone(),
         }),
         _ => Err(errors),
     }
 }
 
-/// A request's content without its delivery id: the same order (or RMA) delivered again hashes
-/// the same.
+/// A request's content without its delivery id and update time: the same order (or RMA)
+/// delivered again hashes the same.
 pub(crate) fn content_hash(body: &Value) -> String {
     let mut content = body.clone();
     if let Some(object) = content.as_object_mut() {
         object.remove("delivery_id");
+        object.remove("updated_at");
     }
     let digest = Sha256::digest(content.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -401,8 +422,9 @@ pub async fn advance(
                 pending = order.handle(&input, now, &policy).actions;
             }
         }
-        let record =
-            json!({"order": order, "request": stored["request"], "reasons": stored["reasons"]});
+        let mut record = stored;
+        record["order"] = serde_json::to_value(&order)
+            .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
         if state
             .store
             .order_save(
@@ -419,6 +441,129 @@ pub async fn advance(
         }
     }
     Err(TakeError::Moved(id.to_owned()))
+}
+
+/// Applies an input about an order known by its channel and external id — a cancellation or
+/// payment from a connector — also when it arrives before the order itself: an order not seen
+/// yet is recorded as `unknown` with the input noted, and the order, when it comes, picks it up.
+/// Returns the order's id.
+pub async fn note(
+    state: &AppState,
+    channel: &str,
+    external_id: &str,
+    input: Input,
+    correlation_id: &str,
+) -> Result<String, TakeError> {
+    let now = state.clock.now();
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut placeholder = Order::new(&id);
+    placeholder.handle(&input, now, &Policy::default());
+    let outcome = state
+        .store
+        .order_create(NewOrder {
+            id: id.clone(),
+            channel: channel.to_owned(),
+            external_id: external_id.to_owned(),
+            content_hash: String::new(),
+            delivery_id: None,
+            status: status_name(placeholder.status).into(),
+            until: None,
+            state: record(&placeholder, &Value::Null, &[]),
+            now,
+        })
+        .await?;
+    match outcome {
+        OrderCreate::Created => Ok(id),
+        OrderCreate::Duplicate { id, .. } => {
+            advance(state, &id, input, correlation_id).await?;
+            Ok(id)
+        }
+    }
+}
+
+/// What an `order.updated` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// Taken as new (it came before `order.placed`) or as the correction of an invalid order.
+    Taken(String),
+    /// Not newer than what is held: passed over.
+    Stale(String),
+    /// Newer, same lines: the request (ship-to, prices) recorded.
+    Recorded(String),
+    /// Newer with other lines: the order stopped as an exception for a person to decide.
+    Amended(String),
+}
+
+/// Applies a channel's update of an order: only when its `updated_at` is newer than what is
+/// held.
+pub async fn update(
+    state: &AppState,
+    order: OrderIn,
+    updated_at: Timestamp,
+    correlation_id: &str,
+) -> Result<Update, TakeError> {
+    let body = order.body.clone();
+    let id = match take(state, order, correlation_id).await {
+        Ok(taken) => return Ok(Update::Taken(taken.id)),
+        Err(TakeError::Changed { id, .. }) => id,
+        Err(e) => return Err(e),
+    };
+    for _ in 0..8 {
+        let Some(Stored {
+            order,
+            version,
+            record: mut stored,
+        }) = load(state, &id).await?
+        else {
+            return Err(TakeError::Corrupt(id, "it is gone".into()));
+        };
+        let held = stored["request"]["updated_at"]
+            .as_str()
+            .and_then(|t| Timestamp::parse_rfc3339(t).ok());
+        if held.is_some_and(|held| held >= updated_at) {
+            return Ok(Update::Stale(id));
+        }
+        let same_lines = stored["request"]["lines"] == body["lines"];
+        if !same_lines {
+            stored["amendment"] = body.clone();
+            let what = "its lines differ (the new request is kept as `amendment`)".to_owned();
+            // Keep the amendment first, then stop the saga (which saves its own record).
+            let now = state.clock.now();
+            if !state
+                .store
+                .order_save(
+                    &id,
+                    version,
+                    status_name(order.status),
+                    order.until,
+                    &stored.to_string(),
+                    now,
+                )
+                .await?
+            {
+                continue;
+            }
+            advance(state, &id, Input::Amended { what }, correlation_id).await?;
+            return Ok(Update::Amended(id));
+        }
+        stored["request"] = body.clone();
+        let now = state.clock.now();
+        if state
+            .store
+            .order_save(
+                &id,
+                version,
+                status_name(order.status),
+                order.until,
+                &stored.to_string(),
+                now,
+            )
+            .await?
+        {
+            return Ok(Update::Recorded(id));
+        }
+    }
+    Err(TakeError::Moved(id))
 }
 
 /// The change that makes an order an exception for being invalid.

@@ -143,6 +143,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(orders::post_order, orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
+        .routes(routes!(orders::resume_order))
         .routes(routes!(returns::post_return, returns::list_returns))
         .routes(routes!(returns::get_return))
         .routes(routes!(returns::list_postings))

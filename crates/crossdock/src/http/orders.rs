@@ -58,6 +58,9 @@ pub(super) struct OrderView {
     /// For an invalid order: every reason. Send the order again, corrected, to resume it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     problems: Vec<String>,
+    /// Payments the channel reported.
+    #[schema(value_type = Vec<Object>)]
+    payments: Vec<crossdock_core::order::Payment>,
 }
 
 fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
@@ -89,6 +92,7 @@ fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
             .map(|Step { status, reason, at }| StepView::new(status_name(*status), reason, *at))
             .collect(),
         problems,
+        payments: order.payments.clone(),
     }
 }
 
@@ -214,6 +218,33 @@ pub(super) async fn cancel_order(
         ));
     }
     Ok(json(StatusCode::OK, &view(&id, &order, Vec::new())))
+}
+
+/// Resumes an order stopped as an exception (a deadline passed, the channel changed it, a
+/// shipment did not match): it goes back to the step it was in — asking again what it waits for
+/// — with a new deadline. An order that is not an exception is answered as it is.
+#[utoipa::path(post, path = "/v1/orders/{id}/resume", tag = "orders",
+    params(("id" = String, Path, description = "crossdock's order id")),
+    responses(
+        (status = 200, description = "Resumed (or not stopped)", body = OrderView),
+        (status = 404, description = "No such order", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn resume_order(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let input = crossdock_core::order::Input::Resume;
+    match orders::advance(&state, &id, input, ctx.correlation_id.as_str())
+        .await
+        .map_err(take_problem)?
+    {
+        Some(order) => Ok(json(StatusCode::OK, &view(&id, &order, Vec::new()))),
+        None => Err(Problem::new(
+            problem::NOT_FOUND,
+            format!("there is no order {id:?}"),
+        )),
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -123,6 +123,7 @@ pub const POLICIES: &[RoutePolicy] = &[
     read("/v1/orders", Scope::OrdersRead),
     read("/v1/orders/{id}", Scope::OrdersRead),
     post("/v1/orders/{id}/cancel", Scope::OrdersWrite),
+    post("/v1/orders/{id}/resume", Scope::OrdersWrite),
     post("/v1/returns", Scope::OrdersWrite),
     read("/v1/returns", Scope::OrdersRead),
     read("/v1/returns/{id}", Scope::OrdersRead),

@@ -5,10 +5,10 @@
 //! sagas drop repeats (a confirmation of a confirmed order, a shipment it has), so the effect is
 //! once.
 
-use crossdock_core::StoredEvent;
 use crossdock_core::catalog::LocationId;
 use crossdock_core::order::Input;
 use crossdock_core::returns::{Disposition, ReturnInput};
+use crossdock_core::{StoredEvent, Timestamp};
 use crossdock_store::ProjectionWrites;
 use serde_json::Value;
 
@@ -17,7 +17,10 @@ use crate::app::AppState;
 use crate::orders::{self, TakeError};
 
 /// The event types the sagas read.
-pub const SAGA_EVENT_TYPES: [&str; 8] = [
+pub const SAGA_EVENT_TYPES: [&str; 11] = [
+    "order.placed",
+    "order.updated",
+    "order.paid",
     "erp.sales_order.confirmed",
     "erp.sales_order.rejected",
     "shipment.confirmed",
@@ -36,8 +39,18 @@ fn text(data: &Value, name: &str) -> Option<String> {
 }
 
 /// What an event tells a saga.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum SagaInput {
+    /// A connector's order, taken like `POST /v1/orders` (the event id is its delivery id
+    /// unless it names one).
+    Placed(orders::OrderIn),
+    Updated(orders::OrderIn, Timestamp),
+    /// An input for an order known by its channel and external id, perhaps not placed yet.
+    Noted {
+        channel: String,
+        external_id: String,
+        input: Input,
+    },
     Order(String, Input),
     /// Goods back under a return; the location is the order's when the event names none.
     ReturnReceived {
@@ -59,9 +72,35 @@ fn line_number(l: &Value) -> Option<u32> {
 
 /// What an event tells which saga; `None` for an event that does not say enough (it is logged
 /// and passed over: the log keeps it).
-pub fn input_of(kind: &str, data: &Value) -> Option<SagaInput> {
-    let order = |input| Some(SagaInput::Order(text(data, "order_id")?, input));
+pub fn input_of(kind: &str, data: &Value, event_id: &str) -> Option<SagaInput> {
+    let order = |input| match text(data, "order_id") {
+        Some(id) => Some(SagaInput::Order(id, input)),
+        None => Some(SagaInput::Noted {
+            channel: text(data, "channel")?,
+            external_id: text(data, "external_id")?,
+            input,
+        }),
+    };
     match kind {
+        "order.placed" => {
+            let mut placed = orders::parse(data).ok()?;
+            placed
+                .delivery_id
+                .get_or_insert_with(|| event_id.to_owned());
+            Some(SagaInput::Placed(placed))
+        }
+        "order.updated" => {
+            let updated = orders::parse(data).ok()?;
+            let at = updated.updated_at?;
+            Some(SagaInput::Updated(updated, at))
+        }
+        "order.paid" => order(Input::Paid {
+            reference: text(data, "reference")?,
+            amount: match text(data, "amount") {
+                Some(a) => Some(crossdock_core::money::Amount::parse(&a).ok()?),
+                None => None,
+            },
+        }),
         "erp.sales_order.confirmed" => order(Input::ErpConfirmed {
             erp_order: text(data, "erp_order").unwrap_or_default(),
         }),
@@ -126,6 +165,24 @@ async fn apply_input(
     correlation: &str,
 ) -> Result<bool, TakeError> {
     match input {
+        SagaInput::Placed(placed) => orders::take(state, placed, correlation).await.map(|_| true),
+        SagaInput::Updated(updated, at) => {
+            let outcome = orders::update(state, updated, at, correlation).await?;
+            if let orders::Update::Stale(id) = &outcome {
+                tracing::info!(
+                    order_id = id,
+                    "an update not newer than the order held; passed over"
+                );
+            }
+            Ok(true)
+        }
+        SagaInput::Noted {
+            channel,
+            external_id,
+            input,
+        } => orders::note(state, &channel, &external_id, input, correlation)
+            .await
+            .map(|_| true),
         SagaInput::Order(id, input) => Ok(orders::advance(state, &id, input, correlation)
             .await?
             .is_some()),
@@ -185,7 +242,8 @@ impl LogConsumer for OrderSagas {
                     }
                     _ => Value::Null,
                 };
-                let Some(input) = input_of(event.event.kind(), &data) else {
+                let delivery = format!("{}/{}", event.event.source(), event.event.id());
+                let Some(input) = input_of(event.event.kind(), &data, &delivery) else {
                     tracing::warn!(
                         seq = event.seq,
                         kind = event.event.kind(),

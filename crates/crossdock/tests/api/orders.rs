@@ -14,6 +14,7 @@ crate::backend_tests!(
     an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed,
     a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears,
     a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out,
+    connector_events_take_orders_once_in_any_order,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -601,5 +602,154 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
         .sum();
     // The sales order, the invoice for the shipment, the credit memo and the journal batch.
     assert_eq!(erp, 4, "{counts:?}");
+    app.stop().await;
+}
+
+async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    catalog(&app, 10).await;
+    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "shopify", "id": n, "type": kind, "data": data});
+    let post = |e: Value| {
+        let app = &app;
+        async move {
+            let (status, reply) = app.post_json("/v1/events", &e).await;
+            assert_eq!(status, 202, "{reply}");
+        }
+    };
+    let find = |external: &'static str| {
+        let app = &app;
+        async move {
+            let (_, listed) = app.get("/v1/orders?channel=shop&limit=1000").await;
+            listed["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["external_id"] == external)
+                .map(|o| o["id"].as_str().unwrap().to_owned())
+        }
+    };
+    let placed = |external: &str, quantity: i64| {
+        let mut body = order(external, "", quantity);
+        body.as_object_mut().unwrap().remove("delivery_id");
+        body
+    };
+
+    // A saga event its saga cannot read is refused, saying what it lacks.
+    let (status, refused) = app
+        .post_json(
+            "/v1/events",
+            &event("bad", "order.paid", json!({"channel": "shop"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["errors"][0]["pointer"], "/data", "{refused}");
+    let (status, refused) = app
+        .post_json(
+            "/v1/events",
+            &event(
+                "bad-2",
+                "order.placed",
+                json!({"channel": "shop", "lines": []}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused.to_string().contains("/data/external_id"),
+        "{refused}"
+    );
+
+    // Cancelled before it was placed: when it comes, it ends at once and holds nothing.
+    post(event(
+        "c-1",
+        "order.cancelled",
+        json!({"channel": "shop", "external_id": "7001", "reason": "customer changed their mind"}),
+    ))
+    .await;
+    app.eventually("the cancellation is noted", || async {
+        find("7001").await.is_some()
+    })
+    .await;
+    post(event("p-1", "order.placed", placed("7001", 2))).await;
+    // Paid before it was placed, then placed twice (a webhook and a poll).
+    post(event(
+        "pay-1",
+        "order.paid",
+        json!({"channel": "shop", "external_id": "7002", "reference": "PAY-1", "amount": "19.00"}),
+    ))
+    .await;
+    post(event("p-2", "order.placed", placed("7002", 2))).await;
+    post(event("p-2-poll", "order.placed", placed("7002", 2))).await;
+    app.eventually("both orders are taken", || async {
+        let (Some(a), Some(b)) = (find("7001").await, find("7002").await) else {
+            return false;
+        };
+        status_of(&app, &a).await == "cancelled" && status_of(&app, &b).await == "submitted"
+    })
+    .await;
+    let cancelled = find("7001").await.unwrap();
+    let (_, got) = app.get(&format!("/v1/orders/{cancelled}")).await;
+    assert!(
+        got["reason"]
+            .as_str()
+            .unwrap()
+            .contains("customer changed their mind"),
+        "{got}"
+    );
+    // Only 7002 holds stock.
+    assert_eq!(mug_at_wh1(&app).await, (10, 2));
+    let paid = find("7002").await.unwrap();
+    let (_, got) = app.get(&format!("/v1/orders/{paid}")).await;
+    assert_eq!(got["payments"][0]["reference"], "PAY-1", "{got}");
+    assert_eq!(got["payments"][0]["amount"], "19.00", "{got}");
+    let (_, listed) = app.get("/v1/orders?channel=shop&limit=1000").await;
+    assert_eq!(listed["orders"].as_array().unwrap().len(), 2, "{listed}");
+
+    // Updates: a newer one with the same lines is recorded; an older one is passed over; a
+    // newer one with other lines stops the order for a person.
+    let updated = |at: &str, quantity: i64, city: &str| {
+        let mut body = placed("7002", quantity);
+        body["updated_at"] = json!(at);
+        body["ship_to"]["city"] = json!(city);
+        body
+    };
+    post(event(
+        "u-1",
+        "order.updated",
+        updated("2026-11-26T10:00:00Z", 2, "Akron"),
+    ))
+    .await;
+    post(event(
+        "u-0",
+        "order.updated",
+        updated("2026-11-26T09:00:00Z", 2, "Stale"),
+    ))
+    .await;
+    post(event(
+        "u-2",
+        "order.updated",
+        updated("2026-11-26T11:00:00Z", 5, "Akron"),
+    ))
+    .await;
+    app.eventually("the changed lines stop the order", || async {
+        status_of(&app, &paid).await == "exception"
+    })
+    .await;
+    let (_, got) = app.get(&format!("/v1/orders/{paid}")).await;
+    assert!(
+        got["reason"].as_str().unwrap().contains("its lines differ"),
+        "{got}"
+    );
+    let (status, resumed) = app
+        .post_json(&format!("/v1/orders/{paid}/resume"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["status"], "submitted", "{resumed}");
+    let stored = crossdock::orders::load(&app.state, &paid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.record["request"]["ship_to"]["city"], "Akron");
+    assert_eq!(stored.record["amendment"]["lines"][0]["quantity"], 5);
     app.stop().await;
 }
