@@ -15,6 +15,7 @@ crate::backend_tests!(
     acknowledged_events_survive_repeated_kill_9_exactly_once,
     sigterm_stops_gracefully,
     no_auth_is_announced_loudly_and_lets_everyone_in,
+    orders_wait_out_an_erp_outage_and_a_kill_9_and_reach_the_erp_once_each,
 );
 
 const EVENTS: usize = 200_000;
@@ -336,4 +337,202 @@ async fn no_auth_is_announced_loudly_and_lets_everyone_in(db: crossdock_store::t
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     server.kill_9();
+}
+
+/// A fake ERP: answers 503 while it is down; when up, records each sales order it is sent (by
+/// idempotency key) and answers 204.
+#[derive(Default)]
+struct FakeErp {
+    up: std::sync::atomic::AtomicBool,
+    refused: AtomicUsize,
+    /// Idempotency key → how many times it was delivered, and the payload.
+    received: Mutex<std::collections::BTreeMap<String, (usize, Value)>>,
+}
+
+async fn start_erp(erp: Arc<FakeErp>) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/erp",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let erp = erp.clone();
+            async move {
+                if !erp.up.load(Ordering::SeqCst) {
+                    erp.refused.fetch_add(1, Ordering::SeqCst);
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let key = headers["idempotency-key"].to_str().unwrap().to_owned();
+                let payload: Value = serde_json::from_str(&body).unwrap_or_default();
+                let mut received = erp.received.lock().unwrap();
+                let entry = received.entry(key).or_insert((0, payload));
+                entry.0 += 1;
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/erp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn orders_wait_out_an_erp_outage_and_a_kill_9_and_reach_the_erp_once_each(
+    db: crossdock_store::testkit::TestDb,
+) {
+    const ORDERS: usize = 20;
+    let erp = Arc::new(FakeErp::default());
+    let url = start_erp(erp.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin-key");
+    let config = dir.path().join("crossdock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets.erp]\nkind = \"webhook\"\nurl = \"{url}\"\nattempts_max = 100000\n\
+             backoff_base_ms = 50\nbackoff_max_ms = 300\n\n[postings]\ninterval_s = 0\n\n\
+             [auth]\nrate_per_second = 100000\nburst = 100000\n\n\
+             [outbox]\nlease_ms = 2000\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let first = Server::start_with(&db.url, &key_file, &["--config", &config]).0;
+    let client = admin_client(&key_file);
+    let send = |base: String, method: reqwest::Method, path: &str, body: Value| {
+        let (client, path) = (client.clone(), path.to_owned());
+        async move {
+            let response = client
+                .request(method, format!("{base}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    for (path, body) in [
+        (
+            "/v1/locations/wh-1",
+            json!({"name": "East", "kind": "warehouse", "authority": "erp"}),
+        ),
+        ("/v1/items/MUG", json!({})),
+        (
+            "/v1/channels/shop",
+            json!({"kind": "shopify", "locations": ["wh-1"]}),
+        ),
+        ("/v1/channels/shop/listings/shop-mug", json!({"sku": "MUG"})),
+    ] {
+        let (status, reply) = send(first.base.clone(), reqwest::Method::PUT, path, body).await;
+        assert!(status < 300, "{path}: {reply}");
+    }
+    let stock = json!({"specversion": "1.0", "source": "erp", "id": "r-1", "type": "inventory.received",
+        "data": {"sku": "MUG", "location": "wh-1", "quantity": 100}});
+    let (status, reply) = send(
+        first.base.clone(),
+        reqwest::Method::POST,
+        "/v1/events",
+        stock,
+    )
+    .await;
+    assert_eq!(status, 202, "{reply}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ids = Vec::new();
+    for n in 0..ORDERS {
+        let order = json!({"channel": "shop", "external_id": format!("E-{n}"),
+            "lines": [{"channel_sku": "shop-mug", "quantity": 1, "unit_price": "4.00", "currency": "USD"}],
+            "ship_to": {"name": "Ada", "address1": "1 Main St", "city": "Solon", "postal_code": "44139", "country": "US"}});
+        let (status, taken) = send(
+            first.base.clone(),
+            reqwest::Method::POST,
+            "/v1/orders",
+            order,
+        )
+        .await;
+        assert_eq!(status, 201, "{taken}");
+        assert_eq!(taken["status"], "submitted", "{taken}");
+        ids.push(taken["id"].as_str().unwrap().to_owned());
+    }
+    // The ERP is down: deliveries are refused and retried…
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while erp.refused.load(Ordering::SeqCst) < 2 * ORDERS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retries reached the ERP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // …and crossdock dies in the middle of it. Deliveries in flight at that moment are retried
+    // when their lease (2 s here) runs out.
+    first.kill_9();
+    erp.up.store(true, Ordering::SeqCst);
+    let second = Server::start_with(&db.url, &key_file, &["--config", &config]).0;
+    // The ERP confirms each sales order it received, as an ERP connector would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut confirmed = HashSet::new();
+    loop {
+        let received: Vec<Value> = erp
+            .received
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(_, payload)| payload.clone())
+            .collect();
+        for payload in received
+            .iter()
+            .filter(|p| p["type"] == "erp.sales_order.create")
+        {
+            let id = payload["order_id"].as_str().unwrap().to_owned();
+            if confirmed.contains(&id) {
+                continue;
+            }
+            let confirm = json!({"specversion": "1.0", "source": "erp", "id": format!("confirm-{id}"),
+                "type": "erp.sales_order.confirmed", "data": {"order_id": id, "erp_order": format!("SO-{id}")}});
+            let (status, _) = send(
+                second.base.clone(),
+                reqwest::Method::POST,
+                "/v1/events",
+                confirm,
+            )
+            .await;
+            if status == 202 {
+                confirmed.insert(id);
+            }
+        }
+        let (_, released) = send(
+            second.base.clone(),
+            reqwest::Method::GET,
+            "/v1/orders?status=released&limit=1000",
+            Value::Null,
+        )
+        .await;
+        if released["orders"].as_array().map_or(0, Vec::len) == ORDERS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orders not released in time: {released}; the ERP has {} actions",
+            erp.received.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = erp.received.lock().unwrap().clone();
+    let sales_orders: Vec<&String> = received
+        .iter()
+        .filter(|(_, (_, p))| p["type"] == "erp.sales_order.create")
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(
+        sales_orders.len(),
+        ORDERS,
+        "one sales order per order: {sales_orders:?}"
+    );
+    for id in &ids {
+        assert!(
+            received
+                .values()
+                .any(|(_, p)| p["type"] == "erp.sales_order.create" && p["order_id"] == id.as_str()),
+            "order {id} never reached the ERP"
+        );
+    }
+    drop(second);
 }
