@@ -15,6 +15,7 @@ crate::backend_tests!(
     a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears,
     a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out,
     connector_events_take_orders_once_in_any_order,
+    posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -751,5 +752,166 @@ async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
         .unwrap();
     assert_eq!(stored.record["request"]["ship_to"]["city"], "Akron");
     assert_eq!(stored.record["amendment"]["lines"][0]["quantity"], 5);
+    app.stop().await;
+}
+
+async fn posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns(db: TestDb) {
+    let mut app = TestApp::spawn(db).await;
+    catalog(&app, 10_000).await;
+    for (path, body) in [
+        (
+            "/v1/channels/amazon",
+            json!({"kind": "amazon", "locations": ["wh-1"]}),
+        ),
+        (
+            "/v1/channels/amazon/listings/amz-mug",
+            json!({"sku": "MUG"}),
+        ),
+    ] {
+        let (status, reply) = put(&app, path, &body).await;
+        assert!(status < 300, "{path}: {reply}");
+    }
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let event = |n: String, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
+    // (channel, currency) → (units, ten-thousandths) expected.
+    let mut expected: std::collections::BTreeMap<(String, String), (i64, i64)> =
+        std::collections::BTreeMap::new();
+    let mut batches: Vec<Value> = Vec::new();
+    const ORDERS: u64 = 24;
+    for n in 0..ORDERS {
+        let (channel, listing, currency) = if n % 3 == 0 {
+            ("amazon", "amz-mug", "EUR")
+        } else {
+            ("shop", "shop-mug", "USD")
+        };
+        let quantity = 1 + next(5) as i64;
+        let cents = 50 + next(5000) as i64;
+        let price = format!("{}.{:02}", cents / 100, cents % 100);
+        let body = json!({"channel": channel, "external_id": format!("P-{n}"),
+            "lines": [{"channel_sku": listing, "quantity": quantity, "unit_price": price, "currency": currency}],
+            "ship_to": {"name": "Ada", "address1": "1 Main St", "city": "Solon", "postal_code": "44139", "country": "US"}});
+        let (status, taken) = app.post_json("/v1/orders", &body).await;
+        assert_eq!(status, 201, "{taken}");
+        let id = taken["id"].as_str().unwrap().to_owned();
+        let (status, reply) = app
+            .post_json(
+                "/v1/events",
+                &event(
+                    format!("c-{n}"),
+                    "erp.sales_order.confirmed",
+                    json!({"order_id": id, "erp_order": format!("SO-{n}")}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 202, "{reply}");
+        app.eventually("released", || async {
+            status_of(&app, &id).await == "released"
+        })
+        .await;
+        // Shipped in one or two parts.
+        let first = if quantity > 1 && next(2) == 0 {
+            1
+        } else {
+            quantity
+        };
+        let mut parts = vec![first];
+        if first < quantity {
+            parts.push(quantity - first);
+        }
+        for (i, part) in parts.iter().enumerate() {
+            app.post_json(
+                "/v1/events",
+                &event(
+                    format!("s-{n}-{i}"),
+                    "shipment.confirmed",
+                    json!({"order_id": id, "shipment": format!("S-{n}-{i}"), "lines": [{"line": 1, "quantity": part}]}),
+                ),
+            )
+            .await;
+        }
+        app.eventually("shipped", || async {
+            status_of(&app, &id).await == "shipped"
+        })
+        .await;
+        let entry = expected
+            .entry((channel.to_owned(), currency.to_owned()))
+            .or_default();
+        entry.0 += quantity;
+        entry.1 += quantity * cents * 100;
+        // Some come back in part.
+        if next(3) == 0 {
+            let back = 1 + next(quantity as u64) as i64;
+            let (status, rma) = app
+                .post_json(
+                    "/v1/returns",
+                    &json!({"order_id": id, "rma": format!("R-{n}"), "lines": [{"line": 1, "quantity": back}]}),
+                )
+                .await;
+            assert_eq!(status, 201, "{rma}");
+            let return_id = rma["id"].as_str().unwrap().to_owned();
+            app.post_json(
+                "/v1/events",
+                &event(
+                    format!("rr-{n}"),
+                    "return.received",
+                    json!({"return_id": return_id, "receipt": format!("RCV-{n}"),
+                        "lines": [{"line": 1, "quantity": back, "disposition": if n % 2 == 0 { "restock" } else { "scrap" }}]}),
+                ),
+            )
+            .await;
+            app.eventually("received", || async {
+                let (_, got) = app.get(&format!("/v1/returns/{return_id}")).await;
+                got["status"] == "received"
+            })
+            .await;
+            entry.0 -= back;
+            entry.1 -= back * cents * 100;
+        }
+        // Posting runs in between, and a restart halfway.
+        if n % 5 == 4 {
+            let (_, run) = app.post_json("/v1/postings/run", &json!({})).await;
+            batches.extend(run["batches"].as_array().unwrap().iter().cloned());
+        }
+        if n == ORDERS / 2 {
+            let db = app.stop().await;
+            app = TestApp::spawn(db).await;
+            let (_, rerun) = app.post_json("/v1/postings/run", &json!({})).await;
+            batches.extend(rerun["batches"].as_array().unwrap().iter().cloned());
+        }
+    }
+    for _ in 0..2 {
+        let (_, run) = app.post_json("/v1/postings/run", &json!({})).await;
+        batches.extend(run["batches"].as_array().unwrap().iter().cloned());
+    }
+    let mut posted: std::collections::BTreeMap<(String, String), (i64, i64)> =
+        std::collections::BTreeMap::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for b in &batches {
+        assert!(
+            keys.insert(b["key"].as_str().unwrap().to_owned()),
+            "a batch made twice: {b}"
+        );
+        let entry = posted
+            .entry((
+                b["channel"].as_str().unwrap().to_owned(),
+                b["currency"].as_str().unwrap().to_owned(),
+            ))
+            .or_default();
+        entry.0 += b["units"].as_i64().unwrap();
+        let amount = crossdock_core::money::Amount::parse(b["amount"].as_str().unwrap()).unwrap();
+        entry.1 += amount.ten_thousandths();
+    }
+    assert_eq!(
+        posted, expected,
+        "posted per channel and currency vs shipped minus returned"
+    );
+    let (_, listed) = app.get("/v1/postings?limit=1000").await;
+    assert_eq!(listed["batches"].as_array().unwrap().len(), batches.len());
     app.stop().await;
 }
