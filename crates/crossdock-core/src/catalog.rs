@@ -284,6 +284,31 @@ impl Policy {
     }
 }
 
+/// How a channel's orders are taken when no location can ship one whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPolicy {
+    /// Wait for stock (true, the default) or reject the order and tell the channel.
+    pub backorder: bool,
+}
+
+impl Default for OrderPolicy {
+    fn default() -> Self {
+        OrderPolicy { backorder: true }
+    }
+}
+
+impl OrderPolicy {
+    pub fn from_json(value: &Value, at: &str, errors: &mut Vec<FieldError>) -> Option<OrderPolicy> {
+        let before = errors.len();
+        let mut f = Fields::new(value, at, errors);
+        let backorder = f.bool("backorder");
+        f.finish();
+        (errors.len() == before).then(|| OrderPolicy {
+            backorder: backorder.unwrap_or(true),
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channel {
     /// `shopify`, `amazon`, `edi`, `api`, or another system name.
@@ -293,6 +318,9 @@ pub struct Channel {
     pub policy: Policy,
     /// How long an increase waits before it is sent, so orders already taken are seen first.
     pub increase_hold_ms: i64,
+    /// How its orders are taken.
+    #[serde(default)]
+    pub orders: OrderPolicy,
 }
 
 impl Channel {
@@ -318,6 +346,7 @@ impl Channel {
         );
         let policy = f.object("policy", false, Policy::from_json);
         let hold = f.int("increase_hold_ms", false, 0, 24 * 3600 * 1000);
+        let orders = f.object("orders", false, OrderPolicy::from_json);
         let at_locations = f.pointer("locations");
         f.finish();
         if let Some(locations) = &locations {
@@ -334,6 +363,7 @@ impl Channel {
             locations: locations?,
             policy: policy.unwrap_or_default(),
             increase_hold_ms: hold.unwrap_or(0),
+            orders: orders.unwrap_or_default(),
         })
     }
 }

@@ -76,6 +76,18 @@ impl<'a> Fields<'a> {
         None
     }
 
+    /// A boolean member.
+    pub fn bool(&mut self, name: &'static str) -> Option<bool> {
+        let value = self.get(name)?;
+        match value.as_bool() {
+            Some(b) => Some(b),
+            None => {
+                self.problem(name, format!("must be true or false, not {}", kind(value)));
+                None
+            }
+        }
+    }
+
     /// An integer member within `min..=max` (and within ±2^53).
     pub fn int(&mut self, name: &'static str, required: bool, min: i64, max: i64) -> Option<i64> {
         let Some(value) = self.get(name) else {

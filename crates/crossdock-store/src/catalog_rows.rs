@@ -1,6 +1,8 @@
 //! Turning stored catalog rows back into catalog types, the same way on both backends.
 
-use crossdock_core::catalog::{Channel, Listing, Location, LocationId, LocationKind, Policy, Sku};
+use crossdock_core::catalog::{
+    Channel, Listing, Location, LocationId, LocationKind, OrderPolicy, Policy, Sku,
+};
 
 use crate::{Result, StoreError};
 
@@ -28,7 +30,15 @@ pub(crate) fn channel(
     increase_hold_ms: i64,
     locations: Vec<String>,
 ) -> Result<Channel> {
-    let policy: Policy = serde_json::from_str(policy).map_err(|e| corrupt("policy", e))?;
+    let stored: serde_json::Value =
+        serde_json::from_str(policy).map_err(|e| corrupt("policy", e))?;
+    let orders: OrderPolicy = match stored.get("orders") {
+        Some(orders) => {
+            serde_json::from_value(orders.clone()).map_err(|e| corrupt("order policy", e))?
+        }
+        None => OrderPolicy::default(),
+    };
+    let policy: Policy = serde_json::from_value(stored).map_err(|e| corrupt("policy", e))?;
     let locations = locations
         .iter()
         .map(|l| LocationId::parse(l).map_err(|e| corrupt("location id", e)))
@@ -38,6 +48,7 @@ pub(crate) fn channel(
         locations,
         policy,
         increase_hold_ms,
+        orders,
     })
 }
 
@@ -45,4 +56,18 @@ pub(crate) fn listing(sku: &str) -> Result<Listing> {
     Ok(Listing {
         sku: Sku::parse(sku).map_err(|e| corrupt("SKU", e))?,
     })
+}
+
+/// The stored form of a channel's policies: the availability policy's members, and the order
+/// policy under `orders` (one JSON column).
+pub(crate) fn channel_policy(channel: &Channel) -> Result<String> {
+    let mut stored =
+        serde_json::to_value(channel.policy).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    if let Some(object) = stored.as_object_mut() {
+        object.insert(
+            "orders".into(),
+            serde_json::to_value(channel.orders).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        );
+    }
+    Ok(stored.to_string())
 }

@@ -285,7 +285,7 @@ pub async fn take(
     let now = state.clock.now();
     let hash = content_hash(&order.body);
     let checked = check(&order, state, &catalog).await?;
-    let policy = Policy::default();
+    let policy = saga_policy(&catalog, &order.channel);
     let id = uuid::Uuid::now_v7().to_string();
     // The record as it is first stored: taken (and its first actions to do), or invalid.
     let mut first = Order::new(&id);
@@ -399,7 +399,7 @@ pub async fn advance(
     input: Input,
     correlation_id: &str,
 ) -> Result<Option<Order>, TakeError> {
-    let policy = Policy::default();
+    let catalog = state.catalog.get(&state.store).await?;
     for _ in 0..8 {
         let Some(Stored {
             mut order,
@@ -410,6 +410,8 @@ pub async fn advance(
             return Ok(None);
         };
         let now = state.clock.now();
+        let channel = order.spec.as_ref().map(|s| s.channel.to_string());
+        let policy = saga_policy(&catalog, channel.as_deref().unwrap_or_default());
         let mut pending = order.handle(&input, now, &policy).actions;
         while !pending.is_empty() {
             let mut next = None;
@@ -564,6 +566,25 @@ pub async fn update(
         }
     }
     Err(TakeError::Moved(id))
+}
+
+/// The saga policy of a channel's orders: backordered or rejected when no location can ship
+/// them whole, as the channel says.
+fn saga_policy(catalog: &engine::CatalogIndex, channel: &str) -> Policy {
+    let backorder = ChannelId::parse(channel)
+        .ok()
+        .and_then(|c| {
+            catalog
+                .snapshot
+                .channels
+                .get(&c)
+                .map(|c| c.orders.backorder)
+        })
+        .unwrap_or(true);
+    Policy {
+        backorder,
+        ..Policy::default()
+    }
 }
 
 /// The change that makes an order an exception for being invalid.

@@ -254,8 +254,7 @@ impl PgStore {
         if !errors.is_empty() {
             return Ok(CatalogWrite::Refused(errors));
         }
-        let policy =
-            serde_json::to_string(&c.policy).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let policy = crate::catalog_rows::channel_policy(&c)?;
         let inserted: bool = sqlx::query_scalar(
             "INSERT INTO channels (id, kind, policy, increase_hold_ms, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, policy = EXCLUDED.policy, \

@@ -206,7 +206,7 @@ impl SqliteStore {
             let existed: bool = conn
                 .query_row("SELECT EXISTS (SELECT 1 FROM channels WHERE id = ?1)", [id.as_str()], |r| r.get(0))
                 .map_err(db("look up channel"))?;
-            let policy = serde_json::to_string(&c.policy).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let policy = crate::catalog_rows::channel_policy(&c)?;
             conn.execute(
                 "INSERT INTO channels (id, kind, policy, increase_hold_ms, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, policy = excluded.policy, \

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossdock_core::catalog::{
-    Channel, ChannelId, ChannelSku, Item, Listing, Location, LocationId, LocationKind, Policy, Sku,
+    Channel, ChannelId, ChannelSku, Item, Listing, Location, LocationId, LocationKind, OrderPolicy,
+    Policy, Sku,
 };
 use crossdock_core::{NewEvent, Timestamp};
 use crossdock_store::{ReservationLine, ReserveOutcome, ReserveRequest, Store};
@@ -155,6 +156,7 @@ async fn catalog(store: &Store, skus: usize, channels: usize) -> anyhow::Result<
                 .collect::<anyhow::Result<_>>()?,
             policy,
             increase_hold_ms: 0,
+            orders: OrderPolicy::default(),
         };
         let channel_id = ChannelId::parse(id).map_err(anyhow::Error::msg)?;
         store.channel_put(channel_id.clone(), channel, now).await?;
@@ -594,6 +596,7 @@ async fn memory(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<(
             .collect::<anyhow::Result<_>>()?,
         policy: Policy::default(),
         increase_hold_ms: 0,
+        orders: OrderPolicy::default(),
     };
     let now = Timestamp::from_unix_micros(1_800_000_000_000_000);
     let shop = ChannelId::parse("shopify").map_err(anyhow::Error::msg)?;

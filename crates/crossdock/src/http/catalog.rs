@@ -366,6 +366,9 @@ pub(super) struct ChannelView {
     locations: Vec<String>,
     policy: PolicyView,
     increase_hold_ms: i64,
+    /// `backorder`: orders no location can ship whole wait for stock (true) or are rejected.
+    #[schema(value_type = Object)]
+    orders: crossdock_core::catalog::OrderPolicy,
 }
 
 impl ChannelView {
@@ -382,6 +385,7 @@ impl ChannelView {
                 fixed: c.policy.fixed,
             },
             increase_hold_ms: c.increase_hold_ms,
+            orders: c.orders,
         }
     }
 }
@@ -390,7 +394,7 @@ impl ChannelView {
 /// its availability policy, and how long increases wait.
 #[utoipa::path(put, path = "/v1/channels/{id}", tag = "catalog",
     params(("id" = String, Path, description = "The channel id")),
-    request_body(content = Object, description = "`{\"kind\", \"locations\": [..], \"policy\": {\"percent\", \"buffer\", \"min_to_show\", \"max\", \"fixed\"}, \"increase_hold_ms\"}`"),
+    request_body(content = Object, description = "`{\"kind\", \"locations\": [..], \"policy\": {\"percent\", \"buffer\", \"min_to_show\", \"max\", \"fixed\"}, \"increase_hold_ms\", \"orders\": {\"backorder\"}}`"),
     responses(
         (status = 201, description = "Created", body = ChannelView),
         (status = 200, description = "Replaced", body = ChannelView),

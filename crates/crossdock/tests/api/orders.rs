@@ -16,6 +16,7 @@ crate::backend_tests!(
     a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out,
     connector_events_take_orders_once_in_any_order,
     posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns,
+    a_channel_that_does_not_backorder_rejects_and_is_told,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -913,5 +914,66 @@ async fn posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns
     );
     let (_, listed) = app.get("/v1/postings?limit=1000").await;
     assert_eq!(listed["batches"].as_array().unwrap().len(), batches.len());
+    app.stop().await;
+}
+
+async fn a_channel_that_does_not_backorder_rejects_and_is_told(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    catalog(&app, 2).await;
+    let (status, channel) = put(
+        &app,
+        "/v1/channels/shop",
+        &json!({"kind": "shopify", "locations": ["wh-1", "wh-2"], "orders": {"backorder": false}}),
+    )
+    .await;
+    assert!(status < 300, "{channel}");
+    let (_, channel) = app.get("/v1/channels/shop").await;
+    assert_eq!(channel["orders"]["backorder"], false, "{channel}");
+    let (status, refused) = put(
+        &app,
+        "/v1/channels/shop",
+        &json!({"kind": "shopify", "locations": ["wh-1"], "orders": {"backorder": "no"}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["errors"][0]["pointer"], "/orders/backorder",
+        "{refused}"
+    );
+
+    let (status, taken) = app.post_json("/v1/orders", &order("8008", "d-1", 3)).await;
+    assert_eq!(status, 201, "{taken}");
+    assert_eq!(taken["status"], "rejected", "{taken}");
+    assert!(
+        taken["reason"]
+            .as_str()
+            .unwrap()
+            .contains("needs 3, 2 available"),
+        "{taken}"
+    );
+    assert_eq!(mug_at_wh1(&app).await, (2, 0), "nothing held");
+    let counts = app.state.store.outbox_counts().await.unwrap();
+    let told = app
+        .state
+        .store
+        .claim(crossdock_store::ClaimRequest {
+            target: "channel-shop",
+            limit: 100,
+            in_flight_max: 100,
+            lease_ms: 60_000,
+            policy: crossdock_core::RetryPolicy::default(),
+            now: app.state.clock.now(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        told.iter()
+            .any(|a| a.payload.contains("\"channel.order_rejected\"")),
+        "the channel is told: {told:?}"
+    );
+    assert!(
+        !counts.iter().any(|c| c.target == "erp"),
+        "no sales order: {counts:?}"
+    );
     app.stop().await;
 }
