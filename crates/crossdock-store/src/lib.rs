@@ -583,6 +583,13 @@ impl Store {
         dispatch!(self.saga_create(ORDERS, order))
     }
 
+    /// [`Store::order_create`] and the order's first hold in one transaction: a new order whose
+    /// stock is at `hold`'s location is saved held, with its actions queued, in one commit; a
+    /// short one is recorded as given (nothing held) for the caller to route further.
+    pub async fn order_take(&self, order: NewOrder, hold: Option<TakeHold>) -> Result<OrderTaken> {
+        dispatch!(self.order_take(order, hold))
+    }
+
     pub async fn order_get(&self, id: &str) -> Result<Option<OrderRow>> {
         dispatch!(self.saga_get(ORDERS, id))
     }

@@ -10,6 +10,7 @@
 
 mod edi;
 mod inventory;
+mod orders;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ pub enum Scenario {
     /// The inventory engine: projection throughput, event-to-action latency, reservations,
     /// memory.
     Inventory,
+    /// Orders: ingestion with validation and durable reservation, latency at a sustained rate,
+    /// and the full lifecycle with in-process fake ERP and warehouse.
+    Orders,
     /// The X12 reader and typed reading of 850s and 846s, with baselines and (with
     /// --edi-peers) the peer parsers.
     Edi,
@@ -85,6 +89,18 @@ pub struct BenchArgs {
     /// Single-unit orders for the reservation figures.
     #[arg(long, default_value_t = 100_000)]
     reservations: usize,
+    /// Orders for the order ingestion figure.
+    #[arg(long, default_value_t = 20_000)]
+    orders: usize,
+    /// Orders per second for the order latency figure.
+    #[arg(long, default_value_t = 2_000)]
+    order_rate: usize,
+    /// Seconds the order latency figure runs for.
+    #[arg(long, default_value_t = 10)]
+    order_seconds: usize,
+    /// Orders carried through the whole lifecycle.
+    #[arg(long, default_value_t = 5_000)]
+    lifecycle_orders: usize,
     /// SKUs (x 3 locations) for the memory figure; 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     rss_skus: usize,
@@ -202,6 +218,9 @@ async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<(
     }
     if args.scenario == Scenario::Inventory {
         inventory::run(args, run_dir).await?;
+    }
+    if args.scenario == Scenario::Orders {
+        orders::run(args, run_dir).await?;
     }
     if args.scenario == Scenario::Edi {
         tokio::task::block_in_place(|| edi::run(args, run_dir))?;

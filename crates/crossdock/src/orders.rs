@@ -10,7 +10,9 @@ use crossdock_core::json::{Fields, QUANTITY_ABS_MAX};
 use crossdock_core::money::{Amount, is_currency};
 use crossdock_core::order::{Action, Input, Line, Order, Policy, Spec, Status};
 use crossdock_core::{FieldError, Timestamp};
-use crossdock_store::{NewAction, NewOrder, OrderCreate, ReserveOutcome, StoreError};
+use crossdock_store::{
+    NewAction, NewOrder, OrderCreate, OrderTaken, ReserveOutcome, StoreError, TakeHold,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -302,23 +304,52 @@ pub async fn take(
             reasons.clone()
         }
     };
+    // The common case in one commit: the order, its hold at the channel's first location and
+    // the actions that follow (the ERP sales order), decided before and written together.
+    let hold = match &checked {
+        Ok(spec) => first_hold(
+            state,
+            &catalog,
+            &first,
+            spec,
+            &order.body,
+            correlation_id,
+            now,
+            &policy,
+        ),
+        Err(_) => None,
+    };
+    let held_order = hold.as_ref().map(|(order, _)| order.clone());
     let outcome = state
         .store
-        .order_create(NewOrder {
-            id: id.clone(),
-            channel: order.channel.clone(),
-            external_id: order.external_id.clone(),
-            content_hash: hash,
-            delivery_id: order.delivery_id.clone(),
-            status: status_name(first.status).into(),
-            until: first.until,
-            state: record(&first, &order.body, &reasons),
-            now,
-        })
+        .order_take(
+            NewOrder {
+                id: id.clone(),
+                channel: order.channel.clone(),
+                external_id: order.external_id.clone(),
+                content_hash: hash,
+                delivery_id: order.delivery_id.clone(),
+                status: status_name(first.status).into(),
+                until: first.until,
+                state: record(&first, &order.body, &reasons),
+                now,
+            },
+            hold.map(|(_, hold)| hold),
+        )
         .await?;
     let (id, created, mut current, version) = match outcome {
-        OrderCreate::Created => (id, true, first, 0),
-        OrderCreate::Duplicate { id, same_content } => {
+        OrderTaken::Created { held: Some(seq) } => {
+            crate::ingest::advance_head(state, seq);
+            state.outbox_wake.notify_waiters();
+            return Ok(Taken {
+                id,
+                created: true,
+                order: held_order.unwrap_or(first),
+                reasons,
+            });
+        }
+        OrderTaken::Created { held: None } => (id, true, first, 0),
+        OrderTaken::Duplicate { id, same_content } => {
             let Some(Stored {
                 order: mut existing,
                 version,
@@ -389,6 +420,68 @@ pub async fn take(
         order: current,
         reasons,
     })
+}
+
+/// The order as it stands once held at the channel's first location, and the hold that takes it
+/// there in the order's own commit — when every step up to then is an outbox action (`None`
+/// otherwise, and the order goes the long way).
+#[allow(clippy::too_many_arguments)]
+fn first_hold(
+    state: &AppState,
+    catalog: &engine::CatalogIndex,
+    first: &Order,
+    spec: &Spec,
+    body: &Value,
+    correlation_id: &str,
+    now: Timestamp,
+    policy: &Policy,
+) -> Option<(Order, TakeHold)> {
+    let location = catalog
+        .snapshot
+        .channels
+        .get(&spec.channel)?
+        .locations
+        .first()?
+        .clone();
+    let mut held = first.clone();
+    let decided = held.handle(
+        &Input::Reserved {
+            location: location.clone(),
+        },
+        now,
+        policy,
+    );
+    let actions = decided
+        .actions
+        .iter()
+        .map(|a| outbox_action(&held, spec, a, correlation_id, now))
+        .collect::<Option<Vec<_>>>()?;
+    let lines: Vec<HoldLine> = spec
+        .lines()
+        .iter()
+        .map(|l| HoldLine {
+            sku: l.sku.clone(),
+            location: location.clone(),
+            quantity: l.quantity,
+        })
+        .collect();
+    let reserve = engine::hold_request(
+        state,
+        catalog,
+        &first.id,
+        &lines,
+        Some(correlation_id),
+        None,
+    )
+    .ok()?;
+    let hold = TakeHold {
+        reserve,
+        status: status_name(held.status).into(),
+        until: held.until,
+        state: record(&held, body, &[]),
+        actions,
+    };
+    Some((held, hold))
 }
 
 /// Feeds one input to a stored order's saga, carries out its actions and saves it; retried when
@@ -643,67 +736,75 @@ async fn act(
             Ok(None)
         }
         other => {
-            let (target, kind, key) = match other {
-                Action::ReleaseToLocation { location, key } => (
-                    format!("fulfillment-{location}"),
-                    "fulfillment.release",
-                    key,
-                ),
-                Action::CancelFulfilment { location, key } => {
-                    (format!("fulfillment-{location}"), "fulfillment.cancel", key)
-                }
-                Action::NotifyChannelShipped { key, .. } => (
-                    format!("channel-{}", spec.channel),
-                    "channel.fulfillment",
-                    key,
-                ),
-                Action::CreateInvoice { key, .. } => ("erp".to_string(), "erp.invoice.create", key),
-                Action::CreateErpOrder { key } => {
-                    ("erp".to_string(), "erp.sales_order.create", key)
-                }
-                Action::CancelErpOrder { key } => {
-                    ("erp".to_string(), "erp.sales_order.cancel", key)
-                }
-                Action::NotifyChannelRejected { key, .. } => (
-                    format!("channel-{}", spec.channel),
-                    "channel.order_rejected",
-                    key,
-                ),
-                Action::NotifyChannelCancelled { key } => (
-                    format!("channel-{}", spec.channel),
-                    "channel.order_cancelled",
-                    key,
-                ),
-                _ => return Ok(None),
-            };
-            let payload = json!({
-                "type": kind,
-                "action": other,
-                "order_id": order.id,
-                "channel": spec.channel,
-                "external_id": spec.external_id,
-                "location": order.location,
-                "lines": spec.lines(),
-            });
-            state
-                .store
-                .enqueue(
-                    vec![NewAction {
-                        target,
-                        idempotency_key: key.clone(),
-                        coalesce_key: None,
-                        priority: 0,
-                        payload: payload.to_string(),
-                        not_before: now,
-                        correlation_id: Some(correlation_id.to_owned()),
-                        causation_id: None,
-                    }],
-                    now,
-                )
-                .await?;
+            if let Some(action) = outbox_action(order, spec, other, correlation_id, now) {
+                state.store.enqueue(vec![action], now).await?;
+                state.outbox_wake.notify_waiters();
+            }
             Ok(None)
         }
     }
+}
+
+/// The outbox action that asks another system for a saga action (the ERP, the location's
+/// fulfilment, the channel); `None` for an action crossdock carries out itself.
+fn outbox_action(
+    order: &Order,
+    spec: &Spec,
+    action: &Action,
+    correlation_id: &str,
+    now: Timestamp,
+) -> Option<NewAction> {
+    let (target, kind, key) = match action {
+        Action::ReleaseToLocation { location, key } => (
+            format!("fulfillment-{location}"),
+            "fulfillment.release",
+            key,
+        ),
+        Action::CancelFulfilment { location, key } => {
+            (format!("fulfillment-{location}"), "fulfillment.cancel", key)
+        }
+        Action::NotifyChannelShipped { key, .. } => (
+            format!("channel-{}", spec.channel),
+            "channel.fulfillment",
+            key,
+        ),
+        Action::CreateInvoice { key, .. } => ("erp".to_string(), "erp.invoice.create", key),
+        Action::CreateErpOrder { key } => ("erp".to_string(), "erp.sales_order.create", key),
+        Action::CancelErpOrder { key } => ("erp".to_string(), "erp.sales_order.cancel", key),
+        Action::NotifyChannelRejected { key, .. } => (
+            format!("channel-{}", spec.channel),
+            "channel.order_rejected",
+            key,
+        ),
+        Action::NotifyChannelCancelled { key } => (
+            format!("channel-{}", spec.channel),
+            "channel.order_cancelled",
+            key,
+        ),
+        Action::Reserve | Action::ReleaseReservation | Action::RecordShipment { .. } => {
+            return None;
+        }
+    };
+    let payload = json!({
+        "type": kind,
+        "action": action,
+        "order_id": order.id,
+        "channel": spec.channel,
+        "external_id": spec.external_id,
+        "currency": spec.currency,
+        "location": order.location,
+        "lines": spec.lines(),
+    });
+    Some(NewAction {
+        target,
+        idempotency_key: key.clone(),
+        coalesce_key: None,
+        priority: 0,
+        payload: payload.to_string(),
+        not_before: now,
+        correlation_id: Some(correlation_id.to_owned()),
+        causation_id: None,
+    })
 }
 
 /// Records ledger movements an order or a return caused (`inventory.shipped`,

@@ -359,48 +359,11 @@ impl PgStore {
             .begin()
             .await
             .map_err(pgerr("begin reservation"))?;
-        lock_order(&mut tx, &r.order_id).await?;
-        let held = order_lines(&mut tx, &r.order_id).await?;
-        if !held.is_empty() {
-            return Ok(ReserveOutcome::AlreadyReserved(held));
+        let outcome = reserve_in(&mut tx, r).await?;
+        if let ReserveOutcome::Reserved { .. } = outcome {
+            tx.commit().await.map_err(pgerr("commit reservation"))?;
         }
-        let lines = merge_lines(r.lines);
-        let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-        let locations: Vec<&str> = lines.iter().map(|l| l.location.as_str()).collect();
-        let quantities: Vec<i64> = lines.iter().map(|l| l.quantity).collect();
-        let atp = lock_positions(&mut tx, &skus, &locations).await?;
-        let short: Vec<Shortfall> = lines
-            .iter()
-            .zip(&atp)
-            .filter(|(line, atp)| **atp < line.quantity)
-            .map(|(line, atp)| Shortfall {
-                sku: line.sku.clone(),
-                location: line.location.clone(),
-                needed: line.quantity,
-                atp: *atp,
-            })
-            .collect();
-        if !short.is_empty() {
-            return Ok(ReserveOutcome::Short(short));
-        }
-        add_reserved(&mut tx, &skus, &locations, &quantities).await?;
-        sqlx::query(
-            "INSERT INTO inventory_reservations (order_id, sku, location, quantity, created_at) \
-             SELECT $1, s, l, q, $5 FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS t(s, l, q)",
-        )
-        .bind(&r.order_id)
-        .bind(&skus)
-        .bind(&locations)
-        .bind(&quantities)
-        .bind(r.now.unix_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(pgerr("record reservation"))?;
-        let event = (r.event)(&lines);
-        let outcome = append_in(&mut tx, std::slice::from_ref(&event), r.now).await?;
-        tx.commit().await.map_err(pgerr("commit reservation"))?;
-        let seq = outcome.seq_range().map_or(0, |(_, last)| last);
-        Ok(ReserveOutcome::Reserved { seq, lines })
+        Ok(outcome)
     }
 
     pub(crate) async fn release(
@@ -851,4 +814,53 @@ async fn due_listings(
         open,
         next_due: next_due.map(Timestamp::from_unix_micros),
     })
+}
+
+/// Holds stock for an order inside the caller's transaction (see `Store::reserve`); writes
+/// nothing unless every line is held.
+pub(super) async fn reserve_in(
+    tx: &mut Transaction<'static, Postgres>,
+    r: ReserveRequest,
+) -> Result<ReserveOutcome> {
+    lock_order(tx, &r.order_id).await?;
+    let held = order_lines(tx, &r.order_id).await?;
+    if !held.is_empty() {
+        return Ok(ReserveOutcome::AlreadyReserved(held));
+    }
+    let lines = merge_lines(r.lines);
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let locations: Vec<&str> = lines.iter().map(|l| l.location.as_str()).collect();
+    let quantities: Vec<i64> = lines.iter().map(|l| l.quantity).collect();
+    let atp = lock_positions(tx, &skus, &locations).await?;
+    let short: Vec<Shortfall> = lines
+        .iter()
+        .zip(&atp)
+        .filter(|(line, atp)| **atp < line.quantity)
+        .map(|(line, atp)| Shortfall {
+            sku: line.sku.clone(),
+            location: line.location.clone(),
+            needed: line.quantity,
+            atp: *atp,
+        })
+        .collect();
+    if !short.is_empty() {
+        return Ok(ReserveOutcome::Short(short));
+    }
+    add_reserved(tx, &skus, &locations, &quantities).await?;
+    sqlx::query(
+        "INSERT INTO inventory_reservations (order_id, sku, location, quantity, created_at) \
+         SELECT $1, s, l, q, $5 FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS t(s, l, q)",
+    )
+    .bind(&r.order_id)
+    .bind(&skus)
+    .bind(&locations)
+    .bind(&quantities)
+    .bind(r.now.unix_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("record reservation"))?;
+    let event = (r.event)(&lines);
+    let outcome = append_in(tx, std::slice::from_ref(&event), r.now).await?;
+    let seq = outcome.seq_range().map_or(0, |(_, last)| last);
+    Ok(ReserveOutcome::Reserved { seq, lines })
 }

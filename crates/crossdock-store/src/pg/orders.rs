@@ -4,9 +4,14 @@
 use crossdock_core::Timestamp;
 use sqlx::Row;
 
+use super::enqueue_rows;
+use super::inventory::reserve_in;
 use super::{PgStore, pgerr};
 use crate::Result;
-use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow, SagaTable};
+use crate::model::{
+    NewOrder, ORDERS, OrderCreate, OrderQuery, OrderRow, OrderTaken, ReserveOutcome, SagaTable,
+    TakeHold,
+};
 
 const COLUMNS: &str =
     "id, channel, external_id, status, until, state, version, created_at, updated_at";
@@ -30,71 +35,46 @@ fn row(r: &sqlx::postgres::PgRow) -> std::result::Result<OrderRow, sqlx::Error> 
 impl PgStore {
     pub(crate) async fn saga_create(&self, t: SagaTable, o: NewOrder) -> Result<OrderCreate> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        if let Some(delivery) = &o.delivery_id {
-            let seen: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT {} FROM {} WHERE delivery_id = $1",
-                t.owner, t.deliveries
-            )))
-            .bind(delivery)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pgerr("look up delivery"))?;
-            if let Some(id) = seen {
-                return Ok(OrderCreate::Duplicate {
-                    id,
-                    same_content: true,
-                });
-            }
-        }
-        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {} (id, channel, external_id, content_hash, status, until, state, \
-             version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8) \
-             ON CONFLICT (channel, external_id) DO NOTHING",
-            t.table
-        )))
-        .bind(&o.id)
-        .bind(&o.channel)
-        .bind(&o.external_id)
-        .bind(&o.content_hash)
-        .bind(&o.status)
-        .bind(o.until.map(Timestamp::unix_micros))
-        .bind(&o.state)
-        .bind(o.now.unix_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(pgerr("record order"))?;
-        let (id, outcome) = if inserted.rows_affected() == 1 {
-            (o.id.clone(), OrderCreate::Created)
-        } else {
-            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT id, content_hash FROM {} WHERE channel = $1 AND external_id = $2",
-                t.table
-            )))
-            .bind(&o.channel)
-            .bind(&o.external_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pgerr("read order"))?;
-            let id: String = r.try_get(0).map_err(pgerr("read order"))?;
-            let hash: String = r.try_get(1).map_err(pgerr("read order"))?;
-            let same_content = hash == o.content_hash;
-            (id.clone(), OrderCreate::Duplicate { id, same_content })
-        };
-        if let Some(delivery) = &o.delivery_id {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO {} (delivery_id, {}, received_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-                t.deliveries, t.owner
-            )))
-            .bind(delivery)
-            .bind(&id)
-            .bind(o.now.unix_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(pgerr("record delivery"))?;
-        }
+        let outcome = create_in(&mut tx, t, &o).await?;
         tx.commit().await.map_err(pgerr("commit"))?;
         Ok(outcome)
+    }
+
+    pub(crate) async fn order_take(
+        &self,
+        o: NewOrder,
+        hold: Option<TakeHold>,
+    ) -> Result<OrderTaken> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        if let OrderCreate::Duplicate { id, same_content } = create_in(&mut tx, ORDERS, &o).await? {
+            tx.commit().await.map_err(pgerr("commit"))?;
+            return Ok(OrderTaken::Duplicate { id, same_content });
+        }
+        let mut held = None;
+        if let Some(hold) = hold {
+            let seq = match reserve_in(&mut tx, hold.reserve).await? {
+                ReserveOutcome::Reserved { seq, .. } => Some(seq),
+                ReserveOutcome::AlreadyReserved(_) => Some(0),
+                ReserveOutcome::Short(_) => None,
+            };
+            if seq.is_some() {
+                sqlx::query(
+                    "UPDATE orders SET status = $2, until = $3, state = $4, version = version + 1 \
+                     WHERE id = $1",
+                )
+                .bind(&o.id)
+                .bind(&hold.status)
+                .bind(hold.until.map(Timestamp::unix_micros))
+                .bind(&hold.state)
+                .execute(&mut *tx)
+                .await
+                .map_err(pgerr("save order"))?;
+                enqueue_rows(&mut tx, &hold.actions, o.now).await?;
+            }
+            held = seq;
+        }
+        tx.commit().await.map_err(pgerr("commit"))?;
+        Ok(OrderTaken::Created { held })
     }
 
     pub(crate) async fn saga_get(&self, t: SagaTable, id: &str) -> Result<Option<OrderRow>> {
@@ -161,4 +141,76 @@ impl PgStore {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(pgerr("list orders"))
     }
+}
+
+/// Records an order or return unless it was taken before, inside the caller's transaction.
+async fn create_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    t: SagaTable,
+    o: &NewOrder,
+) -> Result<OrderCreate> {
+    if let Some(delivery) = &o.delivery_id {
+        let seen: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM {} WHERE delivery_id = $1",
+            t.owner, t.deliveries
+        )))
+        .bind(delivery)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(pgerr("look up delivery"))?;
+        if let Some(id) = seen {
+            return Ok(OrderCreate::Duplicate {
+                id,
+                same_content: true,
+            });
+        }
+    }
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {} (id, channel, external_id, content_hash, status, until, state, \
+         version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8) \
+         ON CONFLICT (channel, external_id) DO NOTHING",
+        t.table
+    )))
+    .bind(&o.id)
+    .bind(&o.channel)
+    .bind(&o.external_id)
+    .bind(&o.content_hash)
+    .bind(&o.status)
+    .bind(o.until.map(Timestamp::unix_micros))
+    .bind(&o.state)
+    .bind(o.now.unix_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("record order"))?;
+    let (id, outcome) = if inserted.rows_affected() == 1 {
+        (o.id.clone(), OrderCreate::Created)
+    } else {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, content_hash FROM {} WHERE channel = $1 AND external_id = $2",
+            t.table
+        )))
+        .bind(&o.channel)
+        .bind(&o.external_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(pgerr("read order"))?;
+        let id: String = r.try_get(0).map_err(pgerr("read order"))?;
+        let hash: String = r.try_get(1).map_err(pgerr("read order"))?;
+        let same_content = hash == o.content_hash;
+        (id.clone(), OrderCreate::Duplicate { id, same_content })
+    };
+    if let Some(delivery) = &o.delivery_id {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (delivery_id, {}, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            t.deliveries, t.owner
+        )))
+        .bind(delivery)
+        .bind(&id)
+        .bind(o.now.unix_micros())
+        .execute(&mut **tx)
+        .await
+        .map_err(pgerr("record delivery"))?;
+    }
+    Ok(outcome)
 }

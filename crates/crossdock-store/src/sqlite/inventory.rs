@@ -324,7 +324,7 @@ fn add_reserved(conn: &Connection, line: &ReservationLine, quantity: i64) -> Res
     Ok(())
 }
 
-fn reserve_rows(conn: &Connection, r: ReserveRequest) -> Result<ReserveOutcome> {
+pub(super) fn reserve_rows(conn: &Connection, r: ReserveRequest) -> Result<ReserveOutcome> {
     let held = order_lines(conn, &r.order_id)?;
     if !held.is_empty() {
         return Ok(ReserveOutcome::AlreadyReserved(held));

@@ -4,9 +4,14 @@
 use crossdock_core::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
+use super::enqueue_rows;
+use super::inventory::reserve_rows;
 use super::{SqliteStore, db};
 use crate::Result;
-use crate::model::{NewOrder, OrderCreate, OrderQuery, OrderRow, SagaTable};
+use crate::model::{
+    NewOrder, ORDERS, OrderCreate, OrderQuery, OrderRow, OrderTaken, ReserveOutcome, SagaTable,
+    TakeHold,
+};
 
 const COLUMNS: &str =
     "id, channel, external_id, status, until, state, version, created_at, updated_at";
@@ -27,74 +32,36 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
 
 impl SqliteStore {
     pub(crate) async fn saga_create(&self, t: SagaTable, o: NewOrder) -> Result<OrderCreate> {
-        self.write(1, move |conn| {
-            if let Some(delivery) = &o.delivery_id {
-                let seen: Option<String> = conn
-                    .query_row(
-                        &format!(
-                            "SELECT {} FROM {} WHERE delivery_id = ?1",
-                            t.owner, t.deliveries
-                        ),
-                        [delivery],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(db("look up delivery"))?;
-                if let Some(id) = seen {
-                    return Ok(OrderCreate::Duplicate {
-                        id,
-                        same_content: true,
-                    });
-                }
+        self.write(1, move |conn| create_in(conn, t, &o)).await
+    }
+
+    pub(crate) async fn order_take(
+        &self,
+        o: NewOrder,
+        hold: Option<TakeHold>,
+    ) -> Result<OrderTaken> {
+        let weight = hold.as_ref().map_or(1, |h| h.reserve.lines.len().max(1));
+        self.write(weight, move |conn| {
+            if let OrderCreate::Duplicate { id, same_content } = create_in(conn, ORDERS, &o)? {
+                return Ok(OrderTaken::Duplicate { id, same_content });
             }
-            let inserted = conn
-                .execute(
-                    &format!(
-                        "INSERT INTO {} (id, channel, external_id, content_hash, status, until, \
-                         state, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                         ?7, 0, ?8, ?8) ON CONFLICT (channel, external_id) DO NOTHING",
-                        t.table
-                    ),
-                    params![
-                        o.id,
-                        o.channel,
-                        o.external_id,
-                        o.content_hash,
-                        o.status,
-                        o.until.map(Timestamp::unix_micros),
-                        o.state,
-                        o.now.unix_micros()
-                    ],
-                )
-                .map_err(db("record order"))?;
-            let outcome = if inserted == 1 {
-                (o.id.clone(), OrderCreate::Created)
-            } else {
-                let (id, hash): (String, String) = conn
-                    .query_row(
-                        &format!(
-                            "SELECT id, content_hash FROM {} WHERE channel = ?1 AND external_id = ?2",
-                            t.table
-                        ),
-                        params![o.channel, o.external_id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .map_err(db("read order"))?;
-                let same_content = hash == o.content_hash;
-                (id.clone(), OrderCreate::Duplicate { id, same_content })
+            let Some(hold) = hold else {
+                return Ok(OrderTaken::Created { held: None });
             };
-            if let Some(delivery) = &o.delivery_id {
-                conn.execute(
-                    &format!(
-                        "INSERT INTO {} (delivery_id, {}, received_at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT DO NOTHING",
-                        t.deliveries, t.owner
-                    ),
-                    params![delivery, outcome.0, o.now.unix_micros()],
-                )
-                .map_err(db("record delivery"))?;
-            }
-            Ok(outcome.1)
+            let seq = match reserve_rows(conn, hold.reserve)? {
+                ReserveOutcome::Reserved { seq, .. } => seq,
+                ReserveOutcome::AlreadyReserved(_) => 0,
+                ReserveOutcome::Short(_) => return Ok(OrderTaken::Created { held: None }),
+            };
+            conn.prepare_cached(
+                "UPDATE orders SET status = ?2, until = ?3, state = ?4, version = version + 1 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![o.id, hold.status, hold.until.map(Timestamp::unix_micros), hold.state])
+            })
+            .map_err(db("save order"))?;
+            enqueue_rows(conn, &hold.actions, o.now)?;
+            Ok(OrderTaken::Created { held: Some(seq) })
         })
         .await
     }
@@ -175,4 +142,75 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Records an order or return unless it was taken before, inside the caller's transaction.
+fn create_in(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<OrderCreate> {
+    if let Some(delivery) = &o.delivery_id {
+        let seen: Option<String> = conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM {} WHERE delivery_id = ?1",
+                    t.owner, t.deliveries
+                ),
+                [delivery],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db("look up delivery"))?;
+        if let Some(id) = seen {
+            return Ok(OrderCreate::Duplicate {
+                id,
+                same_content: true,
+            });
+        }
+    }
+    let inserted = conn
+        .execute(
+            &format!(
+                "INSERT INTO {} (id, channel, external_id, content_hash, status, until, \
+                 state, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                 ?7, 0, ?8, ?8) ON CONFLICT (channel, external_id) DO NOTHING",
+                t.table
+            ),
+            params![
+                o.id,
+                o.channel,
+                o.external_id,
+                o.content_hash,
+                o.status,
+                o.until.map(Timestamp::unix_micros),
+                o.state,
+                o.now.unix_micros()
+            ],
+        )
+        .map_err(db("record order"))?;
+    let outcome = if inserted == 1 {
+        (o.id.clone(), OrderCreate::Created)
+    } else {
+        let (id, hash): (String, String) = conn
+            .query_row(
+                &format!(
+                    "SELECT id, content_hash FROM {} WHERE channel = ?1 AND external_id = ?2",
+                    t.table
+                ),
+                params![o.channel, o.external_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db("read order"))?;
+        let same_content = hash == o.content_hash;
+        (id.clone(), OrderCreate::Duplicate { id, same_content })
+    };
+    if let Some(delivery) = &o.delivery_id {
+        conn.execute(
+            &format!(
+                "INSERT INTO {} (delivery_id, {}, received_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+                t.deliveries, t.owner
+            ),
+            params![delivery, outcome.0, o.now.unix_micros()],
+        )
+        .map_err(db("record delivery"))?;
+    }
+    Ok(outcome.1)
 }

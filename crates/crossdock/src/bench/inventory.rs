@@ -27,9 +27,9 @@ use crate::runtime::inventory::{
     HOLD_SOURCE, INVENTORY_BATCH_EVENTS_MAX, InventoryProjection, with_lines,
 };
 
-const AUTHORITY: &str = "/bench/erp";
-const LOCATIONS: [&str; 3] = ["wh-east", "wh-west", "3pl-central"];
-const CHANNELS: [&str; 3] = ["shopify", "amazon", "edi"];
+pub(super) const AUTHORITY: &str = "/bench/erp";
+pub(super) const LOCATIONS: [&str; 3] = ["wh-east", "wh-west", "3pl-central"];
+pub(super) const CHANNELS: [&str; 3] = ["shopify", "amazon", "edi"];
 const RESERVERS: usize = 64;
 
 /// A channel that takes every update at once, noting when each listing's first update was
@@ -61,13 +61,13 @@ impl crate::runtime::delivery::Deliverer for Acknowledge {
     }
 }
 
-fn channel_target_name(channel: &str) -> String {
+pub(super) fn channel_target_name(channel: &str) -> String {
     ChannelId::parse(channel)
         .map(|c| crate::runtime::inventory::channel_target(&c))
         .unwrap_or_default()
 }
 
-fn channel_settings() -> crate::runtime::delivery::TargetSettings {
+pub(super) fn channel_settings() -> crate::runtime::delivery::TargetSettings {
     crate::runtime::delivery::TargetSettings {
         policy: crossdock_core::RetryPolicy {
             attempts_max: 3,
@@ -79,15 +79,15 @@ fn channel_settings() -> crate::runtime::delivery::TargetSettings {
     }
 }
 
-fn sku(i: usize) -> String {
+pub(super) fn sku(i: usize) -> String {
     format!("SKU-{i:07}")
 }
 
 /// A deterministic pseudo-random sequence, so every run measures the same work.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -96,7 +96,7 @@ impl Rng {
 }
 
 /// Items, the three locations and, when `channels`, three channels listing every item.
-async fn catalog(store: &Store, skus: usize, channels: usize) -> anyhow::Result<()> {
+pub(super) async fn catalog(store: &Store, skus: usize, channels: usize) -> anyhow::Result<()> {
     let now = Timestamp::from_unix_micros(1_800_000_000_000_000);
     for (i, id) in LOCATIONS.iter().enumerate() {
         let kind = if i == 2 {
@@ -211,7 +211,7 @@ fn events(n: usize, skus: usize, seed: u64, prefix: &str) -> anyhow::Result<Vec<
 
 /// Applies the whole log with the inventory engine; returns events per second and the listings
 /// whose updates are due.
-async fn project(state: &AppState) -> anyhow::Result<(f64, usize)> {
+pub(super) async fn project(state: &AppState) -> anyhow::Result<(f64, usize)> {
     let head = state.store.head_seq().await?;
     let started = Instant::now();
     let mut applied = 0;
@@ -246,7 +246,7 @@ async fn project(state: &AppState) -> anyhow::Result<(f64, usize)> {
 }
 
 /// What the process holds in memory now, and at most, in MiB (Linux; 0 elsewhere).
-fn rss_mib() -> (f64, f64) {
+pub(super) fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| -> f64 {
         status
@@ -433,7 +433,11 @@ async fn latency(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<
 }
 
 /// Counts giving every reservation SKU its stock at the first location.
-fn stock_events(skus: usize, on_hand: usize, hot: usize) -> anyhow::Result<Vec<NewEvent>> {
+pub(super) fn stock_events(
+    skus: usize,
+    on_hand: usize,
+    hot: usize,
+) -> anyhow::Result<Vec<NewEvent>> {
     let as_of = Timestamp::from_unix_micros(1_800_000_000_000_000).to_string();
     (0..skus)
         .map(|i| {
@@ -446,7 +450,7 @@ fn stock_events(skus: usize, on_hand: usize, hot: usize) -> anyhow::Result<Vec<N
 
 /// Holds `orders` single-unit orders from `RESERVERS` concurrent callers: all on the first SKU
 /// (`hot`), or spread over the others. Returns reservations per second and how many were held.
-async fn hold(
+pub(super) async fn hold(
     store: &Store,
     orders: usize,
     skus: usize,

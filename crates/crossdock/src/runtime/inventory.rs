@@ -702,6 +702,36 @@ pub async fn reserve(
     correlation_id: Option<&str>,
 ) -> Result<ReserveOutcome, HoldError> {
     let catalog = state.catalog.get(&state.store).await?;
+    let known = state
+        .store
+        .items_known(lines.iter().map(|l| l.sku.clone()).collect())
+        .await?;
+    let request = hold_request(
+        state,
+        &catalog,
+        order_id,
+        &lines,
+        correlation_id,
+        Some(&known),
+    )?;
+    let outcome = state.store.reserve(request).await?;
+    if let ReserveOutcome::Reserved { seq, .. } = &outcome {
+        crate::ingest::advance_head(state, *seq);
+    }
+    Ok(outcome)
+}
+
+/// Checks an order's lines and builds the request that holds them (kits expanded into their
+/// components, the `inventory.reserved` event to append with it). `known` lists the SKUs that
+/// are items; `None` when the caller has checked them already.
+pub fn hold_request(
+    state: &AppState,
+    catalog: &CatalogIndex,
+    order_id: &str,
+    lines: &[HoldLine],
+    correlation_id: Option<&str>,
+    known: Option<&BTreeSet<Sku>>,
+) -> Result<ReserveRequest, HoldError> {
     let mut errors = Vec::new();
     check_order_id(order_id, &mut errors);
     if lines.is_empty() {
@@ -710,10 +740,6 @@ pub async fn reserve(
             "a reservation needs at least one line",
         ));
     }
-    let known = state
-        .store
-        .items_known(lines.iter().map(|l| l.sku.clone()).collect())
-        .await?;
     let mut stocked = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if !(1..=QUANTITY_ABS_MAX).contains(&line.quantity) {
@@ -723,7 +749,7 @@ pub async fn reserve(
             ));
             continue;
         }
-        if !known.contains(&line.sku) {
+        if known.is_some_and(|known| !known.contains(&line.sku)) {
             errors.push(FieldError::new(
                 format!("/lines/{i}/sku"),
                 format!("{} is not an item", line.sku),
@@ -766,19 +792,12 @@ pub async fn reserve(
         state.clock.now(),
     )?;
     let order = order_id.to_owned();
-    let outcome = state
-        .store
-        .reserve(ReserveRequest {
-            order_id: order_id.to_owned(),
-            lines: stocked,
-            event: Box::new(move |lines| with_lines(event, &order, lines)),
-            now: state.clock.now(),
-        })
-        .await?;
-    if let ReserveOutcome::Reserved { seq, .. } = &outcome {
-        crate::ingest::advance_head(state, *seq);
-    }
-    Ok(outcome)
+    Ok(ReserveRequest {
+        order_id: order_id.to_owned(),
+        lines: stocked,
+        event: Box::new(move |lines| with_lines(event, &order, lines)),
+        now: state.clock.now(),
+    })
 }
 
 /// Releases everything an order holds. Returns the lines released (none: it held nothing).
