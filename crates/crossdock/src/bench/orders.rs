@@ -301,10 +301,10 @@ async fn lifecycle(args: &BenchArgs, run_dir: &std::path::Path, skus: usize) -> 
     let mut settings = channel_settings();
     settings.in_flight_max = 64;
     let app = AppBuilder::new(config)
-        .target("erp", settings.clone(), erp.clone())
+        .target("erp", settings, erp.clone())
         .target(
             &format!("fulfillment-{}", LOCATIONS[0]),
-            settings.clone(),
+            settings,
             warehouse.clone(),
         )
         .target(
