@@ -10,6 +10,7 @@ use crossdock_core::order::Input;
 use crossdock_core::returns::{Disposition, ReturnInput};
 use crossdock_core::{StoredEvent, Timestamp};
 use crossdock_store::ProjectionWrites;
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::consumer::{ApplyFuture, LogConsumer};
@@ -221,6 +222,69 @@ async fn apply_input(
     }
 }
 
+/// Sagas advanced side by side within one batch.
+const SAGAS_AT_ONCE: usize = 32;
+
+/// The saga an input belongs to: its events are applied one after another.
+fn saga_key(input: &SagaInput) -> String {
+    match input {
+        SagaInput::Placed(o) | SagaInput::Updated(o, _) => {
+            format!("order:{}/{}", o.channel, o.external_id)
+        }
+        SagaInput::Noted {
+            channel,
+            external_id,
+            ..
+        } => format!("order:{channel}/{external_id}"),
+        SagaInput::Order(id, _) => format!("order-id:{id}"),
+        SagaInput::ReturnReceived { return_id, .. } | SagaInput::Return(return_id, _) => {
+            format!("return:{return_id}")
+        }
+        SagaInput::JournalPosted { batch, .. } => format!("batch:{batch}"),
+    }
+}
+
+/// Applies the events of one saga in order.
+async fn apply_group(
+    state: &AppState,
+    events: Vec<(&StoredEvent, SagaInput)>,
+) -> Result<(), crossdock_store::StoreError> {
+    for (event, input) in events {
+        apply_one(state, event, input).await?;
+    }
+    Ok(())
+}
+
+/// Applies one event's input; a store failure fails the batch (it is applied again: every step
+/// is idempotent), anything else is logged and passed over (the log keeps the event).
+async fn apply_one(
+    state: &AppState,
+    event: &StoredEvent,
+    input: SagaInput,
+) -> Result<(), crossdock_store::StoreError> {
+    let correlation = event
+        .event
+        .correlation_id()
+        .unwrap_or(event.event.id())
+        .to_owned();
+    match apply_input(state, input, &correlation).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::warn!(
+                seq = event.seq,
+                kind = event.event.kind(),
+                "an event for an unknown order, return or batch; passed over"
+            );
+            Ok(())
+        }
+        Err(TakeError::Store(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!(seq = event.seq, kind = event.event.kind(), error = %e, "a saga event could not be applied");
+            Ok(())
+        }
+    }
+}
+
 impl LogConsumer for OrderSagas {
     fn name(&self) -> &str {
         "order_sagas"
@@ -232,6 +296,11 @@ impl LogConsumer for OrderSagas {
 
     fn apply<'a>(&'a self, state: &'a AppState, batch: &'a [StoredEvent]) -> ApplyFuture<'a> {
         Box::pin(async move {
+            // Events of one saga are applied in log order; different sagas side by side, so
+            // their writes share commits.
+            let mut groups: Vec<(String, Vec<(&StoredEvent, SagaInput)>)> = Vec::new();
+            let mut index: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::new();
             for event in batch
                 .iter()
                 .filter(|e| SAGA_EVENT_TYPES.contains(&e.event.kind()))
@@ -251,26 +320,23 @@ impl LogConsumer for OrderSagas {
                     );
                     continue;
                 };
-                let correlation = event
-                    .event
-                    .correlation_id()
-                    .unwrap_or(event.event.id())
-                    .to_owned();
-                match apply_input(state, input, &correlation).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(
-                            seq = event.seq,
-                            kind = event.event.kind(),
-                            "an event for an unknown order, return or batch; passed over"
-                        );
-                    }
-                    Err(TakeError::Store(e)) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(seq = event.seq, kind = event.event.kind(), error = %e, "a saga event could not be applied");
-                    }
-                }
+                let key = saga_key(&input);
+                let at = *index.entry(key.clone()).or_insert_with(|| {
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[at].1.push((event, input));
             }
+            let work: Vec<_> = groups
+                .into_iter()
+                .map(|(_, events)| apply_group(state, events))
+                .collect();
+            let results: Vec<Result<(), crossdock_store::StoreError>> =
+                futures_util::stream::iter(work)
+                    .buffer_unordered(SAGAS_AT_ONCE)
+                    .collect()
+                    .await;
+            results.into_iter().collect::<Result<Vec<()>, _>>()?;
             Ok(ProjectionWrites::None)
         })
     }
