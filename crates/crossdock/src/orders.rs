@@ -145,7 +145,11 @@ async fn check(
         .iter()
         .filter_map(|l| l.sku.as_deref().and_then(|s| Sku::parse(s).ok()))
         .collect();
-    let known = state.store.items_known(named).await?;
+    let known = if named.is_empty() {
+        std::collections::BTreeSet::new()
+    } else {
+        state.store.items_known(named).await?
+    };
     let mut currency: Option<&str> = None;
     let mut lines = Vec::new();
     for (i, line) in order.lines.iter().enumerate() {
@@ -163,14 +167,9 @@ async fn check(
                 }
             },
             (None, Some(channel_sku), Some(channel)) => {
-                let listed = ChannelSku::parse(channel_sku).ok().and_then(|cs| {
-                    catalog
-                        .snapshot
-                        .listings
-                        .iter()
-                        .find(|(c, s, _)| c == channel && *s == cs)
-                        .map(|(_, _, sku)| sku.clone())
-                });
+                let listed = ChannelSku::parse(channel_sku)
+                    .ok()
+                    .and_then(|cs| catalog.listed.get(&(channel.clone(), cs)).cloned());
                 if listed.is_none() {
                     reasons.push(format!(
                         "line {n}: SKU {channel_sku} is not listed on channel {channel}"

@@ -330,12 +330,12 @@ async fn lifecycle(args: &BenchArgs, run_dir: &std::path::Path, skus: usize) -> 
     // Let the engine apply the stock before the clock starts.
     let head = state.store.head_seq().await?;
     let inventory = crossdock_store::Projection::Inventory.consumer_name();
-    while state
+    while !state
         .store
         .consumers()
         .await?
         .iter()
-        .any(|c| c.name == inventory && c.position < head)
+        .any(|c| c.name == inventory && c.position >= head)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -47,6 +47,8 @@ pub struct CatalogIndex {
     pub listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>>,
     /// SKU → the kits that list it as a component.
     pub parents: HashMap<Sku, Vec<Sku>>,
+    /// A channel's SKU → ours.
+    pub listed: HashMap<(ChannelId, ChannelSku), Sku>,
 }
 
 impl CatalogIndex {
@@ -58,6 +60,13 @@ impl CatalogIndex {
                 .or_default()
                 .push((channel.clone(), channel_sku.clone()));
         }
+        let listed = snapshot
+            .listings
+            .iter()
+            .map(|(channel, channel_sku, sku)| {
+                ((channel.clone(), channel_sku.clone()), sku.clone())
+            })
+            .collect();
         let mut parents: HashMap<Sku, Vec<Sku>> = HashMap::new();
         for (kit, components) in &snapshot.kits {
             for c in components {
@@ -67,6 +76,7 @@ impl CatalogIndex {
         CatalogIndex {
             snapshot,
             listings,
+            listed,
             parents,
         }
     }
