@@ -74,6 +74,13 @@ pub struct EdiPartnerConfig {
     /// Answer every functional group with a 997 (queued for target `edi-<partner>`).
     #[serde(default = "defaults::yes")]
     pub acknowledge: bool,
+    /// The channel (our id) the partner's purchase orders (850s) are orders of; without it 850s
+    /// are recorded as `edi.850.received` events only.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The ship-to country of 850s whose N4 names none (ISO 3166 code, such as `US`).
+    #[serde(default)]
+    pub country: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -476,6 +483,11 @@ impl Config {
                 if let Err(why) = crossdock_core::catalog::LocationId::parse(location) {
                     problems.push(format!("edi.{name}.{key}: {location:?} {why}"));
                 }
+            }
+            if let Some(channel) = &partner.channel
+                && let Err(why) = crossdock_core::catalog::ChannelId::parse(channel)
+            {
+                problems.push(format!("edi.{name}.channel: {channel:?} {why}"));
             }
             if partner.sku_qualifiers.is_empty() {
                 problems.push(format!("edi.{name}.sku_qualifiers: name at least one"));

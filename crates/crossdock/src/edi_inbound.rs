@@ -262,6 +262,60 @@ pub async fn process(
     })
 }
 
+/// A purchase order as an order of `channel` (the body `POST /v1/orders` takes): BEG03 its
+/// external id, each PO1 a line by our SKU with its price and the order's currency, the N1*ST
+/// party its ship-to (`country` when its N4 names none).
+fn order_of_850(
+    po: &crossdock_edi::sets::PurchaseOrder,
+    channel: &str,
+    country: Option<&str>,
+    mapping: &Mapping,
+) -> Result<serde_json::Value, Vec<String>> {
+    let channel_id = crossdock_core::catalog::ChannelId::parse(channel)
+        .map_err(|why| vec![format!("channel {channel:?}: {why}")])?;
+    let spec = convert::order_from_850(po, &channel_id, mapping)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let lines: Vec<serde_json::Value> = spec
+        .lines()
+        .iter()
+        .map(|l| {
+            let mut line = serde_json::json!({"sku": l.sku, "quantity": l.quantity});
+            if let Some(price) = l.unit_price {
+                line["unit_price"] = serde_json::json!(price.to_string());
+                if let Some(currency) = &spec.currency {
+                    line["currency"] = serde_json::json!(currency);
+                }
+            }
+            line
+        })
+        .collect();
+    let mut body = serde_json::json!({"channel": channel, "external_id": spec.external_id,
+        "lines": lines});
+    if let Some(st) = po.parties.iter().find(|p| p.role.as_str() == "ST") {
+        let text = |t: Option<&crossdock_edi::text::Text>| t.map(|t| t.as_str().to_owned());
+        let mut ship_to = serde_json::Map::new();
+        let members = [
+            ("name", text(st.name.as_ref())),
+            ("address1", text(st.address.first())),
+            ("address2", text(st.address.get(1))),
+            ("city", text(st.city.as_ref())),
+            ("region", text(st.state.as_ref())),
+            ("postal_code", text(st.postal_code.as_ref())),
+            (
+                "country",
+                text(st.country.as_ref()).or_else(|| country.map(str::to_owned)),
+            ),
+        ];
+        for (name, value) in members {
+            if let Some(value) = value {
+                ship_to.insert(name.into(), serde_json::Value::String(value));
+            }
+        }
+        body["ship_to"] = serde_json::Value::Object(ship_to);
+    }
+    Ok(body)
+}
+
 fn ack_status(ack: &FunctionalAck) -> &'static str {
     match ack.status.as_str() {
         "A" => "accepted",
@@ -339,6 +393,19 @@ async fn interchange_events(
         match to_event(&id, &format!("edi.{}.received", set.id), &data) {
             Ok(event) => events.push(event),
             Err(e) => receipt.errors.push(format!("set {}: {e}", set.control)),
+        }
+        if let (Document::PurchaseOrder(po), Some(channel)) = (document, &partner.channel) {
+            match order_of_850(po, channel, partner.country.as_deref(), mapping) {
+                Ok(body) => match to_event(&format!("{id}/order"), "order.placed", &body) {
+                    Ok(event) => events.push(event),
+                    Err(e) => receipt.errors.push(format!("set {}: {e}", set.control)),
+                },
+                Err(errors) => receipt.errors.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("set {} (850) {e}", set.control)),
+                ),
+            }
         }
         let (converted, errors) = match document {
             Document::InventoryAdvice(d) => convert::counts_from_846(d, mapping),

@@ -253,6 +253,8 @@ pub(super) struct OrderSummary {
     channel: String,
     external_id: String,
     status: String,
+    /// Why it is in that status (for an exception: what stopped it).
+    reason: String,
     until: Option<String>,
     updated_at: String,
 }
@@ -300,6 +302,10 @@ pub(super) async fn list_orders(
     let orders = rows
         .into_iter()
         .map(|r| OrderSummary {
+            reason: serde_json::from_str::<serde_json::Value>(&r.state)
+                .ok()
+                .and_then(|state| state["order"]["reason"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
             id: r.id,
             channel: r.channel,
             external_id: r.external_id,

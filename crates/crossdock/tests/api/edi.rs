@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, put, test_config};
 
 crate::backend_tests!(
+    a_partners_purchase_order_is_taken_once_as_an_order_of_its_channel,
     partner_x12_becomes_events_once_and_is_acknowledged,
     lines_naming_unknown_items_are_kept_and_replayed_after_a_fix,
     unreadable_x12_is_refused_and_kept,
@@ -290,5 +291,80 @@ async fn received_997s_settle_the_groups_we_sent(db: TestDb) {
     );
     let (status, problem) = app.get("/v1/edi/groups?status=lost").await;
     assert_eq!(status, 400, "{problem}");
+    app.stop().await;
+}
+
+async fn a_partners_purchase_order_is_taken_once_as_an_order_of_its_channel(db: TestDb) {
+    let mut config = test_config(&db);
+    config.edi.insert(
+        "acme".into(),
+        toml::from_str(
+            r#"location = "FASTLANE-WEST"
+               sku_qualifiers = ["VP"]
+               channel = "acme-edi""#,
+        )
+        .unwrap(),
+    );
+    let app = TestApp::spawn_with(db, config, |b| b).await;
+    catalog(&app, &["WIDGET-S", "WIDGET-M-CASE"]).await;
+    let (status, body) = put(
+        &app,
+        "/v1/channels/acme-edi",
+        &json!({"kind": "edi", "locations": ["FASTLANE-WEST"]}),
+    )
+    .await;
+    assert!(status < 300, "{body}");
+    let stock = json!([
+        {"specversion": "1.0", "source": "/edi/fastlane", "id": "s-1", "type": "inventory.received",
+         "data": {"sku": "WIDGET-S", "location": "FASTLANE-WEST", "quantity": 100}},
+        {"specversion": "1.0", "source": "/edi/fastlane", "id": "s-2", "type": "inventory.received",
+         "data": {"sku": "WIDGET-M-CASE", "location": "FASTLANE-WEST", "quantity": 10}}]);
+    let (status, reply) = app.post_json("/v1/events", &stock).await;
+    assert_eq!(status, 202, "{reply}");
+    app.eventually("the stock is on hand", || async {
+        on_hand(&app, "WIDGET-M-CASE").await == Some(10)
+    })
+    .await;
+
+    for _ in 0..2 {
+        let (status, receipt) = post_x12(&app, "acme", sample("850")).await;
+        assert!(status < 300, "{receipt}");
+    }
+    app.eventually("the 850 is an order of acme-edi", || async {
+        let (_, listed) = app.get("/v1/orders?channel=acme-edi").await;
+        listed["orders"][0]["status"] == "submitted"
+    })
+    .await;
+    let (_, listed) = app.get("/v1/orders?channel=acme-edi").await;
+    assert_eq!(listed["orders"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["orders"][0]["external_id"], "PO-48213");
+    let id = listed["orders"][0]["id"].as_str().unwrap().to_owned();
+    let (_, order) = app.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(order["currency"], "USD", "{order}");
+    let lines: Vec<(String, i64, String)> = order["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["sku"].as_str().unwrap().to_owned(),
+                l["quantity"].as_i64().unwrap(),
+                l["unit_price"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("WIDGET-S".to_owned(), 24, "9.25".to_owned()),
+            ("WIDGET-M-CASE".to_owned(), 6, "48.00".to_owned())
+        ]
+    );
+    let stored = crossdock::orders::load(&app.state, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.record["request"]["ship_to"]["city"], "SOLON");
+    assert_eq!(stored.record["request"]["ship_to"]["country"], "US");
     app.stop().await;
 }

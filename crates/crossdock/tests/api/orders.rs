@@ -437,6 +437,14 @@ async fn a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears(db: Te
         .unwrap();
     let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
     assert_eq!(got["status"], "exception", "{got}");
+    let (_, listed) = app.get("/v1/orders?status=exception").await;
+    assert!(
+        listed["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no confirmation from the ERP"),
+        "exceptions are listed with their reasons: {listed}"
+    );
     assert!(
         got["reason"]
             .as_str()
