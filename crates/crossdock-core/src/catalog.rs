@@ -289,11 +289,18 @@ impl Policy {
 pub struct OrderPolicy {
     /// Wait for stock (true, the default) or reject the order and tell the channel.
     pub backorder: bool,
+    /// When no one location can ship an order whole, hold its lines across the channel's
+    /// locations (each line whole at one location; false, the default, keeps an order together).
+    #[serde(default)]
+    pub split: bool,
 }
 
 impl Default for OrderPolicy {
     fn default() -> Self {
-        OrderPolicy { backorder: true }
+        OrderPolicy {
+            backorder: true,
+            split: false,
+        }
     }
 }
 
@@ -302,9 +309,11 @@ impl OrderPolicy {
         let before = errors.len();
         let mut f = Fields::new(value, at, errors);
         let backorder = f.bool("backorder");
+        let split = f.bool("split");
         f.finish();
         (errors.len() == before).then(|| OrderPolicy {
             backorder: backorder.unwrap_or(true),
+            split: split.unwrap_or(false),
         })
     }
 }

@@ -154,6 +154,10 @@ pub enum Input {
     Reserved {
         location: LocationId,
     },
+    /// The order is held line by line across locations (the channel allows a split).
+    ReservedSplit {
+        lines: Vec<(u32, LocationId)>,
+    },
     /// It cannot be held anywhere now.
     Short {
         reason: String,
@@ -253,6 +257,10 @@ pub enum Change {
     Located {
         location: LocationId,
     },
+    /// Held line by line across locations.
+    Split {
+        lines: Vec<(u32, LocationId)>,
+    },
     ErpOrder {
         erp_order: String,
     },
@@ -304,6 +312,9 @@ pub struct Order {
     /// The state an exception interrupted, to resume.
     pub interrupted: Option<Status>,
     pub location: Option<LocationId>,
+    /// Line → location, for an order held across locations (empty: all at `location`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub split: BTreeMap<u32, LocationId>,
     pub erp_order: Option<String>,
     pub cancel_noted: Option<String>,
     pub shipped: BTreeMap<u32, i64>,
@@ -325,6 +336,7 @@ impl Order {
             until: None,
             interrupted: None,
             location: None,
+            split: BTreeMap::new(),
             erp_order: None,
             cancel_noted: None,
             shipped: BTreeMap::new(),
@@ -332,6 +344,32 @@ impl Order {
             invoices: BTreeMap::new(),
             history: Vec::new(),
             payments: Vec::new(),
+        }
+    }
+
+    /// Where a line is held.
+    pub fn location_of(&self, line: u32) -> Option<&LocationId> {
+        self.split.get(&line).or(self.location.as_ref())
+    }
+
+    /// Every location the order is held at, the first one first.
+    pub fn locations(&self) -> Vec<LocationId> {
+        let mut out: Vec<LocationId> = self.location.iter().cloned().collect();
+        for location in self.split.values() {
+            if !out.contains(location) {
+                out.push(location.clone());
+            }
+        }
+        out
+    }
+
+    /// The key of a per-location step: the order's own for one location, one per location when
+    /// it is split.
+    fn location_key(&self, what: &str, location: &LocationId) -> String {
+        if self.split.is_empty() {
+            format!("{what}/{}", self.id)
+        } else {
+            format!("{what}/{}/{location}", self.id)
         }
     }
 
@@ -367,6 +405,10 @@ impl Order {
                 });
             }
             Change::Located { location } => self.location = Some(location.clone()),
+            Change::Split { lines } => {
+                self.split = lines.iter().cloned().collect();
+                self.location = lines.first().map(|(_, l)| l.clone());
+            }
             Change::ErpOrder { erp_order } => self.erp_order = Some(erp_order.clone()),
             Change::Shipped { shipment, lines } => {
                 self.shipments.insert(shipment.clone());
@@ -426,11 +468,11 @@ impl Draft<'_> {
             let key = self.key("erp-cancel");
             self.act(Action::CancelErpOrder { key });
         }
-        if reached(Status::Released)
-            && let Some(location) = o.location.clone()
-        {
-            let key = self.key("fulfilment-cancel");
-            self.act(Action::CancelFulfilment { location, key });
+        if reached(Status::Released) {
+            for location in o.locations() {
+                let key = o.location_key("fulfilment-cancel", &location);
+                self.act(Action::CancelFulfilment { location, key });
+            }
         }
     }
 }
@@ -517,12 +559,31 @@ pub fn decide(order: &Order, input: &Input, now: Timestamp, policy: &Policy) -> 
                 d.to(Status::Cancelled, format!("cancelled: {reason}"), None);
             }
         }
-        Input::Reserved { location } => match status {
+        Input::Reserved { .. } | Input::ReservedSplit { .. } => match status {
             Status::Received | Status::Backordered => {
-                d.decision.changes.push(Change::Located {
-                    location: location.clone(),
-                });
-                d.to(Status::Reserved, format!("held at {location}"), None);
+                let held = match input {
+                    Input::ReservedSplit { lines } => {
+                        d.decision.changes.push(Change::Split {
+                            lines: lines.clone(),
+                        });
+                        let mut by: BTreeMap<&LocationId, Vec<String>> = BTreeMap::new();
+                        for (line, location) in lines {
+                            by.entry(location).or_default().push(line.to_string());
+                        }
+                        by.iter()
+                            .map(|(l, lines)| format!("{l} (lines {})", lines.join(", ")))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    }
+                    Input::Reserved { location } => {
+                        d.decision.changes.push(Change::Located {
+                            location: location.clone(),
+                        });
+                        location.to_string()
+                    }
+                    _ => String::new(),
+                };
+                d.to(Status::Reserved, format!("held at {held}"), None);
                 let key = d.key("erp-order");
                 d.act(Action::CreateErpOrder { key });
                 d.to(
@@ -562,15 +623,19 @@ pub fn decide(order: &Order, input: &Input, now: Timestamp, policy: &Policy) -> 
                     format!("confirmed by the ERP as {erp_order}"),
                     None,
                 );
-                if let Some(location) = order.location.clone() {
-                    let key = d.key("release");
-                    d.act(Action::ReleaseToLocation {
-                        location: location.clone(),
-                        key,
-                    });
+                let locations = order.locations();
+                if !locations.is_empty() {
+                    for location in &locations {
+                        let key = order.location_key("release", location);
+                        d.act(Action::ReleaseToLocation {
+                            location: location.clone(),
+                            key,
+                        });
+                    }
+                    let names: Vec<String> = locations.iter().map(ToString::to_string).collect();
                     d.to(
                         Status::Released,
-                        format!("released to {location}; waiting for shipments"),
+                        format!("released to {}; waiting for shipments", names.join(" and ")),
                         Some(policy.shipment_timeout_ms),
                     );
                 }
@@ -761,8 +826,8 @@ fn resume(d: &mut Draft<'_>, interrupted: Status, policy: &Policy) {
             );
         }
         Status::Confirmed | Status::Released | Status::PartiallyShipped => {
-            if let Some(location) = order.location.clone() {
-                let key = d.key("release");
+            for location in order.locations() {
+                let key = order.location_key("release", &location);
                 d.act(Action::ReleaseToLocation { location, key });
             }
             let status = if order.shipments.is_empty() {
@@ -1099,6 +1164,63 @@ mod tests {
     }
 
     /// A small order for random histories: two units of line 1, one of line 2.
+    #[test]
+    fn a_split_order_is_released_and_cancelled_at_each_of_its_locations() {
+        let policy = Policy::default();
+        let east = wh();
+        let west = LocationId::parse("wh-2").unwrap();
+        let mut o = Order::new("o-9");
+        o.handle(&Input::Placed(small()), at(0), &policy);
+        o.handle(
+            &Input::ReservedSplit {
+                lines: vec![(1, east.clone()), (2, west.clone())],
+            },
+            at(1),
+            &policy,
+        );
+        assert_eq!(o.status, Status::Submitted);
+        assert_eq!(o.location_of(2), Some(&west));
+        assert_eq!(o.locations(), [east.clone(), west.clone()]);
+        let d = o.handle(
+            &Input::ErpConfirmed {
+                erp_order: "SO-9".into(),
+            },
+            at(2),
+            &policy,
+        );
+        assert_eq!(
+            d.actions,
+            [
+                Action::ReleaseToLocation {
+                    location: east.clone(),
+                    key: "release/o-9/wh-1".into()
+                },
+                Action::ReleaseToLocation {
+                    location: west.clone(),
+                    key: "release/o-9/wh-2".into()
+                }
+            ]
+        );
+        assert!(o.reason.contains("wh-1 and wh-2"), "{}", o.reason);
+        let d = o.handle(
+            &Input::Cancelled {
+                reason: "changed mind".into(),
+            },
+            at(3),
+            &policy,
+        );
+        let cancelled: Vec<_> = d
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CancelFulfilment { location, .. } => Some(location.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancelled, [east, west]);
+        assert!(d.actions.contains(&Action::ReleaseReservation));
+    }
+
     fn small() -> Spec {
         let sku = |s| Sku::parse(s).unwrap();
         Spec::new(
@@ -1129,7 +1251,10 @@ mod tests {
         match kind % 35 {
             0 | 1 => Input::Placed(small()),
             2 => Input::Cancelled { reason: "r".into() },
-            3..=5 => Input::Reserved { location: wh() },
+            3 | 4 => Input::Reserved { location: wh() },
+            5 => Input::ReservedSplit {
+                lines: vec![(1, wh()), (2, LocationId::parse("wh-2").unwrap())],
+            },
             6 => Input::Short {
                 reason: "none".into(),
             },

@@ -708,27 +708,30 @@ async fn act(
             }
         }
         Action::RecordShipment { shipment, lines } => {
-            let Some(location) = &order.location else {
-                return Ok(None);
-            };
-            let moved: Vec<(u32, Sku, i64)> = lines
-                .iter()
-                .filter_map(|(line, quantity)| {
-                    let l = spec.lines().iter().find(|l| l.line == *line)?;
-                    Some((*line, l.sku.clone(), *quantity))
-                })
-                .collect();
-            record_movements(
-                state,
-                "inventory.shipped",
-                location,
-                &format!("crossdock-order/{}/{shipment}", order.id),
-                &moved,
-                &order.id,
-                shipment,
-                correlation_id,
-            )
-            .await?;
+            for location in order.locations() {
+                let moved: Vec<(u32, Sku, i64)> = lines
+                    .iter()
+                    .filter(|(line, _)| order.location_of(*line) == Some(&location))
+                    .filter_map(|(line, quantity)| {
+                        let l = spec.lines().iter().find(|l| l.line == *line)?;
+                        Some((*line, l.sku.clone(), *quantity))
+                    })
+                    .collect();
+                if moved.is_empty() {
+                    continue;
+                }
+                record_movements(
+                    state,
+                    "inventory.shipped",
+                    &location,
+                    &format!("crossdock-order/{}/{shipment}", order.id),
+                    &moved,
+                    &order.id,
+                    shipment,
+                    correlation_id,
+                )
+                .await?;
+            }
             let day = crate::postings::day(state, now);
             let posting = crate::postings::shipment_lines(&order.id, spec, shipment, lines, &day);
             state.store.posting_lines_add(posting, now).await?;
@@ -784,6 +787,18 @@ fn outbox_action(
             return None;
         }
     };
+    // A location's fulfilment sees the lines held there.
+    let at = match action {
+        Action::ReleaseToLocation { location, .. } | Action::CancelFulfilment { location, .. } => {
+            Some(location)
+        }
+        _ => None,
+    };
+    let lines: Vec<&Line> = spec
+        .lines()
+        .iter()
+        .filter(|l| at.is_none() || order.location_of(l.line) == at)
+        .collect();
     let payload = json!({
         "type": kind,
         "action": action,
@@ -791,8 +806,8 @@ fn outbox_action(
         "channel": spec.channel,
         "external_id": spec.external_id,
         "currency": spec.currency,
-        "location": order.location,
-        "lines": spec.lines(),
+        "location": at.or(order.location.as_ref()),
+        "lines": lines,
     });
     Some(NewAction {
         target,
@@ -906,12 +921,85 @@ async fn route(
             Err(HoldError::Store(e)) => return Err(e.into()),
         }
     }
+    let split = catalog
+        .snapshot
+        .channels
+        .get(&spec.channel)
+        .is_some_and(|c| c.orders.split);
+    if split
+        && locations.len() > 1
+        && let Some(input) = route_split(state, order, spec, &locations, correlation_id).await?
+    {
+        return Ok(input);
+    }
     let reason = if locations.is_empty() {
         format!("channel {} sells from no location", spec.channel)
     } else {
         format!("no location can ship it whole ({})", short.join("; "))
     };
     Ok(Input::Short { reason })
+}
+
+/// Holds an order line by line across the channel's locations: every line starts at the first
+/// location; a line that is short moves on to the next location, and the whole placement is
+/// tried again (all lines or none each time), until it holds or a short line has nowhere left to
+/// go. `None` when it cannot be held.
+async fn route_split(
+    state: &AppState,
+    order: &Order,
+    spec: &Spec,
+    locations: &[LocationId],
+    correlation_id: &str,
+) -> Result<Option<Input>, TakeError> {
+    let catalog = state.catalog.get(&state.store).await?;
+    let mut at: Vec<usize> = vec![0; spec.lines().len()];
+    loop {
+        let lines = spec
+            .lines()
+            .iter()
+            .zip(&at)
+            .map(|(l, i)| HoldLine {
+                sku: l.sku.clone(),
+                location: locations[*i].clone(),
+                quantity: l.quantity,
+            })
+            .collect();
+        match engine::reserve(state, &order.id, lines, Some(correlation_id)).await {
+            Ok(ReserveOutcome::Reserved { .. } | ReserveOutcome::AlreadyReserved(_)) => {
+                let placed: Vec<(u32, LocationId)> = spec
+                    .lines()
+                    .iter()
+                    .zip(&at)
+                    .map(|(l, i)| (l.line, locations[*i].clone()))
+                    .collect();
+                return Ok(Some(Input::ReservedSplit { lines: placed }));
+            }
+            Ok(ReserveOutcome::Short(short)) => {
+                let mut moved = false;
+                for (l, i) in spec.lines().iter().zip(at.iter_mut()) {
+                    let components = crossdock_core::inventory::bill_of_materials(
+                        &l.sku,
+                        &catalog.snapshot.kits,
+                    );
+                    let is_short = short
+                        .iter()
+                        .any(|s| s.location == locations[*i] && components.contains_key(&s.sku));
+                    if is_short {
+                        if *i + 1 >= locations.len() {
+                            return Ok(None);
+                        }
+                        *i += 1;
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    return Ok(None);
+                }
+            }
+            Err(HoldError::Invalid(_)) => return Ok(None),
+            Err(HoldError::Store(e)) => return Err(e.into()),
+        }
+    }
 }
 
 /// An order as stored: its saga record, the version to save it at, and the whole stored record

@@ -80,7 +80,7 @@ fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
                     .iter()
                     .map(|l| {
                         serde_json::json!({"line": l.line, "sku": l.sku, "quantity": l.quantity,
-                            "unit_price": l.unit_price,
+                            "unit_price": l.unit_price, "location": order.location_of(l.line),
                             "shipped": order.shipped.get(&l.line).copied().unwrap_or(0)})
                     })
                     .collect()

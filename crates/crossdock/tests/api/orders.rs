@@ -17,6 +17,7 @@ crate::backend_tests!(
     connector_events_take_orders_once_in_any_order,
     posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns,
     a_channel_that_does_not_backorder_rejects_and_is_told,
+    a_channel_that_allows_splits_holds_lines_across_locations,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -983,5 +984,90 @@ async fn a_channel_that_does_not_backorder_rejects_and_is_told(db: TestDb) {
         !counts.iter().any(|c| c.target == "erp"),
         "no sales order: {counts:?}"
     );
+    app.stop().await;
+}
+
+async fn a_channel_that_allows_splits_holds_lines_across_locations(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    // MUG only at wh-1, one SAUCER only at wh-2.
+    catalog(&app, 10).await;
+    let (status, reply) = put(
+        &app,
+        "/v1/channels/shop/listings/shop-saucer",
+        &json!({"sku": "SAUCER"}),
+    )
+    .await;
+    assert!(status < 300, "{reply}");
+    let two_lines = |external: &str| {
+        json!({"channel": "shop", "external_id": external,
+            "lines": [{"channel_sku": "shop-mug", "quantity": 2}, {"channel_sku": "shop-saucer", "quantity": 1}],
+            "ship_to": {"name": "Ada", "address1": "1 Main St", "city": "Solon", "postal_code": "44139", "country": "US"}})
+    };
+    // Kept together by default: no one location has both, so it waits.
+    let (_, together) = app.post_json("/v1/orders", &two_lines("S-1")).await;
+    assert_eq!(together["status"], "backordered", "{together}");
+    let (status, reply) = put(
+        &app,
+        "/v1/channels/shop",
+        &json!({"kind": "shopify", "locations": ["wh-1", "wh-2"], "orders": {"split": true}}),
+    )
+    .await;
+    assert!(status < 300, "{reply}");
+    let (_, split) = app.post_json("/v1/orders", &two_lines("S-2")).await;
+    assert_eq!(split["status"], "submitted", "{split}");
+    assert_eq!(split["lines"][0]["location"], "wh-1", "{split}");
+    assert_eq!(split["lines"][1]["location"], "wh-2", "{split}");
+    let id = split["id"].as_str().unwrap().to_owned();
+    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
+    app.post_json(
+        "/v1/events",
+        &event(
+            "c-1",
+            "erp.sales_order.confirmed",
+            json!({"order_id": id, "erp_order": "SO-1"}),
+        ),
+    )
+    .await;
+    app.eventually("released to both", || async {
+        status_of(&app, &id).await == "released"
+    })
+    .await;
+    for location in ["wh-1", "wh-2"] {
+        let released = app
+            .state
+            .store
+            .claim(crossdock_store::ClaimRequest {
+                target: &format!("fulfillment-{location}"),
+                limit: 10,
+                in_flight_max: 10,
+                lease_ms: 60_000,
+                policy: crossdock_core::RetryPolicy::default(),
+                now: app.state.clock.now(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(released.len(), 1, "{location}: {released:?}");
+        let payload: Value = serde_json::from_str(&released[0].payload).unwrap();
+        assert_eq!(payload["lines"].as_array().unwrap().len(), 1, "{payload}");
+    }
+    // The saucer ships from wh-2: the ledger moves there.
+    app.post_json(
+        "/v1/events",
+        &event(
+            "s-1",
+            "shipment.confirmed",
+            json!({"order_id": id, "shipment": "W2", "lines": [{"line": 2, "quantity": 1}]}),
+        ),
+    )
+    .await;
+    app.eventually("the saucer left wh-2", || async {
+        let (_, saucer) = app.get("/v1/inventory/SAUCER").await;
+        saucer["locations"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["location"] == "wh-2"))
+            .is_some_and(|l| l["on_hand"] == 0 && l["reserved"] == 0)
+    })
+    .await;
+    assert_eq!(status_of(&app, &id).await, "partially_shipped");
     app.stop().await;
 }
