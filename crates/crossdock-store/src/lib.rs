@@ -349,6 +349,11 @@ impl Store {
         dispatch!(self.action(id))
     }
 
+    /// The action a target knows by this idempotency key (until it is purged).
+    pub async fn action_by_key(&self, target: &str, key: &str) -> Result<Option<ActionRecord>> {
+        dispatch!(self.action_by_key(target, key))
+    }
+
     pub async fn attempts(&self, id: i64) -> Result<Vec<AttemptRecord>> {
         dispatch!(self.attempts(id))
     }

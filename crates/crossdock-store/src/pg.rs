@@ -668,6 +668,24 @@ impl PgStore {
         row.as_ref().map(action_row).transpose()
     }
 
+    pub(crate) async fn action_by_key(
+        &self,
+        target: &str,
+        key: &str,
+    ) -> Result<Option<ActionRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            action_columns!(),
+            " FROM outbox WHERE target = $1 AND idempotency_key = $2"
+        ))
+        .bind(target)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pgerr("read action"))?;
+        row.as_ref().map(action_row).transpose()
+    }
+
     pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptRecord>> {
         let rows: Vec<AttemptRow> = sqlx::query_as(
             "SELECT attempt, started_at, finished_at, outcome, error FROM outbox_attempts \

@@ -760,6 +760,29 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn action_by_key(
+        &self,
+        target: &str,
+        key: &str,
+    ) -> Result<Option<ActionRecord>> {
+        let (target, key) = (target.to_owned(), key.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                concat!(
+                    "SELECT ",
+                    action_columns!(),
+                    " FROM outbox WHERE target = ?1 AND idempotency_key = ?2"
+                ),
+                [target, key],
+                action_row,
+            )
+            .optional()
+            .map_err(db("read action"))?
+            .transpose()
+        })
+        .await
+    }
+
     pub(crate) async fn attempts(&self, id: i64) -> Result<Vec<AttemptRecord>> {
         self.read(move |conn| {
             let mut stmt = conn

@@ -267,8 +267,42 @@ pub enum TakeError {
     Moved(String),
 }
 
-fn record(order: &Order, request: &Value, reasons: &[String]) -> String {
-    json!({"order": order, "request": request, "reasons": reasons}).to_string()
+/// The stored record of an order: its saga, the request it came in, why it is invalid (if it
+/// is), and the outbox actions it queued (`{target, key}`, for its timeline).
+fn record(order: &Order, request: &Value, reasons: &[String], actions: &[Value]) -> String {
+    json!({"order": order, "request": request, "reasons": reasons, "actions": actions}).to_string()
+}
+
+/// `{target, key}` of an outbox action, as an order's record lists it.
+fn action_ref(action: &NewAction) -> Value {
+    json!({"target": action.target, "key": action.idempotency_key})
+}
+
+/// Carries out what the saga asked for (a reservation answers at once with the next input);
+/// returns the outbox actions queued.
+async fn carry_out(
+    state: &AppState,
+    order: &mut Order,
+    mut pending: Vec<Action>,
+    correlation_id: &str,
+    now: Timestamp,
+    policy: &Policy,
+) -> Result<Vec<Value>, TakeError> {
+    let mut queued = Vec::new();
+    while !pending.is_empty() {
+        let mut next = None;
+        for action in std::mem::take(&mut pending) {
+            if let Some(input) =
+                act(state, order, &action, correlation_id, now, &mut queued).await?
+            {
+                next = Some(input);
+            }
+        }
+        if let Some(input) = next {
+            pending = order.handle(&input, now, policy).actions;
+        }
+    }
+    Ok(queued)
 }
 
 /// Takes an order once: records it (or finds it), and carries a valid one through its first
@@ -330,13 +364,13 @@ pub async fn take(
                 delivery_id: order.delivery_id.clone(),
                 status: status_name(first.status).into(),
                 until: first.until,
-                state: record(&first, &order.body, &reasons),
+                state: record(&first, &order.body, &reasons, &[]),
                 now,
             },
             hold.map(|(_, hold)| hold),
         )
         .await?;
-    let (id, created, mut current, version) = match outcome {
+    let (id, created, mut current, version, mut actions) = match outcome {
         OrderTaken::Created { held: Some(seq) } => {
             crate::ingest::advance_head(state, seq);
             state.outbox_wake.notify_waiters();
@@ -347,12 +381,12 @@ pub async fn take(
                 reasons,
             });
         }
-        OrderTaken::Created { held: None } => (id, true, first, 0),
+        OrderTaken::Created { held: None } => (id, true, first, 0, Vec::new()),
         OrderTaken::Duplicate { id, same_content } => {
             let Some(Stored {
                 order: mut existing,
                 version,
-                ..
+                record: stored,
             }) = load(state, &id).await?
             else {
                 return Err(TakeError::Corrupt(id, "it is gone".into()));
@@ -382,21 +416,11 @@ pub async fn take(
                 }
                 Err(reasons) => existing.apply(&invalid(reasons), now),
             }
-            (id, false, existing, version)
+            let prior = stored["actions"].as_array().cloned().unwrap_or_default();
+            (id, false, existing, version, prior)
         }
     };
-    // Carry out what the saga asked for; a reservation answers at once with the next input.
-    while !pending.is_empty() {
-        let mut next = None;
-        for action in std::mem::take(&mut pending) {
-            if let Some(input) = act(state, &current, &action, correlation_id, now).await? {
-                next = Some(input);
-            }
-        }
-        if let Some(input) = next {
-            pending = current.handle(&input, now, &policy).actions;
-        }
-    }
+    actions.extend(carry_out(state, &mut current, pending, correlation_id, now, &policy).await?);
     if !created || current.spec.is_some() {
         let saved = state
             .store
@@ -405,7 +429,7 @@ pub async fn take(
                 version,
                 status_name(current.status),
                 current.until,
-                &record(&current, &order.body, &reasons),
+                &record(&current, &order.body, &reasons, &actions),
                 now,
             )
             .await?;
@@ -477,7 +501,12 @@ fn first_hold(
         reserve,
         status: status_name(held.status).into(),
         until: held.until,
-        state: record(&held, body, &[]),
+        state: record(
+            &held,
+            body,
+            &[],
+            &actions.iter().map(action_ref).collect::<Vec<_>>(),
+        ),
         actions,
     };
     Some((held, hold))
@@ -504,21 +533,21 @@ pub async fn advance(
         let now = state.clock.now();
         let channel = order.spec.as_ref().map(|s| s.channel.to_string());
         let policy = saga_policy(&catalog, channel.as_deref().unwrap_or_default());
-        let mut pending = order.handle(&input, now, &policy).actions;
-        while !pending.is_empty() {
-            let mut next = None;
-            for action in std::mem::take(&mut pending) {
-                if let Some(input) = act(state, &order, &action, correlation_id, now).await? {
-                    next = Some(input);
-                }
-            }
-            if let Some(input) = next {
-                pending = order.handle(&input, now, &policy).actions;
-            }
-        }
+        let pending = order.handle(&input, now, &policy).actions;
+        let queued = carry_out(state, &mut order, pending, correlation_id, now, &policy).await?;
         let mut record = stored;
         record["order"] = serde_json::to_value(&order)
             .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
+        if !queued.is_empty() {
+            let mut actions = record["actions"].as_array().cloned().unwrap_or_default();
+            actions.extend(
+                queued
+                    .into_iter()
+                    .filter(|a| !actions.contains(a))
+                    .collect::<Vec<_>>(),
+            );
+            record["actions"] = Value::Array(actions);
+        }
         if state
             .store
             .order_save(
@@ -562,7 +591,7 @@ pub async fn note(
             delivery_id: None,
             status: status_name(placeholder.status).into(),
             until: None,
-            state: record(&placeholder, &Value::Null, &[]),
+            state: record(&placeholder, &Value::Null, &[], &[]),
             now,
         })
         .await?;
@@ -695,6 +724,7 @@ async fn act(
     action: &Action,
     correlation_id: &str,
     now: Timestamp,
+    queued: &mut Vec<Value>,
 ) -> Result<Option<Input>, TakeError> {
     let Some(spec) = &order.spec else {
         return Ok(None);
@@ -739,6 +769,7 @@ async fn act(
         }
         other => {
             if let Some(action) = outbox_action(order, spec, other, correlation_id, now) {
+                queued.push(action_ref(&action));
                 state.store.enqueue(vec![action], now).await?;
                 state.outbox_wake.notify_waiters();
             }

@@ -61,6 +61,14 @@ pub(super) struct OrderView {
     /// Payments the channel reported.
     #[schema(value_type = Vec<Object>)]
     payments: Vec<crossdock_core::order::Payment>,
+    /// What it holds now: `{sku, location, quantity}` (kits as their components).
+    #[schema(value_type = Vec<Object>)]
+    reservations: Vec<serde_json::Value>,
+    /// Every request it made of another system, with its delivery: `{type, target, key, status,
+    /// attempts, last_error, next_attempt_at, correlation_id}` (`status: purged` once a
+    /// delivered action is past its retention).
+    #[schema(value_type = Vec<Object>)]
+    actions: Vec<serde_json::Value>,
 }
 
 fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
@@ -93,7 +101,57 @@ fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
             .collect(),
         problems,
         payments: order.payments.clone(),
+        reservations: Vec::new(),
+        actions: Vec::new(),
     }
+}
+
+/// The order's reservations and the deliveries of the actions it queued, for its detail view.
+async fn detail(
+    state: &AppState,
+    order: &Order,
+    record: &serde_json::Value,
+    view: &mut OrderView,
+) -> Result<(), Problem> {
+    if let Some(spec) = &order.spec {
+        let catalog = state.catalog.get(&state.store).await?;
+        let skus: Vec<crossdock_core::catalog::Sku> = spec
+            .lines()
+            .iter()
+            .flat_map(|l| {
+                crossdock_core::inventory::bill_of_materials(&l.sku, &catalog.snapshot.kits)
+                    .into_keys()
+            })
+            .collect();
+        view.reservations = state
+            .store
+            .reservations(skus)
+            .await?
+            .into_iter()
+            .filter(|r| r.order_id == order.id)
+            .map(|r| serde_json::json!({"sku": r.sku, "location": r.location, "quantity": r.quantity}))
+            .collect();
+    }
+    for reference in record["actions"].as_array().into_iter().flatten() {
+        let (Some(target), Some(key)) = (reference["target"].as_str(), reference["key"].as_str())
+        else {
+            continue;
+        };
+        let shown = match state.store.action_by_key(target, key).await? {
+            Some(a) => {
+                let kind = serde_json::from_str::<serde_json::Value>(&a.payload)
+                    .ok()
+                    .and_then(|p| p["type"].as_str().map(str::to_owned));
+                serde_json::json!({"type": kind, "target": target, "key": key,
+                    "id": a.id, "status": a.status.as_str(), "attempts": a.attempts,
+                    "last_error": a.last_error, "next_attempt_at": a.next_attempt_at.to_string(),
+                    "correlation_id": a.correlation_id})
+            }
+            None => serde_json::json!({"target": target, "key": key, "status": "purged"}),
+        };
+        view.actions.push(shown);
+    }
+    Ok(())
 }
 
 pub(super) fn take_problem(error: TakeError) -> Problem {
@@ -138,7 +196,8 @@ pub(super) async fn post_order(
     Ok(json(status, &view(&taken.id, &taken.order, taken.reasons)))
 }
 
-/// An order: where it is, why, until when, its lines and every step it went through.
+/// An order: where it is, why, until when, its lines, what it holds, every step it went through
+/// and every request it made of another system with its delivery (attempts, last error).
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "crossdock's order id")),
     responses(
@@ -167,7 +226,9 @@ pub(super) async fn get_order(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(json(StatusCode::OK, &view(&id, &order, problems)))
+    let mut shown = view(&id, &order, problems);
+    detail(&state, &order, &record, &mut shown).await?;
+    Ok(json(StatusCode::OK, &shown))
 }
 
 /// Cancels an order that has not shipped: its stock is released, its ERP order and fulfilment

@@ -325,6 +325,14 @@ async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db
     let (status, taken) = app.post_json("/v1/orders", &order("3003", "d-1", 2)).await;
     assert_eq!(status, 201, "{taken}");
     let id = taken["id"].as_str().unwrap().to_owned();
+    let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(
+        got["reservations"],
+        json!([{"sku": "MUG", "location": "wh-1", "quantity": 2}]),
+        "{got}"
+    );
+    assert_eq!(got["actions"][0]["type"], "erp.sales_order.create", "{got}");
+    assert_eq!(got["actions"][0]["status"], "pending", "{got}");
     let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
     let post = |e: Value| {
         let app = &app;
@@ -371,6 +379,23 @@ async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db
     assert_eq!(mug_at_wh1(&app).await, (8, 0));
 
     let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(got["reservations"], json!([]), "shipped: nothing held");
+    let requested: Vec<&str> = got["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        requested,
+        [
+            "erp.sales_order.create",
+            "fulfillment.release",
+            "channel.fulfillment",
+            "erp.invoice.create"
+        ],
+        "{got}"
+    );
     let timeline: Vec<&str> = got["timeline"]
         .as_array()
         .unwrap()
