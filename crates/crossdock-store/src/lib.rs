@@ -137,6 +137,9 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// Catalog writes made through this handle (and its clones), so a cache of the catalog can
+    /// tell its own writes without asking the database.
+    catalog_writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -173,6 +176,7 @@ impl Store {
             Backend::Sqlite(sqlite::SqliteStore::open(options).await?)
         };
         Ok(Store {
+            catalog_writes: Arc::default(),
             backend: Arc::new(backend),
         })
     }
@@ -401,7 +405,9 @@ impl Store {
     /// Creates or replaces many items in one transaction: all of them, or none. Kits may name
     /// components defined in the same batch.
     pub async fn items_put(&self, items: Vec<(Sku, Item)>, now: Timestamp) -> Result<BulkWrite> {
-        dispatch!(self.items_put(items, now))
+        let written = dispatch!(self.items_put(items, now));
+        self.catalog_written();
+        written
     }
 
     pub async fn item_get(&self, sku: &Sku) -> Result<Option<Item>> {
@@ -414,7 +420,9 @@ impl Store {
         location: Location,
         now: Timestamp,
     ) -> Result<CatalogWrite> {
-        dispatch!(self.location_put(id, location, now))
+        let written = dispatch!(self.location_put(id, location, now));
+        self.catalog_written();
+        written
     }
 
     pub async fn location_get(&self, id: &LocationId) -> Result<Option<Location>> {
@@ -428,7 +436,9 @@ impl Store {
         channel: Channel,
         now: Timestamp,
     ) -> Result<CatalogWrite> {
-        dispatch!(self.channel_put(id, channel, now))
+        let written = dispatch!(self.channel_put(id, channel, now));
+        self.catalog_written();
+        written
     }
 
     pub async fn channel_get(&self, id: &ChannelId) -> Result<Option<Channel>> {
@@ -444,7 +454,9 @@ impl Store {
         listing: Listing,
         now: Timestamp,
     ) -> Result<CatalogWrite> {
-        dispatch!(self.listing_put(channel, channel_sku, listing, now))
+        let written = dispatch!(self.listing_put(channel, channel_sku, listing, now));
+        self.catalog_written();
+        written
     }
 
     pub async fn listing_get(
@@ -461,7 +473,9 @@ impl Store {
         channel: &ChannelId,
         channel_sku: &ChannelSku,
     ) -> Result<bool> {
-        dispatch!(self.listing_delete(channel, channel_sku))
+        let written = dispatch!(self.listing_delete(channel, channel_sku));
+        self.catalog_written();
+        written
     }
 
     // ---- inventory ----
@@ -511,6 +525,18 @@ impl Store {
     }
 
     /// Bumped by every catalog write: a cached snapshot older than this is stale.
+    /// How many catalog writes this handle (and its clones) has made; a cache that saw the same
+    /// count has seen every catalog change made by this process.
+    pub fn catalog_writes(&self) -> u64 {
+        self.catalog_writes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn catalog_written(&self) {
+        self.catalog_writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     pub async fn catalog_version(&self) -> Result<i64> {
         dispatch!(self.catalog_version())
     }

@@ -139,10 +139,35 @@ impl CatalogIndex {
 pub struct CatalogCache {
     current: Mutex<Option<Arc<CatalogIndex>>>,
     rebuild: tokio::sync::Mutex<()>,
+    /// When the stored version was last read, and the store handle's catalog write count then.
+    checked: Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// How long the catalog is trusted without reading its stored version, when this process has
+/// not written it since: writes by other nodes are seen within this time.
+const CATALOG_RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl CatalogCache {
     pub async fn get(&self, store: &Store) -> Result<Arc<CatalogIndex>, StoreError> {
+        let writes = store.catalog_writes();
+        let fresh = self
+            .checked
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .is_some_and(|(at, seen)| seen == writes && at.elapsed() < CATALOG_RECHECK);
+        if fresh && let Some(index) = self.current.lock().ok().and_then(|c| c.clone()) {
+            return Ok(index);
+        }
+        let checked_at = std::time::Instant::now();
+        let index = self.load(store).await?;
+        if let Ok(mut checked) = self.checked.lock() {
+            *checked = Some((checked_at, writes));
+        }
+        Ok(index)
+    }
+
+    async fn load(&self, store: &Store) -> Result<Arc<CatalogIndex>, StoreError> {
         let version = store.catalog_version().await?;
         let cached = |at_least: i64| {
             self.current
