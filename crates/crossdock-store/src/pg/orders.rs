@@ -45,36 +45,79 @@ impl PgStore {
         o: NewOrder,
         hold: Option<TakeHold>,
     ) -> Result<OrderTaken> {
-        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        if let OrderCreate::Duplicate { id, same_content } = create_in(&mut tx, ORDERS, &o).await? {
-            tx.commit().await.map_err(pgerr("commit"))?;
-            return Ok(OrderTaken::Duplicate { id, same_content });
-        }
-        let mut held = None;
-        if let Some(hold) = hold {
-            let seq = match reserve_in(&mut tx, hold.reserve).await? {
-                ReserveOutcome::Reserved { seq, .. } => Some(seq),
-                ReserveOutcome::AlreadyReserved(_) => Some(0),
-                ReserveOutcome::Short(_) => None,
-            };
-            if seq.is_some() {
-                sqlx::query(
-                    "UPDATE orders SET status = $2, until = $3, state = $4, version = version + 1 \
-                     WHERE id = $1",
-                )
-                .bind(&o.id)
-                .bind(&hold.status)
-                .bind(hold.until.map(Timestamp::unix_micros))
-                .bind(&hold.state)
-                .execute(&mut *tx)
-                .await
-                .map_err(pgerr("save order"))?;
-                enqueue_rows(&mut tx, &hold.actions, o.now).await?;
+        // A repeat is answered without holding anything.
+        if let Some(delivery) = &o.delivery_id {
+            let seen: Option<String> =
+                sqlx::query_scalar("SELECT order_id FROM order_deliveries WHERE delivery_id = $1")
+                    .bind(delivery)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(pgerr("look up delivery"))?;
+            if let Some(id) = seen {
+                return Ok(OrderTaken::Duplicate {
+                    id,
+                    same_content: true,
+                });
             }
-            held = seq;
         }
-        tx.commit().await.map_err(pgerr("commit"))?;
-        Ok(OrderTaken::Created { held })
+        let taken_before: Option<String> =
+            sqlx::query_scalar("SELECT id FROM orders WHERE channel = $1 AND external_id = $2")
+                .bind(&o.channel)
+                .bind(&o.external_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(pgerr("read order"))?;
+        if taken_before.is_some() {
+            // Taken before: answered the ordinary way (it records the delivery id), no hold.
+            let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+            let outcome = create_in(&mut tx, ORDERS, &o).await?;
+            tx.commit().await.map_err(pgerr("commit"))?;
+            if let OrderCreate::Duplicate { id, same_content } = outcome {
+                return Ok(OrderTaken::Duplicate { id, same_content });
+            }
+            return Ok(OrderTaken::Created { held: None });
+        }
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        let mut held = None;
+        let o = match hold {
+            Some(hold) => match reserve_in(&mut tx, hold.reserve).await? {
+                ReserveOutcome::Reserved { seq, .. } => {
+                    held = Some(seq);
+                    enqueue_rows(&mut tx, &hold.actions, o.now).await?;
+                    NewOrder {
+                        status: hold.status,
+                        until: hold.until,
+                        state: hold.state,
+                        ..o
+                    }
+                }
+                ReserveOutcome::AlreadyReserved(_) | ReserveOutcome::Short(_) => o,
+            },
+            None => o,
+        };
+        match create_in(&mut tx, ORDERS, &o).await? {
+            OrderCreate::Created => {
+                tx.commit().await.map_err(pgerr("commit"))?;
+                Ok(OrderTaken::Created { held })
+            }
+            OrderCreate::Duplicate { id, same_content } => {
+                // Taken by someone else meanwhile: what this request held is undone.
+                tx.rollback().await.map_err(pgerr("roll back"))?;
+                if let Some(delivery) = &o.delivery_id {
+                    sqlx::query(
+                        "INSERT INTO order_deliveries (delivery_id, order_id, received_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(delivery)
+                    .bind(&id)
+                    .bind(o.now.unix_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(pgerr("record delivery"))?;
+                }
+                Ok(OrderTaken::Duplicate { id, same_content })
+            }
+        }
     }
 
     pub(crate) async fn saga_get(&self, t: SagaTable, id: &str) -> Result<Option<OrderRow>> {

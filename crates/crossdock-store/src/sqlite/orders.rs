@@ -42,26 +42,31 @@ impl SqliteStore {
     ) -> Result<OrderTaken> {
         let weight = hold.as_ref().map_or(1, |h| h.reserve.lines.len().max(1));
         self.write(weight, move |conn| {
-            if let OrderCreate::Duplicate { id, same_content } = create_in(conn, ORDERS, &o)? {
+            // One writer: nothing can take the order between this look and the insert below.
+            if let Some(OrderCreate::Duplicate { id, same_content }) =
+                existing_in(conn, ORDERS, &o)?
+            {
                 return Ok(OrderTaken::Duplicate { id, same_content });
             }
-            let Some(hold) = hold else {
-                return Ok(OrderTaken::Created { held: None });
+            let mut held = None;
+            let o = match hold {
+                Some(hold) => match reserve_rows(conn, hold.reserve)? {
+                    ReserveOutcome::Reserved { seq, .. } => {
+                        held = Some(seq);
+                        enqueue_rows(conn, &hold.actions, o.now)?;
+                        NewOrder {
+                            status: hold.status,
+                            until: hold.until,
+                            state: hold.state,
+                            ..o
+                        }
+                    }
+                    ReserveOutcome::AlreadyReserved(_) | ReserveOutcome::Short(_) => o,
+                },
+                None => o,
             };
-            let seq = match reserve_rows(conn, hold.reserve)? {
-                ReserveOutcome::Reserved { seq, .. } => seq,
-                ReserveOutcome::AlreadyReserved(_) => 0,
-                ReserveOutcome::Short(_) => return Ok(OrderTaken::Created { held: None }),
-            };
-            conn.prepare_cached(
-                "UPDATE orders SET status = ?2, until = ?3, state = ?4, version = version + 1 WHERE id = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(params![o.id, hold.status, hold.until.map(Timestamp::unix_micros), hold.state])
-            })
-            .map_err(db("save order"))?;
-            enqueue_rows(conn, &hold.actions, o.now)?;
-            Ok(OrderTaken::Created { held: Some(seq) })
+            create_in(conn, ORDERS, &o)?;
+            Ok(OrderTaken::Created { held })
         })
         .await
     }
@@ -145,6 +150,68 @@ impl SqliteStore {
 }
 
 /// Records an order or return unless it was taken before, inside the caller's transaction.
+/// The order (or return) `o` repeats, if any: by its delivery id, or by its channel and
+/// external id (recording the delivery id against it).
+fn existing_in(
+    conn: &rusqlite::Connection,
+    t: SagaTable,
+    o: &NewOrder,
+) -> Result<Option<OrderCreate>> {
+    if let Some(delivery) = &o.delivery_id {
+        let seen: Option<String> = conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM {} WHERE delivery_id = ?1",
+                t.owner, t.deliveries
+            ))
+            .and_then(|mut s| s.query_row([delivery], |r| r.get(0)).optional())
+            .map_err(db("look up delivery"))?;
+        if let Some(id) = seen {
+            return Ok(Some(OrderCreate::Duplicate {
+                id,
+                same_content: true,
+            }));
+        }
+    }
+    let found: Option<(String, String)> = conn
+        .prepare_cached(&format!(
+            "SELECT id, content_hash FROM {} WHERE channel = ?1 AND external_id = ?2",
+            t.table
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![o.channel, o.external_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(db("read order"))?;
+    let Some((id, hash)) = found else {
+        return Ok(None);
+    };
+    if let Some(delivery) = &o.delivery_id {
+        record_delivery(conn, t, delivery, &id, o.now)?;
+    }
+    Ok(Some(OrderCreate::Duplicate {
+        same_content: hash == o.content_hash,
+        id,
+    }))
+}
+
+fn record_delivery(
+    conn: &rusqlite::Connection,
+    t: SagaTable,
+    delivery: &str,
+    id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO {} (delivery_id, {}, received_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        t.deliveries, t.owner
+    ))
+    .and_then(|mut s| s.execute(params![delivery, id, now.unix_micros()]))
+    .map_err(db("record delivery"))?;
+    Ok(())
+}
+
 fn create_in(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<OrderCreate> {
     if let Some(delivery) = &o.delivery_id {
         let seen: Option<String> = conn
@@ -166,14 +233,14 @@ fn create_in(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<
         }
     }
     let inserted = conn
-        .execute(
-            &format!(
-                "INSERT INTO {} (id, channel, external_id, content_hash, status, until, \
-                 state, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                 ?7, 0, ?8, ?8) ON CONFLICT (channel, external_id) DO NOTHING",
-                t.table
-            ),
-            params![
+        .prepare_cached(&format!(
+            "INSERT INTO {} (id, channel, external_id, content_hash, status, until, \
+             state, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+             ?7, 0, ?8, ?8) ON CONFLICT (channel, external_id) DO NOTHING",
+            t.table
+        ))
+        .and_then(|mut s| {
+            s.execute(params![
                 o.id,
                 o.channel,
                 o.external_id,
@@ -182,8 +249,8 @@ fn create_in(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<
                 o.until.map(Timestamp::unix_micros),
                 o.state,
                 o.now.unix_micros()
-            ],
-        )
+            ])
+        })
         .map_err(db("record order"))?;
     let outcome = if inserted == 1 {
         (o.id.clone(), OrderCreate::Created)
@@ -202,15 +269,7 @@ fn create_in(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<
         (id.clone(), OrderCreate::Duplicate { id, same_content })
     };
     if let Some(delivery) = &o.delivery_id {
-        conn.execute(
-            &format!(
-                "INSERT INTO {} (delivery_id, {}, received_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT DO NOTHING",
-                t.deliveries, t.owner
-            ),
-            params![delivery, outcome.0, o.now.unix_micros()],
-        )
-        .map_err(db("record delivery"))?;
+        record_delivery(conn, t, delivery, &outcome.0, o.now)?;
     }
     Ok(outcome.1)
 }
