@@ -712,6 +712,11 @@ impl Store {
         dispatch!(self.postings(query))
     }
 
+    /// Orders, returns and journal batches counted by status.
+    pub async fn status_counts(&self) -> Result<Vec<StatusCount>> {
+        dispatch!(self.status_counts())
+    }
+
     /// The lines of one batch.
     pub async fn posting_lines(&self, batch: &str) -> Result<Vec<PostingLine>> {
         dispatch!(self.posting_lines(batch))

@@ -863,3 +863,17 @@ pub type PostingActionBuilder = Box<dyn Fn(&PostingBatch) -> NewAction + Send>;
 pub(crate) fn posting_batch_key(day: &str, channel: &str, currency: &str, n: i64) -> String {
     format!("{day}.{channel}.{currency}.{n}")
 }
+
+/// How many orders, returns or journal batches are in one status (for metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusCount {
+    /// `order`, `return` or `posting_batch`.
+    pub kind: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// The query both backends count statuses with.
+pub(crate) const STATUS_COUNTS: &str = "SELECT 'order', status, COUNT(*) FROM orders GROUP BY status \
+     UNION ALL SELECT 'return', status, COUNT(*) FROM returns GROUP BY status \
+     UNION ALL SELECT 'posting_batch', status, COUNT(*) FROM posting_batches GROUP BY status";

@@ -119,12 +119,14 @@ impl Metrics {
         }
     }
 
-    /// Renders everything; `head`, `consumers` and `outbox` come from the store at scrape time.
+    /// Renders everything; `head`, `consumers`, `outbox` and `statuses` come from the store at
+    /// scrape time.
     pub fn render(
         &self,
         head: i64,
         consumers: &[ConsumerPosition],
         outbox: &[OutboxCount],
+        statuses: &[crossdock_store::StatusCount],
     ) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
@@ -189,6 +191,29 @@ impl Metrics {
                 c.status.as_str(),
                 c.count
             );
+        }
+        for (kind, name, help) in [
+            (
+                "order",
+                "crossdock_orders",
+                "Orders by status (exception: stopped, with a reason, for a person).",
+            ),
+            ("return", "crossdock_returns", "Returns by status."),
+            (
+                "posting_batch",
+                "crossdock_posting_batches",
+                "Journal batches by status (queued: not yet confirmed by the ERP).",
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for c in statuses.iter().filter(|c| c.kind == kind) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{status=\"{}\"}} {}",
+                    escape(&c.status),
+                    c.count
+                );
+            }
         }
         let _ = writeln!(
             out,

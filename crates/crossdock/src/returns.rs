@@ -124,11 +124,7 @@ fn check(order: &Order, lines: &[(u32, i64)]) -> Result<Vec<ReturnLine>, Vec<Str
 }
 
 /// Authorizes a return once per channel and RMA number (and per delivery id).
-pub async fn authorize(
-    state: &AppState,
-    input: ReturnIn,
-    _correlation_id: &str,
-) -> Result<Authorized, ReturnError> {
+pub async fn authorize(state: &AppState, input: ReturnIn) -> Result<Authorized, ReturnError> {
     let Some(orders::Stored { order, .. }) = orders::load(state, &input.order_id).await? else {
         return Err(ReturnError::UnknownOrder(input.order_id));
     };

@@ -9,7 +9,8 @@ use sqlx::Row;
 use super::{PgStore, enqueue_rows, pgerr};
 use crate::Result;
 use crate::model::{
-    EnqueueResult, PostingActionBuilder, PostingBatch, PostingLine, PostingQuery, posting_batch_key,
+    EnqueueResult, PostingActionBuilder, PostingBatch, PostingLine, PostingQuery, STATUS_COUNTS,
+    StatusCount, posting_batch_key,
 };
 
 const COLUMNS: &str = "key, channel, currency, day, lines, units, amount, status, journal, \
@@ -207,6 +208,23 @@ impl PgStore {
             .map(batch)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(pgerr("list batches"))
+    }
+
+    pub(crate) async fn status_counts(&self) -> Result<Vec<StatusCount>> {
+        let rows = sqlx::query(STATUS_COUNTS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pgerr("count statuses"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(StatusCount {
+                    kind: r.try_get(0)?,
+                    status: r.try_get(1)?,
+                    count: r.try_get(2)?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+            .map_err(pgerr("count statuses"))
     }
 
     pub(crate) async fn posting_lines(&self, batch: &str) -> Result<Vec<PostingLine>> {

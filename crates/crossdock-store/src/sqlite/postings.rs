@@ -10,7 +10,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, db, enqueue_rows};
 use crate::Result;
 use crate::model::{
-    EnqueueResult, PostingActionBuilder, PostingBatch, PostingLine, PostingQuery, posting_batch_key,
+    EnqueueResult, PostingActionBuilder, PostingBatch, PostingLine, PostingQuery, STATUS_COUNTS,
+    StatusCount, posting_batch_key,
 };
 
 const COLUMNS: &str = "key, channel, currency, day, lines, units, amount, status, journal, \
@@ -206,6 +207,26 @@ impl SqliteStore {
                 .map_err(db("list batches"))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db("list batches"))
+        })
+        .await
+    }
+
+    pub(crate) async fn status_counts(&self) -> Result<Vec<StatusCount>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(STATUS_COUNTS)
+                .map_err(db("count statuses"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(StatusCount {
+                        kind: r.get(0)?,
+                        status: r.get(1)?,
+                        count: r.get(2)?,
+                    })
+                })
+                .map_err(db("count statuses"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("count statuses"))
         })
         .await
     }

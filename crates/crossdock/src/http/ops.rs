@@ -74,14 +74,15 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Respons
 }
 
 /// Prometheus metrics: ingest counts, append latency, consumer lag, outbox depth, dead letters,
-/// deliveries.
+/// deliveries, orders, returns and journal batches by status.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let head = state.store.head_seq().await?;
     let consumers = state.store.consumers().await?;
     let outbox = state.store.outbox_counts().await?;
-    let text = state.metrics.render(head, &consumers, &outbox);
+    let statuses = state.store.status_counts().await?;
+    let text = state.metrics.render(head, &consumers, &outbox, &statuses);
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use crossdock_core::returns::{Return, ReturnStep};
@@ -15,10 +15,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::catalog::{body_json, refused};
+use super::json;
 use super::openapi::ProblemBody;
 use super::orders::{StepView, take_problem};
 use super::problem::{self, Problem};
-use super::{RequestContext, json};
 use crate::app::AppState;
 use crate::returns::{self, ReturnError, status_name};
 
@@ -93,11 +93,10 @@ fn return_problem(error: ReturnError) -> Problem {
     ))]
 pub(super) async fn post_return(
     State(state): State<Arc<AppState>>,
-    Extension(ctx): Extension<RequestContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let input = returns::parse(&body_json(body)?).map_err(refused)?;
-    let done = returns::authorize(&state, input, ctx.correlation_id.as_str())
+    let done = returns::authorize(&state, input)
         .await
         .map_err(return_problem)?;
     let status = if done.created {

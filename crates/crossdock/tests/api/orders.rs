@@ -471,6 +471,19 @@ async fn a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears(db: Te
             .contains("no confirmation from the ERP"),
         "exceptions are listed with their reasons: {listed}"
     );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("crossdock_orders{status=\"exception\"} 1"),
+        "{metrics}"
+    );
     assert!(
         got["reason"]
             .as_str()
