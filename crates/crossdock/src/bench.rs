@@ -101,6 +101,9 @@ pub struct BenchArgs {
     /// Orders carried through the whole lifecycle.
     #[arg(long, default_value_t = 5_000)]
     lifecycle_orders: usize,
+    /// Orders per second for the lifecycle's steady-rate step times (for --order-seconds).
+    #[arg(long, default_value_t = 100)]
+    lifecycle_rate: usize,
     /// SKUs (x 3 locations) for the memory figure; 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     rss_skus: usize,

@@ -406,7 +406,67 @@ async fn lifecycle(args: &BenchArgs, run_dir: &std::path::Path, skus: usize) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let posted_in = posting_started.elapsed();
-    // The time each step took, from the orders' own timelines.
+    let closed = closed_orders(&state, orders).await?;
+    println!(
+        "\nlifecycle: {orders} orders taken at {ingest_rate:.0}/s, all closed (ERP confirmed, released, \
+         shipped, invoiced) in {:.1} s: {:.0} orders/s sustained; posting: {} batch(es), {units} units, \
+         confirmed {:.0} ms after the run",
+        closed_in.as_secs_f64(),
+        rate(orders, closed_in),
+        batches.len(),
+        posted_in.as_secs_f64() * 1000.0
+    );
+    print_steps(&state, &closed).await?;
+
+    // Then at a steady rate the hub keeps up with: each step's own time.
+    let steady = args.lifecycle_rate.max(1) * args.order_seconds.max(1);
+    take_at_rate(&state, args.lifecycle_rate, args.order_seconds, skus).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let steady_rows = loop {
+        let rows: Vec<_> = closed_orders(&state, orders + steady)
+            .await?
+            .into_iter()
+            .filter(|r| r.external_id.as_str() >= STEADY_FIRST)
+            .collect();
+        if rows.len() >= steady {
+            break rows;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} of {steady} steady orders closed after 10 minutes",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "  at a steady {}/s for {} s ({steady} orders), each order's steps:",
+        args.lifecycle_rate, args.order_seconds
+    );
+    print_steps(&state, &steady_rows).await?;
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+/// The external id of the first order `take_at_rate` sends.
+const STEADY_FIRST: &str = "B-10000000";
+
+async fn closed_orders(
+    state: &AppState,
+    limit: usize,
+) -> anyhow::Result<Vec<crossdock_store::OrderRow>> {
+    Ok(state
+        .store
+        .orders(crossdock_store::OrderQuery {
+            status: Some("closed".into()),
+            limit: limit + 1,
+            ..crossdock_store::OrderQuery::default()
+        })
+        .await?)
+}
+
+/// Prints how long each step took (p50/p99), from the orders' own timelines.
+async fn print_steps(state: &AppState, rows: &[crossdock_store::OrderRow]) -> anyhow::Result<()> {
     let steps = [
         (
             "taken -> submitted to the ERP",
@@ -428,16 +488,8 @@ async fn lifecycle(args: &BenchArgs, run_dir: &std::path::Path, skus: usize) -> 
         ("taken -> closed", Status::Received, Status::Closed),
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
-    let rows = state
-        .store
-        .orders(crossdock_store::OrderQuery {
-            status: Some("closed".into()),
-            limit: orders + 1,
-            ..crossdock_store::OrderQuery::default()
-        })
-        .await?;
     for row in rows {
-        let Some(stored) = crate::orders::load(&state, &row.id).await? else {
+        let Some(stored) = crate::orders::load(state, &row.id).await? else {
             continue;
         };
         let at = |s: Status| {
@@ -454,15 +506,6 @@ async fn lifecycle(args: &BenchArgs, run_dir: &std::path::Path, skus: usize) -> 
             }
         }
     }
-    println!(
-        "\nlifecycle: {orders} orders taken at {ingest_rate:.0}/s, all closed (ERP confirmed, released, \
-         shipped, invoiced) in {:.1} s: {:.0} orders/s sustained; posting: {} batch(es), {units} units, \
-         confirmed {:.0} ms after the run",
-        closed_in.as_secs_f64(),
-        rate(orders, closed_in),
-        batches.len(),
-        posted_in.as_secs_f64() * 1000.0
-    );
     for ((what, _, _), mut figures) in steps.iter().zip(times) {
         figures.sort_by(f64::total_cmp);
         println!(
@@ -471,8 +514,6 @@ async fn lifecycle(args: &BenchArgs, run_dir: &std::path::Path, skus: usize) -> 
             percentile(&figures, 0.99)
         );
     }
-    let _ = stop.send(());
-    server.await??;
     Ok(())
 }
 
