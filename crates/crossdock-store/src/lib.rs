@@ -625,8 +625,10 @@ impl Store {
         dispatch!(self.saga_get(ORDERS, id))
     }
 
-    /// Saves an order's saga state if it is still at `version`; false when another step saved
-    /// first (read it again and decide again).
+    /// Saves an order's saga state if it is still at `version`, and queues the actions its step
+    /// asked for in the same transaction; false (nothing saved or queued) when another step
+    /// saved first (read it again and decide again).
+    #[allow(clippy::too_many_arguments)]
     pub async fn order_save(
         &self,
         id: &str,
@@ -634,9 +636,10 @@ impl Store {
         status: &str,
         until: Option<Timestamp>,
         state: &str,
+        actions: Vec<NewAction>,
         now: Timestamp,
     ) -> Result<bool> {
-        dispatch!(self.saga_save(ORDERS, id, version, status, until, state, now))
+        dispatch!(self.saga_save(ORDERS, id, version, status, until, state, actions, now))
     }
 
     /// Orders by status, channel and age, least recently updated first.
@@ -666,7 +669,7 @@ impl Store {
         state: &str,
         now: Timestamp,
     ) -> Result<bool> {
-        dispatch!(self.saga_save(RETURNS, id, version, status, until, state, now))
+        dispatch!(self.saga_save(RETURNS, id, version, status, until, state, Vec::new(), now))
     }
 
     /// Returns by status, channel and age, least recently updated first.

@@ -1345,6 +1345,19 @@ async fn an_order_is_taken_once_however_often_and_concurrently_it_arrives(db: &T
     );
 }
 
+fn erp_action(key: &str) -> NewAction {
+    NewAction {
+        target: "erp".into(),
+        idempotency_key: key.into(),
+        coalesce_key: None,
+        priority: 0,
+        payload: "{}".into(),
+        not_before: Timestamp::from_unix_micros(0),
+        correlation_id: None,
+        causation_id: None,
+    }
+}
+
 async fn order_saves_never_overwrite_a_newer_step(db: &TestDb) {
     let store = db.open().await;
     store
@@ -1356,13 +1369,29 @@ async fn order_saves_never_overwrite_a_newer_step(db: &TestDb) {
     let t = Timestamp::from_unix_micros(2_000);
     assert!(
         store
-            .order_save("o-1", 0, "submitted", None, r#"{"a":1}"#, t)
+            .order_save(
+                "o-1",
+                0,
+                "submitted",
+                None,
+                r#"{"a":1}"#,
+                vec![erp_action("erp-order/o-1")],
+                t
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .order_save("o-1", 0, "cancelled", None, "{}", t)
+            .order_save(
+                "o-1",
+                0,
+                "cancelled",
+                None,
+                "{}",
+                vec![erp_action("erp-cancel/o-1")],
+                t
+            )
             .await
             .unwrap(),
         "a stale step loses"
@@ -1371,6 +1400,21 @@ async fn order_saves_never_overwrite_a_newer_step(db: &TestDb) {
     assert_eq!(
         (row.status.as_str(), row.version, row.state.as_str()),
         ("submitted", 1, r#"{"a":1}"#)
+    );
+    // The saved step's action is queued with it; the stale step's is not.
+    assert!(
+        store
+            .action_by_key("erp", "erp-order/o-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .action_by_key("erp", "erp-cancel/o-1")
+            .await
+            .unwrap()
+            .is_none()
     );
     assert_eq!(row.until, None);
     assert_eq!(row.updated_at, t);

@@ -279,7 +279,7 @@ fn action_ref(action: &NewAction) -> Value {
 }
 
 /// Carries out what the saga asked for (a reservation answers at once with the next input);
-/// returns the outbox actions queued.
+/// returns the outbox actions to queue with the order's save.
 async fn carry_out(
     state: &AppState,
     order: &mut Order,
@@ -287,7 +287,7 @@ async fn carry_out(
     correlation_id: &str,
     now: Timestamp,
     policy: &Policy,
-) -> Result<Vec<Value>, TakeError> {
+) -> Result<Vec<NewAction>, TakeError> {
     let mut queued = Vec::new();
     while !pending.is_empty() {
         let mut next = None;
@@ -420,8 +420,10 @@ pub async fn take(
             (id, false, existing, version, prior)
         }
     };
-    actions.extend(carry_out(state, &mut current, pending, correlation_id, now, &policy).await?);
+    let to_queue = carry_out(state, &mut current, pending, correlation_id, now, &policy).await?;
+    actions.extend(to_queue.iter().map(action_ref));
     if !created || current.spec.is_some() {
+        let queued = !to_queue.is_empty();
         let saved = state
             .store
             .order_save(
@@ -430,11 +432,15 @@ pub async fn take(
                 status_name(current.status),
                 current.until,
                 &record(&current, &order.body, &reasons, &actions),
+                to_queue,
                 now,
             )
             .await?;
         if !saved {
             return Err(TakeError::Moved(id));
+        }
+        if queued {
+            state.outbox_wake.notify_waiters();
         }
     }
     Ok(Taken {
@@ -534,20 +540,20 @@ pub async fn advance(
         let channel = order.spec.as_ref().map(|s| s.channel.to_string());
         let policy = saga_policy(&catalog, channel.as_deref().unwrap_or_default());
         let pending = order.handle(&input, now, &policy).actions;
-        let queued = carry_out(state, &mut order, pending, correlation_id, now, &policy).await?;
+        let to_queue = carry_out(state, &mut order, pending, correlation_id, now, &policy).await?;
         let mut record = stored;
         record["order"] = serde_json::to_value(&order)
             .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
-        if !queued.is_empty() {
+        if !to_queue.is_empty() {
             let mut actions = record["actions"].as_array().cloned().unwrap_or_default();
-            actions.extend(
-                queued
-                    .into_iter()
-                    .filter(|a| !actions.contains(a))
-                    .collect::<Vec<_>>(),
-            );
+            for reference in to_queue.iter().map(action_ref) {
+                if !actions.contains(&reference) {
+                    actions.push(reference);
+                }
+            }
             record["actions"] = Value::Array(actions);
         }
+        let queued = !to_queue.is_empty();
         if state
             .store
             .order_save(
@@ -556,10 +562,14 @@ pub async fn advance(
                 status_name(order.status),
                 order.until,
                 &record.to_string(),
+                to_queue,
                 now,
             )
             .await?
         {
+            if queued {
+                state.outbox_wake.notify_waiters();
+            }
             return Ok(Some(order));
         }
     }
@@ -660,6 +670,7 @@ pub async fn update(
                     status_name(order.status),
                     order.until,
                     &stored.to_string(),
+                    Vec::new(),
                     now,
                 )
                 .await?
@@ -679,6 +690,7 @@ pub async fn update(
                 status_name(order.status),
                 order.until,
                 &stored.to_string(),
+                Vec::new(),
                 now,
             )
             .await?
@@ -724,7 +736,7 @@ async fn act(
     action: &Action,
     correlation_id: &str,
     now: Timestamp,
-    queued: &mut Vec<Value>,
+    queued: &mut Vec<NewAction>,
 ) -> Result<Option<Input>, TakeError> {
     let Some(spec) = &order.spec else {
         return Ok(None);
@@ -768,11 +780,8 @@ async fn act(
             Ok(None)
         }
         other => {
-            if let Some(action) = outbox_action(order, spec, other, correlation_id, now) {
-                queued.push(action_ref(&action));
-                state.store.enqueue(vec![action], now).await?;
-                state.outbox_wake.notify_waiters();
-            }
+            // Queued with the order's save, in its transaction.
+            queued.extend(outbox_action(order, spec, other, correlation_id, now));
             Ok(None)
         }
     }

@@ -9,8 +9,8 @@ use super::inventory::reserve_in;
 use super::{PgStore, pgerr};
 use crate::Result;
 use crate::model::{
-    NewOrder, ORDERS, OrderCreate, OrderQuery, OrderRow, OrderTaken, ReserveOutcome, SagaTable,
-    TakeHold,
+    NewAction, NewOrder, ORDERS, OrderCreate, OrderQuery, OrderRow, OrderTaken, ReserveOutcome,
+    SagaTable, TakeHold,
 };
 
 const COLUMNS: &str =
@@ -145,8 +145,10 @@ impl PgStore {
         status: &str,
         until: Option<Timestamp>,
         state: &str,
+        actions: Vec<NewAction>,
         now: Timestamp,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         let changed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE {} SET status = $3, until = $4, state = $5, version = version + 1, \
              updated_at = $6 WHERE id = $1 AND version = $2",
@@ -158,10 +160,15 @@ impl PgStore {
         .bind(until.map(Timestamp::unix_micros))
         .bind(state)
         .bind(now.unix_micros())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(pgerr("save order"))?;
-        Ok(changed.rows_affected() == 1)
+        let saved = changed.rows_affected() == 1;
+        if saved && !actions.is_empty() {
+            enqueue_rows(&mut tx, &actions, now).await?;
+        }
+        tx.commit().await.map_err(pgerr("commit"))?;
+        Ok(saved)
     }
 
     pub(crate) async fn sagas(&self, t: SagaTable, q: OrderQuery) -> Result<Vec<OrderRow>> {

@@ -9,8 +9,8 @@ use super::inventory::reserve_rows;
 use super::{SqliteStore, db};
 use crate::Result;
 use crate::model::{
-    NewOrder, ORDERS, OrderCreate, OrderQuery, OrderRow, OrderTaken, ReserveOutcome, SagaTable,
-    TakeHold,
+    NewAction, NewOrder, ORDERS, OrderCreate, OrderQuery, OrderRow, OrderTaken, ReserveOutcome,
+    SagaTable, TakeHold,
 };
 
 const COLUMNS: &str =
@@ -94,10 +94,11 @@ impl SqliteStore {
         status: &str,
         until: Option<Timestamp>,
         state: &str,
+        actions: Vec<NewAction>,
         now: Timestamp,
     ) -> Result<bool> {
         let (id, status, state) = (id.to_owned(), status.to_owned(), state.to_owned());
-        self.write(1, move |conn| {
+        self.write(1 + actions.len(), move |conn| {
             let changed = conn
                 .execute(
                     &format!(
@@ -115,6 +116,9 @@ impl SqliteStore {
                     ],
                 )
                 .map_err(db("save order"))?;
+            if changed == 1 && !actions.is_empty() {
+                enqueue_rows(conn, &actions, now)?;
+            }
             Ok(changed == 1)
         })
         .await
