@@ -19,6 +19,10 @@ use sha2::{Digest, Sha256};
 use crate::app::AppState;
 use crate::runtime::inventory::{self as engine, HoldError, HoldLine};
 
+/// The inbox protocol of an order sent to `POST /v1/orders` that could not be read: kept, and
+/// taken when replayed after a fix.
+pub const PROTOCOL_ORDER: &str = "http+order";
+
 /// Lines of one order at most.
 pub const ORDER_LINES_MAX: usize = 1000;
 /// Members of `ship_to` an order with lines to ship must have.

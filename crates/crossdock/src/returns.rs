@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::orders::{self, TakeError};
 
+/// The inbox protocol of an RMA sent to `POST /v1/returns` that could not be read.
+pub const PROTOCOL_RETURN: &str = "http+return";
+
 /// Lines of one return at most.
 const RETURN_LINES_MAX: usize = 1000;
 

@@ -30,7 +30,12 @@ pub const BULK_ITEMS_MAX: usize = 10_000;
 /// Parses a JSON request body, saying where it breaks.
 pub(super) fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
     let bytes = body.map_err(|e| Problem::new(problem::BODY_TOO_LARGE, e.body_text()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
+    json_of(&bytes)
+}
+
+/// A body read as JSON, or the problem with it (not UTF-8, not JSON).
+pub(super) fn json_of(bytes: &[u8]) -> Result<Value, Problem> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         Problem::new(
             problem::NOT_UTF8,
             format!(

@@ -333,6 +333,12 @@ async fn replay_inbox_message(
         .correlation_id
         .clone()
         .unwrap_or_else(|| ctx.correlation_id.to_string());
+    if record.message.protocol == crate::orders::PROTOCOL_ORDER {
+        return super::orders::replay_order(state, id, &record.message.body, &correlation).await;
+    }
+    if record.message.protocol == crate::returns::PROTOCOL_RETURN {
+        return super::returns::replay_return(state, id, &record.message.body).await;
+    }
     if record.message.protocol == crate::edi_inbound::PROTOCOL_X12 {
         let partner = record
             .message

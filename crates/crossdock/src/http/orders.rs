@@ -11,7 +11,7 @@ use crossdock_core::order::{Order, Step};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::catalog::{body_json, refused};
+use super::catalog::{json_of, refused};
 use super::openapi::ProblemBody;
 use super::problem::{self, Problem};
 use super::{RequestContext, json};
@@ -182,18 +182,116 @@ pub(super) fn take_problem(error: TakeError) -> Problem {
 pub(super) async fn post_order(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestContext>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let order = orders::parse(&body_json(body)?).map_err(refused)?;
-    let taken = orders::take(&state, order, ctx.correlation_id.as_str())
-        .await
-        .map_err(take_problem)?;
+    let bytes = super::events::raw_body(&state, body)?;
+    let order = match json_of(&bytes).and_then(|v| orders::parse(&v).map_err(refused)) {
+        Ok(order) => order,
+        Err(problem) => {
+            return Err(keep_refused(
+                &state,
+                orders::PROTOCOL_ORDER,
+                &headers,
+                &bytes,
+                problem,
+                ctx.correlation_id.as_str(),
+            )
+            .await);
+        }
+    };
+    let taken = match orders::take(&state, order, ctx.correlation_id.as_str()).await {
+        Ok(taken) => taken,
+        // Other content under an order id taken before: kept too, for a person to look at.
+        Err(e @ TakeError::Changed { .. }) => {
+            return Err(keep_refused(
+                &state,
+                orders::PROTOCOL_ORDER,
+                &headers,
+                &bytes,
+                take_problem(e),
+                ctx.correlation_id.as_str(),
+            )
+            .await);
+        }
+        Err(e) => return Err(take_problem(e)),
+    };
     let status = if taken.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok(json(status, &view(&taken.id, &taken.order, taken.reasons)))
+}
+
+/// Keeps a refused body raw in the inbox with why (to be seen, and replayed after a fix), and
+/// says so in the problem.
+pub(super) async fn keep_refused(
+    state: &AppState,
+    protocol: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    mut problem: Problem,
+    correlation_id: &str,
+) -> Problem {
+    let kept = crate::ingest::keep_rejected(
+        state,
+        protocol,
+        super::events::kept_headers(headers),
+        body,
+        &problem.detail,
+        correlation_id,
+    )
+    .await;
+    if let Some(id) = kept {
+        problem
+            .detail
+            .push_str(&format!(" The request was kept as inbox message {id}."));
+    }
+    problem
+}
+
+/// Marks a replayed inbox message rejected again with the problem's detail, and returns it.
+pub(super) async fn still_refused(state: &AppState, id: i64, problem: Problem) -> Problem {
+    let marked = state
+        .store
+        .inbox_mark(
+            id,
+            crossdock_store::InboxStatus::Rejected,
+            Some(problem.detail.clone()),
+            state.clock.now(),
+        )
+        .await;
+    match marked {
+        Ok(_) => problem,
+        Err(e) => e.into(),
+    }
+}
+
+/// Replays an order kept in the inbox (`POST /v1/inbox/{id}/replay`): read and taken as if sent
+/// now; the message is marked processed, or rejected again with why.
+pub(super) async fn replay_order(
+    state: &AppState,
+    id: i64,
+    body: &[u8],
+    correlation: &str,
+) -> Result<Response, Problem> {
+    let now = state.clock.now();
+    let order = match json_of(body).and_then(|v| orders::parse(&v).map_err(refused)) {
+        Ok(order) => order,
+        Err(problem) => return Err(still_refused(state, id, problem).await),
+    };
+    let taken = orders::take(state, order, correlation)
+        .await
+        .map_err(take_problem)?;
+    state
+        .store
+        .inbox_mark(id, crossdock_store::InboxStatus::Processed, None, now)
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &view(&taken.id, &taken.order, taken.reasons),
+    ))
 }
 
 /// An order: where it is, why, until when, its lines, what it holds, every step it went through

@@ -14,7 +14,7 @@ use crossdock_store::PostingBatch;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::catalog::{body_json, refused};
+use super::catalog::{json_of, refused};
 use super::json;
 use super::openapi::ProblemBody;
 use super::orders::{StepView, take_problem};
@@ -93,9 +93,25 @@ fn return_problem(error: ReturnError) -> Problem {
     ))]
 pub(super) async fn post_return(
     State(state): State<Arc<AppState>>,
+    axum::extract::Extension(ctx): axum::extract::Extension<super::RequestContext>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let input = returns::parse(&body_json(body)?).map_err(refused)?;
+    let bytes = super::events::raw_body(&state, body)?;
+    let input = match json_of(&bytes).and_then(|v| returns::parse(&v).map_err(refused)) {
+        Ok(input) => input,
+        Err(problem) => {
+            return Err(super::orders::keep_refused(
+                &state,
+                returns::PROTOCOL_RETURN,
+                &headers,
+                &bytes,
+                problem,
+                ctx.correlation_id.as_str(),
+            )
+            .await);
+        }
+    };
     let done = returns::authorize(&state, input)
         .await
         .map_err(return_problem)?;
@@ -105,6 +121,31 @@ pub(super) async fn post_return(
         StatusCode::OK
     };
     Ok(json(status, &view(&done.ret)))
+}
+
+/// Replays an RMA kept in the inbox: read and authorized as if sent now.
+pub(super) async fn replay_return(
+    state: &AppState,
+    id: i64,
+    body: &[u8],
+) -> Result<Response, Problem> {
+    let input = match json_of(body).and_then(|v| returns::parse(&v).map_err(refused)) {
+        Ok(input) => input,
+        Err(problem) => return Err(super::orders::still_refused(state, id, problem).await),
+    };
+    let done = returns::authorize(state, input)
+        .await
+        .map_err(return_problem)?;
+    state
+        .store
+        .inbox_mark(
+            id,
+            crossdock_store::InboxStatus::Processed,
+            None,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(json(StatusCode::OK, &view(&done.ret)))
 }
 
 /// A return: where it is, why, its lines and every step it went through.

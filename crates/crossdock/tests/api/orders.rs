@@ -18,6 +18,7 @@ crate::backend_tests!(
     posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns,
     a_channel_that_does_not_backorder_rejects_and_is_told,
     a_channel_that_allows_splits_holds_lines_across_locations,
+    a_body_that_is_not_an_order_is_kept_in_the_inbox_and_replayable,
 );
 
 async fn catalog(app: &TestApp, stock: i64) {
@@ -148,6 +149,13 @@ async fn an_order_delivered_a_thousand_times_concurrently_is_one_order_and_one_r
     assert!(
         problem["detail"].as_str().unwrap().contains(id.as_str()),
         "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("kept as inbox message"),
+        "the changed order is kept for a person: {problem}"
     );
     // Not an order at all.
     let (status, problem) = app
@@ -536,6 +544,24 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
         )
         .await;
     assert_eq!(status, 404);
+    let (status, refused) = app
+        .post_json(
+            "/v1/returns",
+            &json!({"order_id": id, "rma": "R", "lines": [{"line": "one", "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["errors"][0]["pointer"], "/lines/0/line",
+        "{refused}"
+    );
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("kept as inbox message"),
+        "{refused}"
+    );
 
     post(event(
         "c-1",
@@ -1107,5 +1133,64 @@ async fn a_channel_that_allows_splits_holds_lines_across_locations(db: TestDb) {
     })
     .await;
     assert_eq!(status_of(&app, &id).await, "partially_shipped");
+    app.stop().await;
+}
+
+async fn a_body_that_is_not_an_order_is_kept_in_the_inbox_and_replayable(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    catalog(&app, 10).await;
+    // Not JSON, and JSON that is not an order: refused, and kept raw with why.
+    for body in [
+        "{\"channel\": \"shop\",",
+        "{\"channel\": \"shop\", \"lines\": []}",
+    ] {
+        let response = app
+            .client
+            .post(app.url("/v1/orders"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, problem) = crate::helpers::read(response).await;
+        assert!(status == 400 || status == 422, "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        let id: i64 = detail
+            .rsplit("inbox message ")
+            .next()
+            .and_then(|n| n.trim_end_matches('.').parse().ok())
+            .unwrap_or_else(|| panic!("not kept: {problem}"));
+        let (_, kept) = app.get(&format!("/v1/inbox/{id}")).await;
+        assert_eq!(kept["status"], "rejected", "{kept}");
+        assert_eq!(kept["protocol"], "http+order", "{kept}");
+        // Replayed as it is, it is refused again (and stays rejected).
+        let (status, again) = app
+            .post_json(&format!("/v1/inbox/{id}/replay"), &json!({}))
+            .await;
+        assert!(status == 400 || status == 422, "{again}");
+    }
+    // An order kept by an earlier version that could not read it is taken when replayed.
+    let id = app
+        .state
+        .store
+        .inbox_put(crossdock_store::InboxMessage {
+            source: "api".into(),
+            protocol: "http+order".into(),
+            headers: Vec::new(),
+            body: order("9009", "d-9", 1).to_string().into_bytes(),
+            received_at: app.state.clock.now(),
+            status: crossdock_store::InboxStatus::Rejected,
+            error: Some("an older parser refused it".into()),
+            correlation_id: None,
+        })
+        .await
+        .unwrap();
+    let (status, taken) = app
+        .post_json(&format!("/v1/inbox/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{taken}");
+    assert_eq!(taken["status"], "submitted", "{taken}");
+    let (_, kept) = app.get(&format!("/v1/inbox/{id}")).await;
+    assert_eq!(kept["status"], "processed", "{kept}");
     app.stop().await;
 }
