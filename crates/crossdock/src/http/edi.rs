@@ -88,12 +88,13 @@ pub(super) struct GroupSentList {
 }
 
 /// Functional groups crossdock sent to partners and what their 997s said, oldest first. With
-/// `status=sent&older_than_ms=3600000`: the groups still unacknowledged after an hour.
+/// `status=sent&older_than=1h`: the groups still unacknowledged after an hour.
 #[utoipa::path(get, path = "/v1/edi/groups", tag = "edi",
     params(
         ("partner" = Option<String>, Query, description = "Only this partner's groups"),
         ("status" = Option<String>, Query, description = "sent, accepted, accepted_with_errors, partial or rejected"),
-        ("older_than_ms" = Option<i64>, Query, description = "Only groups sent at least this long ago"),
+        ("older_than" = Option<String>, Query, description = "Only groups sent at least this long ago: 90s, 15m, 4h, 2d"),
+        ("older_than_ms" = Option<i64>, Query, description = "The same in milliseconds"),
         ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
     ),
     responses(
@@ -113,7 +114,7 @@ pub(super) async fn list_groups(
     ];
     let query = Query::parse(
         uri.query(),
-        &["partner", "status", "older_than_ms", "limit"],
+        &["partner", "status", "older_than", "older_than_ms", "limit"],
     )?;
     let status = query.text("status").map(str::to_owned);
     if let Some(status) = &status
@@ -124,7 +125,7 @@ pub(super) async fn list_groups(
             format!("status {status:?} is not one of {}", STATUSES.join(", ")),
         ));
     }
-    let older_than_ms = query.int("older_than_ms", 0, 0, i64::MAX / 1000)?;
+    let older_than_ms = query.age_ms()?;
     let limit = query.int("limit", 100, 1, 1000)? as usize;
     let sent_before = (older_than_ms > 0).then(|| state.clock.now().plus_millis(-older_than_ms));
     let groups = state

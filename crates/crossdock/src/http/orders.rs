@@ -424,13 +424,14 @@ pub(super) struct OrderList {
 }
 
 /// Orders by status and channel, least recently updated first: `?status=exception` lists the
-/// ones that need a person, `?status=submitted&older_than_ms=3600000` the ones the ERP has not
+/// ones that need a person, `?status=submitted&older_than=1h` the ones the ERP has not
 /// confirmed within an hour.
 #[utoipa::path(get, path = "/v1/orders", tag = "orders",
     params(
         ("status" = Option<String>, Query, description = "received, backordered, submitted, released, partially_shipped, shipped, closed, cancelled, rejected, exception, …"),
         ("channel" = Option<String>, Query, description = "Only this channel's orders"),
-        ("older_than_ms" = Option<i64>, Query, description = "Only orders not updated for this long"),
+        ("older_than" = Option<String>, Query, description = "Only orders not updated for this long: 90s, 15m, 4h, 2d"),
+        ("older_than_ms" = Option<i64>, Query, description = "The same in milliseconds"),
         ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
     ),
     responses(
@@ -443,9 +444,9 @@ pub(super) async fn list_orders(
 ) -> Result<Response, Problem> {
     let query = super::query::Query::parse(
         uri.query(),
-        &["status", "channel", "older_than_ms", "limit"],
+        &["status", "channel", "older_than", "older_than_ms", "limit"],
     )?;
-    let older_than_ms = query.int("older_than_ms", 0, 0, i64::MAX / 1000)?;
+    let older_than_ms = query.age_ms()?;
     let limit = query.int("limit", 100, 1, 1000)? as usize;
     let rows = state
         .store

@@ -55,6 +55,43 @@ impl Query {
             )),
         }
     }
+
+    /// An age in milliseconds: `older_than` as a duration (`90s`, `15m`, `4h`, `2d`), or
+    /// `older_than_ms` as a number; 0 when neither is given, a problem when both are.
+    pub fn age_ms(&self) -> Result<i64, Problem> {
+        const MAX_MS: i64 = i64::MAX / 1000;
+        let ms = self.int("older_than_ms", 0, 0, MAX_MS)?;
+        let Some(text) = self.0.get("older_than") else {
+            return Ok(ms);
+        };
+        if self.0.contains_key("older_than_ms") {
+            return Err(Problem::parameter(
+                "/query/older_than",
+                "give older_than or older_than_ms, not both",
+            ));
+        }
+        let ms = [
+            ("s", 1_000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+        ]
+        .iter()
+        .find_map(|(unit, unit_ms)| {
+            let count: i64 = text.strip_suffix(unit)?.parse().ok()?;
+            count.checked_mul(*unit_ms)
+        });
+        match ms {
+            Some(ms) if (0..=MAX_MS).contains(&ms) => Ok(ms),
+            _ => Err(Problem::parameter(
+                "/query/older_than",
+                format!(
+                    "must be a duration such as 90s, 15m, 4h or 2d, got {:?}",
+                    super::truncate(text, 64)
+                ),
+            )),
+        }
+    }
 }
 
 /// Percent-decodes a query component (`+` is a space). `None` if it is not valid UTF-8.
@@ -81,6 +118,28 @@ fn decode(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_are_durations_or_milliseconds() {
+        let age = |q: &str| {
+            Query::parse(Some(q), &["older_than", "older_than_ms"]).and_then(|q| q.age_ms())
+        };
+        assert_eq!(age("older_than=90s").ok(), Some(90_000));
+        assert_eq!(age("older_than=4h").ok(), Some(14_400_000));
+        assert_eq!(age("older_than=2d").ok(), Some(172_800_000));
+        assert_eq!(age("older_than_ms=5").ok(), Some(5));
+        assert_eq!(age("").ok(), Some(0));
+        for bad in [
+            "older_than=5",
+            "older_than=h",
+            "older_than=5%C3%A9",
+            "older_than=-1h",
+            "older_than=1h&older_than_ms=1",
+            "older_than=99999999999999999d",
+        ] {
+            assert!(age(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn known_parameters_are_decoded_and_checked() {

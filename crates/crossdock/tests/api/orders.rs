@@ -471,7 +471,13 @@ async fn a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears(db: Te
         .unwrap();
     let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
     assert_eq!(got["status"], "exception", "{got}");
-    let (_, listed) = app.get("/v1/orders?status=exception").await;
+    let (_, listed) = app.get("/v1/orders?status=exception&older_than=0s").await;
+    let (status, refused) = app.get("/v1/orders?older_than=soon").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["errors"][0]["pointer"], "/query/older_than",
+        "{refused}"
+    );
     assert!(
         listed["orders"][0]["reason"]
             .as_str()
