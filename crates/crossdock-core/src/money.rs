@@ -162,5 +162,15 @@ mod tests {
             let a = Amount::from_ten_thousandths(v);
             prop_assert_eq!(Amount::parse(&a.to_string()), Ok(a));
         }
+
+        /// Any text is read or refused, never a panic; what is read is what was written.
+        #[test]
+        fn any_text_is_read_or_refused(text in "[-0-9.eE+ ]{0,24}|\\PC{0,24}") {
+            if let Ok(a) = Amount::parse(&text) {
+                let back: f64 = a.to_string().parse().unwrap_or(f64::NAN);
+                let given: f64 = text.parse().unwrap_or(f64::NAN);
+                prop_assert!((back - given).abs() < 1e-9 * given.abs().max(1.0), "{} read as {}", text, a);
+            }
+        }
     }
 }

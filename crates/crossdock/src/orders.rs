@@ -1089,3 +1089,143 @@ pub fn status_name(status: Status) -> &'static str {
         Status::Exception => "exception",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Random JSON shaped like an order — the right members with values of any type, some
+    /// missing, some unknown — from a fixed seed.
+    fn below(seed: &mut u64, n: u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed % n
+    }
+
+    fn shaped(seed: &mut u64, depth: u32) -> Value {
+        let leaf = |k: u64| match k {
+            0 => Value::Null,
+            1 => json!(true),
+            2 => json!(-3),
+            3 => json!(2.5),
+            4 => json!("shop"),
+            5 => json!(""),
+            6 => json!("9.50"),
+            7 => json!("1e3"),
+            8 => json!(9_007_199_254_740_993_i64),
+            _ => json!("\u{0}é𝄞"),
+        };
+        if depth == 0 {
+            return leaf(below(seed, 10));
+        }
+        match below(seed, 4) {
+            0 => leaf(below(seed, 10)),
+            1 => {
+                let n = below(seed, 3);
+                Value::Array((0..n).map(|_| shaped(seed, depth - 1)).collect())
+            }
+            _ => {
+                let names = [
+                    "channel",
+                    "external_id",
+                    "delivery_id",
+                    "lines",
+                    "sku",
+                    "channel_sku",
+                    "quantity",
+                    "unit_price",
+                    "currency",
+                    "ship_to",
+                    "updated_at",
+                    "requested_ship_date",
+                    "other",
+                ];
+                let mut object = serde_json::Map::new();
+                for _ in 0..below(seed, 8) {
+                    let name = names[below(seed, names.len() as u64) as usize];
+                    object.insert(name.to_owned(), shaped(seed, depth - 1));
+                }
+                Value::Object(object)
+            }
+        }
+    }
+
+    #[test]
+    fn any_json_is_read_or_refused_with_pointers_never_a_panic() {
+        let mut seed = 0x5EED_0F0F_1234_5678;
+        let mut read = 0;
+        let valid = json!({"channel": "shop", "external_id": "1001", "delivery_id": "d-1",
+            "lines": [{"channel_sku": "M", "quantity": 2, "unit_price": "9.50", "currency": "USD"},
+                      {"sku": "S", "quantity": 1}],
+            "ship_to": {"name": "Ada", "city": "Solon"}, "updated_at": "2026-11-26T10:00:00Z",
+            "requested_ship_date": "2026-12-01"});
+        for round in 0..20_000 {
+            // Half random shapes, half a valid order with up to three members replaced by
+            // random values (or removed).
+            let value = if round % 2 == 0 {
+                shaped(&mut seed, 3)
+            } else {
+                let mut order = valid.clone();
+                for _ in 0..below(&mut seed, 4) {
+                    let names = [
+                        "channel",
+                        "external_id",
+                        "lines",
+                        "ship_to",
+                        "updated_at",
+                        "requested_ship_date",
+                        "delivery_id",
+                    ];
+                    let name = names[below(&mut seed, names.len() as u64) as usize];
+                    let replacement = shaped(&mut seed, 2);
+                    match (name, below(&mut seed, 3)) {
+                        (_, 0) => {
+                            order.as_object_mut().map(|o| o.remove(name));
+                        }
+                        ("lines", 1) => {
+                            if let Some(line) = order
+                                .get_mut("lines")
+                                .and_then(|l| l.get_mut(0))
+                                .and_then(Value::as_object_mut)
+                            {
+                                line.insert("quantity".into(), replacement);
+                            }
+                        }
+                        _ => order[name] = replacement,
+                    }
+                }
+                order
+            };
+            match parse(&value) {
+                Ok(order) => {
+                    read += 1;
+                    assert!(!order.channel.is_empty() && !order.external_id.is_empty());
+                    assert!(order.lines.len() <= ORDER_LINES_MAX);
+                }
+                Err(errors) => {
+                    assert!(!errors.is_empty(), "refused without a reason: {value}");
+                    assert!(
+                        errors
+                            .iter()
+                            .all(|e| e.pointer.is_empty() || e.pointer.starts_with('/'))
+                    );
+                }
+            }
+        }
+        assert!(read > 0, "the generator never made a readable order");
+    }
+
+    #[test]
+    fn content_hash_ignores_delivery_id_and_update_time() {
+        let a = json!({"channel": "shop", "external_id": "1", "delivery_id": "x", "updated_at": "2026-11-26T00:00:00Z"});
+        let b = json!({"channel": "shop", "external_id": "1", "delivery_id": "y"});
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(
+            content_hash(&a),
+            content_hash(&json!({"channel": "shop", "external_id": "2"}))
+        );
+    }
+}
