@@ -618,6 +618,45 @@ pub async fn note(
     }
 }
 
+/// Lists a return in its order's record (`returns: [{id, rma}]`), so the order's next RMAs are
+/// checked against what it authorized.
+pub async fn note_return(
+    state: &AppState,
+    order_id: &str,
+    return_id: &str,
+    rma: &str,
+) -> Result<(), TakeError> {
+    for _ in 0..8 {
+        let Some(Stored {
+            order,
+            version,
+            record: mut stored,
+        }) = load(state, order_id).await?
+        else {
+            return Ok(());
+        };
+        let mut returns = stored["returns"].as_array().cloned().unwrap_or_default();
+        returns.push(json!({"id": return_id, "rma": rma}));
+        stored["returns"] = Value::Array(returns);
+        if state
+            .store
+            .order_save(
+                order_id,
+                version,
+                status_name(order.status),
+                order.until,
+                &stored.to_string(),
+                Vec::new(),
+                state.clock.now(),
+            )
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(TakeError::Moved(order_id.to_owned()))
+}
+
 /// What an `order.updated` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {

@@ -90,7 +90,11 @@ fn record(ret: &Return, request: &Value) -> String {
 }
 
 /// The lines of `order` an RMA may name: each at most what shipped of it.
-fn check(order: &Order, lines: &[(u32, i64)]) -> Result<Vec<ReturnLine>, Vec<String>> {
+fn check(
+    order: &Order,
+    lines: &[(u32, i64)],
+    already: &std::collections::BTreeMap<u32, i64>,
+) -> Result<Vec<ReturnLine>, Vec<String>> {
     let Some(spec) = &order.spec else {
         return Err(vec![format!("order {} has no lines yet", order.id)]);
     };
@@ -107,9 +111,15 @@ fn check(order: &Order, lines: &[(u32, i64)]) -> Result<Vec<ReturnLine>, Vec<Str
             continue;
         };
         let shipped = order.shipped.get(line).copied().unwrap_or(0);
-        if *quantity > shipped {
+        let other = already.get(line).copied().unwrap_or(0);
+        if *quantity > shipped - other {
+            let under = if other > 0 {
+                format!(", {other} authorized under other RMAs")
+            } else {
+                String::new()
+            };
             reasons.push(format!(
-                "line {line}: {quantity} to return, {shipped} shipped"
+                "line {line}: {quantity} to return, {shipped} shipped{under}"
             ));
             continue;
         }
@@ -128,10 +138,30 @@ fn check(order: &Order, lines: &[(u32, i64)]) -> Result<Vec<ReturnLine>, Vec<Str
 
 /// Authorizes a return once per channel and RMA number (and per delivery id).
 pub async fn authorize(state: &AppState, input: ReturnIn) -> Result<Authorized, ReturnError> {
-    let Some(orders::Stored { order, .. }) = orders::load(state, &input.order_id).await? else {
+    let Some(orders::Stored {
+        order,
+        record: order_record,
+        ..
+    }) = orders::load(state, &input.order_id).await?
+    else {
         return Err(ReturnError::UnknownOrder(input.order_id));
     };
-    let lines = check(&order, &input.lines).map_err(ReturnError::Invalid)?;
+    // What the order's other RMAs authorized already (this RMA sent again is not counted).
+    let mut already = std::collections::BTreeMap::new();
+    for other in order_record["returns"].as_array().into_iter().flatten() {
+        if other["rma"].as_str() == Some(input.rma.as_str()) {
+            continue;
+        }
+        let Some(id) = other["id"].as_str() else {
+            continue;
+        };
+        if let Some(stored) = load(state, id).await? {
+            for l in &stored.ret.lines {
+                *already.entry(l.line).or_insert(0) += l.quantity;
+            }
+        }
+    }
+    let lines = check(&order, &input.lines, &already).map_err(ReturnError::Invalid)?;
     let channel = order
         .spec
         .as_ref()
@@ -164,11 +194,14 @@ pub async fn authorize(state: &AppState, input: ReturnIn) -> Result<Authorized, 
         })
         .await?;
     match outcome {
-        OrderCreate::Created => Ok(Authorized {
-            id,
-            created: true,
-            ret,
-        }),
+        OrderCreate::Created => {
+            orders::note_return(state, &input.order_id, &id, &input.rma).await?;
+            Ok(Authorized {
+                id,
+                created: true,
+                ret,
+            })
+        }
         OrderCreate::Duplicate {
             id,
             same_content: true,

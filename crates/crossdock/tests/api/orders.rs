@@ -600,6 +600,17 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
     changed["lines"][0]["quantity"] = json!(1);
     let (status, _) = app.post_json("/v1/returns", &changed).await;
     assert_eq!(status, 409, "the same RMA with other lines");
+    // Three shipped, two authorized: another RMA may take one more, not two.
+    let second = json!({"order_id": id, "rma": "RMA-2", "lines": [{"line": 1, "quantity": 2}]});
+    let (status, refused) = app.post_json("/v1/returns", &second).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 to return, 3 shipped, 2 authorized under other RMAs"),
+        "{refused}"
+    );
 
     // One comes back fit to sell, one broken.
     let received = json!({"return_id": return_id, "receipt": "RCV-1", "lines": [
