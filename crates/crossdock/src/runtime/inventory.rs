@@ -167,6 +167,18 @@ impl CatalogCache {
         Ok(index)
     }
 
+    /// The catalog as stored now (its version read every time): for the inventory projection,
+    /// which must never apply an event with a listing another node has just added missing.
+    pub async fn get_fresh(&self, store: &Store) -> Result<Arc<CatalogIndex>, StoreError> {
+        let writes = store.catalog_writes();
+        let checked_at = std::time::Instant::now();
+        let index = self.load(store).await?;
+        if let Ok(mut checked) = self.checked.lock() {
+            *checked = Some((checked_at, writes));
+        }
+        Ok(index)
+    }
+
     async fn load(&self, store: &Store) -> Result<Arc<CatalogIndex>, StoreError> {
         let version = store.catalog_version().await?;
         let cached = |at_least: i64| {
@@ -284,7 +296,7 @@ async fn apply_batch(
     if movements.is_empty() && held.is_empty() {
         return Ok(writes);
     }
-    let catalog = state.catalog.get(&state.store).await?;
+    let catalog = state.catalog.get_fresh(&state.store).await?;
     let touched: BTreeSet<Sku> = movements
         .iter()
         .map(|(_, m, _)| m.touches().0.clone())
