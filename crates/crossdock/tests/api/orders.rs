@@ -71,6 +71,17 @@ fn order(external_id: &str, delivery: &str, quantity: i64) -> Value {
     })
 }
 
+/// A CloudEvent as another system sends it to crossdock.
+fn saga_event(source: &str, id: impl std::fmt::Display, kind: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "source": source, "id": id.to_string(), "type": kind, "data": data})
+}
+
+/// Sends an event; it must be accepted.
+async fn post_event(app: &TestApp, event: Value) {
+    let (status, reply) = app.post_json("/v1/events", &event).await;
+    assert_eq!(status, 202, "{reply}");
+}
+
 async fn an_order_delivered_a_thousand_times_concurrently_is_one_order_and_one_reservation(
     db: TestDb,
 ) {
@@ -341,19 +352,15 @@ async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db
     );
     assert_eq!(got["actions"][0]["type"], "erp.sales_order.create", "{got}");
     assert_eq!(got["actions"][0]["status"], "pending", "{got}");
-    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
-    let post = |e: Value| {
-        let app = &app;
-        async move {
-            let (status, reply) = app.post_json("/v1/events", &e).await;
-            assert_eq!(status, 202, "{reply}");
-        }
-    };
-    post(event(
-        "c-1",
-        "erp.sales_order.confirmed",
-        json!({"order_id": id, "erp_order": "SO-1"}),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "erp",
+            "c-1",
+            "erp.sales_order.confirmed",
+            json!({"order_id": id, "erp_order": "SO-1"}),
+        ),
+    )
     .await;
     app.eventually("the order is released to wh-1", || async {
         status_of(&app, &id).await == "released"
@@ -362,9 +369,17 @@ async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db
 
     let shipment = json!({"order_id": id, "shipment": "S1", "lines": [{"line": 1, "quantity": 2}],
         "carrier": "UPSN", "tracking": "1Z999"});
-    post(event("s-1", "shipment.confirmed", shipment.clone())).await;
+    post_event(
+        &app,
+        saga_event("erp", "s-1", "shipment.confirmed", shipment.clone()),
+    )
+    .await;
     // The same shipment again (another event id): nothing ships twice.
-    post(event("s-1-again", "shipment.confirmed", shipment)).await;
+    post_event(
+        &app,
+        saga_event("erp", "s-1-again", "shipment.confirmed", shipment),
+    )
+    .await;
     app.eventually("the order is shipped", || async {
         status_of(&app, &id).await == "shipped"
     })
@@ -374,11 +389,15 @@ async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db
     })
     .await;
 
-    post(event(
-        "i-1",
-        "invoice.created",
-        json!({"order_id": id, "shipment": "S1", "invoice": "INV-1"}),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "erp",
+            "i-1",
+            "invoice.created",
+            json!({"order_id": id, "shipment": "S1", "invoice": "INV-1"}),
+        ),
+    )
     .await;
     app.eventually("the order is closed", || async {
         status_of(&app, &id).await == "closed"
@@ -524,14 +543,6 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
     let id = taken["id"].as_str().unwrap().to_owned();
     assert_eq!(taken["currency"], "USD", "{taken}");
     assert_eq!(taken["lines"][0]["unit_price"], "9.50", "{taken}");
-    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
-    let post = |e: Value| {
-        let app = &app;
-        async move {
-            let (status, reply) = app.post_json("/v1/events", &e).await;
-            assert_eq!(status, 202, "{reply}");
-        }
-    };
     // Nothing shipped yet: nothing to return.
     let rma = json!({"order_id": id, "rma": "RMA-1", "lines": [{"line": 1, "quantity": 2}]});
     let (status, refused) = app.post_json("/v1/returns", &rma).await;
@@ -569,21 +580,29 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
         "{refused}"
     );
 
-    post(event(
-        "c-1",
-        "erp.sales_order.confirmed",
-        json!({"order_id": id, "erp_order": "SO-1"}),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "erp",
+            "c-1",
+            "erp.sales_order.confirmed",
+            json!({"order_id": id, "erp_order": "SO-1"}),
+        ),
+    )
     .await;
     app.eventually("released", || async {
         status_of(&app, &id).await == "released"
     })
     .await;
-    post(event(
-        "s-1",
-        "shipment.confirmed",
-        json!({"order_id": id, "shipment": "S1", "lines": [{"line": 1, "quantity": 3}]}),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "erp",
+            "s-1",
+            "shipment.confirmed",
+            json!({"order_id": id, "shipment": "S1", "lines": [{"line": 1, "quantity": 3}]}),
+        ),
+    )
     .await;
     app.eventually("shipped from the ledger", || async {
         mug_at_wh1(&app).await == (7, 0)
@@ -616,7 +635,7 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
     let received = json!({"return_id": return_id, "receipt": "RCV-1", "lines": [
         {"line": 1, "quantity": 1, "disposition": "restock"},
         {"line": 1, "quantity": 1, "disposition": "scrap"}]});
-    post(event("rr-1", "return.received", received)).await;
+    post_event(&app, saga_event("erp", "rr-1", "return.received", received)).await;
     app.eventually("the return waits for its credit memo", || async {
         let (_, got) = app.get(&format!("/v1/returns/{return_id}")).await;
         got["status"] == "received"
@@ -629,11 +648,15 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
     let (_, got) = app.get(&format!("/v1/returns/{return_id}")).await;
     assert_eq!(got["lines"][0]["received"], 2, "{got}");
     assert_eq!(got["lines"][0]["restocked"], 1, "{got}");
-    post(event(
-        "cm-1",
-        "erp.credit_memo.created",
-        json!({"return_id": return_id, "credit_memo": "CM-1"}),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "erp",
+            "cm-1",
+            "erp.credit_memo.created",
+            json!({"return_id": return_id, "credit_memo": "CM-1"}),
+        ),
+    )
     .await;
     app.eventually("the return is closed", || async {
         let (_, got) = app.get(&format!("/v1/returns/{return_id}")).await;
@@ -675,11 +698,15 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
         2,
         "{detail}"
     );
-    post(event(
-        "jp-1",
-        "erp.journal.posted",
-        json!({"batch": key, "journal": "JE-1"}),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "erp",
+            "jp-1",
+            "erp.journal.posted",
+            json!({"batch": key, "journal": "JE-1"}),
+        ),
+    )
     .await;
     app.eventually("the batch is posted", || async {
         let (_, listed) = app.get("/v1/postings?status=posted").await;
@@ -700,14 +727,6 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
 async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
     let app = TestApp::spawn(db).await;
     catalog(&app, 10).await;
-    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "shopify", "id": n, "type": kind, "data": data});
-    let post = |e: Value| {
-        let app = &app;
-        async move {
-            let (status, reply) = app.post_json("/v1/events", &e).await;
-            assert_eq!(status, 202, "{reply}");
-        }
-    };
     let find = |external: &'static str| {
         let app = &app;
         async move {
@@ -730,7 +749,7 @@ async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
     let (status, refused) = app
         .post_json(
             "/v1/events",
-            &event("bad", "order.paid", json!({"channel": "shop"})),
+            &saga_event("shopify", "bad", "order.paid", json!({"channel": "shop"})),
         )
         .await;
     assert_eq!(status, 422, "{refused}");
@@ -738,7 +757,8 @@ async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
     let (status, refused) = app
         .post_json(
             "/v1/events",
-            &event(
+            &saga_event(
+                "shopify",
                 "bad-2",
                 "order.placed",
                 json!({"channel": "shop", "lines": []}),
@@ -752,7 +772,7 @@ async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
     );
 
     // Cancelled before it was placed: when it comes, it ends at once and holds nothing.
-    post(event(
+    post_event(&app, saga_event("shopify", 
         "c-1",
         "order.cancelled",
         json!({"channel": "shop", "external_id": "7001", "reason": "customer changed their mind"}),
@@ -762,16 +782,28 @@ async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
         find("7001").await.is_some()
     })
     .await;
-    post(event("p-1", "order.placed", placed("7001", 2))).await;
+    post_event(
+        &app,
+        saga_event("shopify", "p-1", "order.placed", placed("7001", 2)),
+    )
+    .await;
     // Paid before it was placed, then placed twice (a webhook and a poll).
-    post(event(
+    post_event(&app, saga_event("shopify", 
         "pay-1",
         "order.paid",
         json!({"channel": "shop", "external_id": "7002", "reference": "PAY-1", "amount": "19.00"}),
     ))
     .await;
-    post(event("p-2", "order.placed", placed("7002", 2))).await;
-    post(event("p-2-poll", "order.placed", placed("7002", 2))).await;
+    post_event(
+        &app,
+        saga_event("shopify", "p-2", "order.placed", placed("7002", 2)),
+    )
+    .await;
+    post_event(
+        &app,
+        saga_event("shopify", "p-2-poll", "order.placed", placed("7002", 2)),
+    )
+    .await;
     app.eventually("both orders are taken", || async {
         let (Some(a), Some(b)) = (find("7001").await, find("7002").await) else {
             return false;
@@ -805,23 +837,35 @@ async fn connector_events_take_orders_once_in_any_order(db: TestDb) {
         body["ship_to"]["city"] = json!(city);
         body
     };
-    post(event(
-        "u-1",
-        "order.updated",
-        updated("2026-11-26T10:00:00Z", 2, "Akron"),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "shopify",
+            "u-1",
+            "order.updated",
+            updated("2026-11-26T10:00:00Z", 2, "Akron"),
+        ),
+    )
     .await;
-    post(event(
-        "u-0",
-        "order.updated",
-        updated("2026-11-26T09:00:00Z", 2, "Stale"),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "shopify",
+            "u-0",
+            "order.updated",
+            updated("2026-11-26T09:00:00Z", 2, "Stale"),
+        ),
+    )
     .await;
-    post(event(
-        "u-2",
-        "order.updated",
-        updated("2026-11-26T11:00:00Z", 5, "Akron"),
-    ))
+    post_event(
+        &app,
+        saga_event(
+            "shopify",
+            "u-2",
+            "order.updated",
+            updated("2026-11-26T11:00:00Z", 5, "Akron"),
+        ),
+    )
     .await;
     app.eventually("the changed lines stop the order", || async {
         status_of(&app, &paid).await == "exception"
@@ -869,7 +913,6 @@ async fn posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns
         seed ^= seed << 17;
         seed % n
     };
-    let event = |n: String, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
     // (channel, currency) → (units, ten-thousandths) expected.
     let mut expected: std::collections::BTreeMap<(String, String), (i64, i64)> =
         std::collections::BTreeMap::new();
@@ -893,7 +936,8 @@ async fn posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns
         let (status, reply) = app
             .post_json(
                 "/v1/events",
-                &event(
+                &saga_event(
+                    "erp",
                     format!("c-{n}"),
                     "erp.sales_order.confirmed",
                     json!({"order_id": id, "erp_order": format!("SO-{n}")}),
@@ -918,7 +962,7 @@ async fn posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns
         for (i, part) in parts.iter().enumerate() {
             app.post_json(
                 "/v1/events",
-                &event(
+                &saga_event("erp", 
                     format!("s-{n}-{i}"),
                     "shipment.confirmed",
                     json!({"order_id": id, "shipment": format!("S-{n}-{i}"), "lines": [{"line": 1, "quantity": part}]}),
@@ -948,7 +992,7 @@ async fn posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns
             let return_id = rma["id"].as_str().unwrap().to_owned();
             app.post_json(
                 "/v1/events",
-                &event(
+                &saga_event("erp", 
                     format!("rr-{n}"),
                     "return.received",
                     json!({"return_id": return_id, "receipt": format!("RCV-{n}"),
@@ -1099,10 +1143,10 @@ async fn a_channel_that_allows_splits_holds_lines_across_locations(db: TestDb) {
     assert_eq!(split["lines"][0]["location"], "wh-1", "{split}");
     assert_eq!(split["lines"][1]["location"], "wh-2", "{split}");
     let id = split["id"].as_str().unwrap().to_owned();
-    let event = |n: &str, kind: &str, data: Value| json!({"specversion": "1.0", "source": "erp", "id": n, "type": kind, "data": data});
     app.post_json(
         "/v1/events",
-        &event(
+        &saga_event(
+            "erp",
             "c-1",
             "erp.sales_order.confirmed",
             json!({"order_id": id, "erp_order": "SO-1"}),
@@ -1134,7 +1178,8 @@ async fn a_channel_that_allows_splits_holds_lines_across_locations(db: TestDb) {
     // The saucer ships from wh-2: the ledger moves there.
     app.post_json(
         "/v1/events",
-        &event(
+        &saga_event(
+            "erp",
             "s-1",
             "shipment.confirmed",
             json!({"order_id": id, "shipment": "W2", "lines": [{"line": 2, "quantity": 1}]}),
