@@ -226,14 +226,12 @@ pub struct StoredReturn {
     pub record: Value,
 }
 
+/// Reads a return once; `None` when there is no such return.
 pub async fn load(state: &AppState, id: &str) -> Result<Option<StoredReturn>, TakeError> {
     let Some(row) = state.store.return_get(id).await? else {
         return Ok(None);
     };
-    let record: Value = serde_json::from_str(&row.state)
-        .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
-    let ret: Return = serde_json::from_value(record["return"].clone())
-        .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;
+    let (ret, record) = orders::saga_record(id, &row.state, "return")?;
     Ok(Some(StoredReturn {
         ret,
         version: row.version,
