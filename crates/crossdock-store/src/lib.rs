@@ -614,10 +614,11 @@ impl Store {
         dispatch!(self.saga_create(ORDERS, order))
     }
 
-    /// [`Store::order_create`] and the order's first hold in one transaction: a new order whose
-    /// stock is at `hold`'s location is saved held, with its actions queued, in one commit; a
-    /// short one is recorded as given (nothing held) for the caller to route further.
-    pub async fn order_take(&self, order: NewOrder, hold: Option<TakeHold>) -> Result<OrderTaken> {
+    /// A new order recorded (in the state its hold reaches), held and its actions queued, in one
+    /// commit — the common case of taking an order. When it was taken before or its stock is
+    /// not there, nothing is written (`NotHeld`): the caller takes it with
+    /// [`Store::order_create`] and routes it further.
+    pub async fn order_take(&self, order: NewOrder, hold: TakeHold) -> Result<OrderTaken> {
         dispatch!(self.order_take(order, hold))
     }
 

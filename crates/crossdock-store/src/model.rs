@@ -746,29 +746,21 @@ pub struct NewOrder {
     pub now: Timestamp,
 }
 
-/// An order's first hold, taken in the same transaction as the order itself: if the stock is
-/// there, the order is saved in the state it reaches with it and its actions are queued, all in
-/// one commit.
+/// An order's first hold and the actions that follow it, written in the same transaction as the
+/// order itself (see [`crate::Store::order_take`]).
 pub struct TakeHold {
     pub reserve: ReserveRequest,
-    pub status: String,
-    pub until: Option<Timestamp>,
-    pub state: String,
     pub actions: Vec<NewAction>,
 }
 
 /// What [`crate::Store::order_take`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderTaken {
-    /// Recorded; `held` is the sequence number of the reservation's event when the hold was
-    /// made (and the order saved with it), `None` when the order was recorded as given.
-    Created {
-        held: Option<i64>,
-    },
-    Duplicate {
-        id: String,
-        same_content: bool,
-    },
+    /// Recorded, held and its actions queued; `seq` is the reservation event's.
+    Held { seq: i64 },
+    /// Nothing written: the order was taken before, or its stock is not there. Take it the
+    /// ordinary way ([`crate::Store::order_create`]).
+    NotHeld,
 }
 
 /// What recording an order did.

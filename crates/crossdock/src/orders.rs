@@ -352,52 +352,47 @@ pub async fn take(
             reasons.clone()
         }
     };
+    let row = |o: &Order, state: String| NewOrder {
+        id: id.clone(),
+        channel: order.channel.clone(),
+        external_id: order.external_id.clone(),
+        content_hash: hash.clone(),
+        delivery_id: order.delivery_id.clone(),
+        status: status_name(o.status).into(),
+        until: o.until,
+        state,
+        now,
+    };
     // The common case in one commit: the order, its hold at the channel's first location and
     // the actions that follow (the ERP sales order), decided before and written together.
-    let hold = match &checked {
-        Ok(spec) => first_hold(
-            state,
-            &catalog,
-            &first,
-            spec,
-            &order.body,
-            correlation_id,
-            now,
-            &policy,
-        ),
-        Err(_) => None,
-    };
-    let held_order = hold.as_ref().map(|(order, _)| order.clone());
-    let outcome = state
-        .store
-        .order_take(
-            NewOrder {
-                id: id.clone(),
-                channel: order.channel.clone(),
-                external_id: order.external_id.clone(),
-                content_hash: hash,
-                delivery_id: order.delivery_id.clone(),
-                status: status_name(first.status).into(),
-                until: first.until,
-                state: record(&first, &order.body, &reasons, &[]),
-                now,
-            },
-            hold.map(|(_, hold)| hold),
-        )
-        .await?;
-    let (id, created, mut current, version, mut actions) = match outcome {
-        OrderTaken::Created { held: Some(seq) } => {
+    if let Ok(spec) = &checked
+        && let Some((held, hold)) =
+            first_hold(state, &catalog, &first, spec, correlation_id, now, &policy)
+    {
+        let refs: Vec<Value> = hold.actions.iter().map(action_ref).collect();
+        let taken = state
+            .store
+            .order_take(row(&held, record(&held, &order.body, &[], &refs)), hold)
+            .await?;
+        if let OrderTaken::Held { seq } = taken {
             crate::ingest::advance_head(state, seq);
             state.outbox_wake.notify_waiters();
             return Ok(Taken {
                 id,
                 created: true,
-                order: held_order.unwrap_or(first),
+                order: held,
                 reasons,
             });
         }
-        OrderTaken::Created { held: None } => (id, true, first, 0, Vec::new()),
-        OrderTaken::Duplicate { id, same_content } => {
+    }
+    // Otherwise (taken before, or short at that location) the ordinary way.
+    let outcome = state
+        .store
+        .order_create(row(&first, record(&first, &order.body, &reasons, &[])))
+        .await?;
+    let (id, created, mut current, version, mut actions) = match outcome {
+        OrderCreate::Created => (id, true, first, 0, Vec::new()),
+        OrderCreate::Duplicate { id, same_content } => {
             let Some(Stored {
                 order: mut existing,
                 version,
@@ -475,7 +470,6 @@ fn first_hold(
     catalog: &engine::CatalogIndex,
     first: &Order,
     spec: &Spec,
-    body: &Value,
     correlation_id: &str,
     now: Timestamp,
     policy: &Policy,
@@ -518,18 +512,7 @@ fn first_hold(
         None,
     )
     .ok()?;
-    let hold = TakeHold {
-        reserve,
-        status: status_name(held.status).into(),
-        until: held.until,
-        state: record(
-            &held,
-            body,
-            &[],
-            &actions.iter().map(action_ref).collect::<Vec<_>>(),
-        ),
-        actions,
-    };
+    let hold = TakeHold { reserve, actions };
     Some((held, hold))
 }
 

@@ -40,83 +40,33 @@ impl PgStore {
         Ok(outcome)
     }
 
-    pub(crate) async fn order_take(
-        &self,
-        o: NewOrder,
-        hold: Option<TakeHold>,
-    ) -> Result<OrderTaken> {
-        // A repeat is answered without holding anything.
-        if let Some(delivery) = &o.delivery_id {
-            let seen: Option<String> =
-                sqlx::query_scalar("SELECT order_id FROM order_deliveries WHERE delivery_id = $1")
-                    .bind(delivery)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(pgerr("look up delivery"))?;
-            if let Some(id) = seen {
-                return Ok(OrderTaken::Duplicate {
-                    id,
-                    same_content: true,
-                });
-            }
-        }
-        let taken_before: Option<String> =
-            sqlx::query_scalar("SELECT id FROM orders WHERE channel = $1 AND external_id = $2")
-                .bind(&o.channel)
-                .bind(&o.external_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(pgerr("read order"))?;
-        if taken_before.is_some() {
-            // Taken before: answered the ordinary way (it records the delivery id), no hold.
-            let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-            let outcome = create_in(&mut tx, ORDERS, &o).await?;
-            tx.commit().await.map_err(pgerr("commit"))?;
-            if let OrderCreate::Duplicate { id, same_content } = outcome {
-                return Ok(OrderTaken::Duplicate { id, same_content });
-            }
-            return Ok(OrderTaken::Created { held: None });
+    pub(crate) async fn order_take(&self, o: NewOrder, hold: TakeHold) -> Result<OrderTaken> {
+        // A repeat holds nothing: it is answered the ordinary way.
+        let taken_before: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM order_deliveries WHERE delivery_id = $1) \
+             OR EXISTS (SELECT 1 FROM orders WHERE channel = $2 AND external_id = $3)",
+        )
+        .bind(&o.delivery_id)
+        .bind(&o.channel)
+        .bind(&o.external_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pgerr("look up order"))?;
+        if taken_before {
+            return Ok(OrderTaken::NotHeld);
         }
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        let mut held = None;
-        let o = match hold {
-            Some(hold) => match reserve_in(&mut tx, hold.reserve).await? {
-                ReserveOutcome::Reserved { seq, .. } => {
-                    held = Some(seq);
-                    enqueue_rows(&mut tx, &hold.actions, o.now).await?;
-                    NewOrder {
-                        status: hold.status,
-                        until: hold.until,
-                        state: hold.state,
-                        ..o
-                    }
-                }
-                ReserveOutcome::AlreadyReserved(_) | ReserveOutcome::Short(_) => o,
-            },
-            None => o,
+        let ReserveOutcome::Reserved { seq, .. } = reserve_in(&mut tx, hold.reserve).await? else {
+            return Ok(OrderTaken::NotHeld);
         };
+        enqueue_rows(&mut tx, &hold.actions, o.now).await?;
         match create_in(&mut tx, ORDERS, &o).await? {
             OrderCreate::Created => {
                 tx.commit().await.map_err(pgerr("commit"))?;
-                Ok(OrderTaken::Created { held })
+                Ok(OrderTaken::Held { seq })
             }
-            OrderCreate::Duplicate { id, same_content } => {
-                // Taken by someone else meanwhile: what this request held is undone.
-                tx.rollback().await.map_err(pgerr("roll back"))?;
-                if let Some(delivery) = &o.delivery_id {
-                    sqlx::query(
-                        "INSERT INTO order_deliveries (delivery_id, order_id, received_at) \
-                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(delivery)
-                    .bind(&id)
-                    .bind(o.now.unix_micros())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(pgerr("record delivery"))?;
-                }
-                Ok(OrderTaken::Duplicate { id, same_content })
-            }
+            // Taken by another node meanwhile: what this request held is rolled back.
+            OrderCreate::Duplicate { .. } => Ok(OrderTaken::NotHeld),
         }
     }
 

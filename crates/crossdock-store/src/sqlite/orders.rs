@@ -35,38 +35,23 @@ impl SqliteStore {
         self.write(1, move |conn| create_in(conn, t, &o)).await
     }
 
-    pub(crate) async fn order_take(
-        &self,
-        o: NewOrder,
-        hold: Option<TakeHold>,
-    ) -> Result<OrderTaken> {
-        let weight = hold.as_ref().map_or(1, |h| h.reserve.lines.len().max(1));
+    pub(crate) async fn order_take(&self, o: NewOrder, hold: TakeHold) -> Result<OrderTaken> {
+        let weight = hold.reserve.lines.len().max(1);
         self.write(weight, move |conn| {
             // One writer: nothing can take the order between this look and the insert below.
-            if let Some(OrderCreate::Duplicate { id, same_content }) =
-                existing_in(conn, ORDERS, &o)?
-            {
-                return Ok(OrderTaken::Duplicate { id, same_content });
+            if taken_before(conn, ORDERS, &o)? {
+                return Ok(OrderTaken::NotHeld);
             }
-            let mut held = None;
-            let o = match hold {
-                Some(hold) => match reserve_rows(conn, hold.reserve)? {
-                    ReserveOutcome::Reserved { seq, .. } => {
-                        held = Some(seq);
-                        enqueue_rows(conn, &hold.actions, o.now)?;
-                        NewOrder {
-                            status: hold.status,
-                            until: hold.until,
-                            state: hold.state,
-                            ..o
-                        }
-                    }
-                    ReserveOutcome::AlreadyReserved(_) | ReserveOutcome::Short(_) => o,
-                },
-                None => o,
-            };
-            create_in(conn, ORDERS, &o)?;
-            Ok(OrderTaken::Created { held })
+            match reserve_rows(conn, hold.reserve)? {
+                ReserveOutcome::Reserved { seq, .. } => {
+                    enqueue_rows(conn, &hold.actions, o.now)?;
+                    create_in(conn, ORDERS, &o)?;
+                    Ok(OrderTaken::Held { seq })
+                }
+                ReserveOutcome::AlreadyReserved(_) | ReserveOutcome::Short(_) => {
+                    Ok(OrderTaken::NotHeld)
+                }
+            }
         })
         .await
     }
@@ -154,50 +139,28 @@ impl SqliteStore {
 }
 
 /// Records an order or return unless it was taken before, inside the caller's transaction.
-/// The order (or return) `o` repeats, if any: by its delivery id, or by its channel and
-/// external id (recording the delivery id against it).
-fn existing_in(
-    conn: &rusqlite::Connection,
-    t: SagaTable,
-    o: &NewOrder,
-) -> Result<Option<OrderCreate>> {
-    if let Some(delivery) = &o.delivery_id {
-        let seen: Option<String> = conn
-            .prepare_cached(&format!(
-                "SELECT {} FROM {} WHERE delivery_id = ?1",
-                t.owner, t.deliveries
-            ))
-            .and_then(|mut s| s.query_row([delivery], |r| r.get(0)).optional())
-            .map_err(db("look up delivery"))?;
-        if let Some(id) = seen {
-            return Ok(Some(OrderCreate::Duplicate {
-                id,
-                same_content: true,
-            }));
-        }
-    }
-    let found: Option<(String, String)> = conn
-        .prepare_cached(&format!(
-            "SELECT id, content_hash FROM {} WHERE channel = ?1 AND external_id = ?2",
-            t.table
-        ))
-        .and_then(|mut s| {
-            s.query_row(params![o.channel, o.external_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-        })
-        .map_err(db("read order"))?;
-    let Some((id, hash)) = found else {
-        return Ok(None);
+/// Whether `o` was taken before: by its delivery id, or by its channel and external id.
+fn taken_before(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<bool> {
+    let seen = |sql: String, key: &[&dyn rusqlite::ToSql]| {
+        conn.prepare_cached(&sql)
+            .and_then(|mut s| s.exists(key))
+            .map_err(db("look up order"))
     };
-    if let Some(delivery) = &o.delivery_id {
-        record_delivery(conn, t, delivery, &id, o.now)?;
+    if let Some(delivery) = &o.delivery_id
+        && seen(
+            format!("SELECT 1 FROM {} WHERE delivery_id = ?1", t.deliveries),
+            &[delivery],
+        )?
+    {
+        return Ok(true);
     }
-    Ok(Some(OrderCreate::Duplicate {
-        same_content: hash == o.content_hash,
-        id,
-    }))
+    seen(
+        format!(
+            "SELECT 1 FROM {} WHERE channel = ?1 AND external_id = ?2",
+            t.table
+        ),
+        &[&o.channel, &o.external_id],
+    )
 }
 
 fn record_delivery(
