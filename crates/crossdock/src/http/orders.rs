@@ -244,6 +244,9 @@ pub(super) async fn keep_refused(
     )
     .await;
     if let Some(id) = kept {
+        if !problem.detail.ends_with('.') {
+            problem.detail.push('.');
+        }
         problem
             .detail
             .push_str(&format!(" The request was kept as inbox message {id}."));
