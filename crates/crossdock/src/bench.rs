@@ -36,6 +36,8 @@ pub enum Scenario {
     /// The inventory engine: projection throughput, event-to-action latency, reservations,
     /// memory.
     Inventory,
+    /// Durable reservations only (the last of the inventory figures), with their baseline.
+    Reservations,
     /// Orders: ingestion with validation and durable reservation, latency at a sustained rate,
     /// and the full lifecycle with in-process fake ERP and warehouse.
     Orders,
@@ -221,6 +223,9 @@ async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<(
     }
     if args.scenario == Scenario::Inventory {
         inventory::run(args, run_dir).await?;
+    }
+    if args.scenario == Scenario::Reservations {
+        inventory::reservations(args, run_dir).await?;
     }
     if args.scenario == Scenario::Orders {
         orders::run(args, run_dir).await?;
