@@ -39,6 +39,10 @@ trait Job: Send {
     fn finish(self: Box<Self>, commit: Result<()>);
     /// How much of the group this job takes up (events appended, or 1).
     fn weight(&self) -> usize;
+    /// A reservation, which may be decided together with the group's other reservations.
+    fn reservation(&mut self) -> Option<&mut inventory::ReserveJob> {
+        None
+    }
 }
 
 struct FnJob<F, R> {
@@ -57,30 +61,38 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        // A panic in one job must not take the writer (and every other caller) down with it.
-        let outcome =
-            std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
-                Err(StoreError::Corrupt(
-                    "a store operation panicked; it was rolled back".into(),
-                ))
-            });
+        let outcome = unwound(|| work(conn));
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
     }
 
     fn finish(self: Box<Self>, commit: Result<()>) {
-        let answer = match (commit, self.outcome) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(outcome)) => outcome,
-            (Ok(()), None) => Err(StoreError::Closed),
-        };
         // The caller may have gone away (a cancelled request); its work is committed regardless.
-        let _ = self.reply.send(answer);
+        let _ = self.reply.send(answer(commit, self.outcome));
     }
 
     fn weight(&self) -> usize {
         self.weight
+    }
+}
+
+/// Runs a job's work; a panic in one job must not take the writer (and every other caller) down
+/// with it, so it becomes an error and the job is rolled back.
+fn unwound<R>(work: impl FnOnce() -> Result<R>) -> Result<R> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(StoreError::Corrupt(
+            "a store operation panicked; it was rolled back".into(),
+        ))
+    })
+}
+
+/// A job's answer once its group has committed (or failed to).
+fn answer<R>(commit: Result<()>, outcome: Option<Result<R>>) -> Result<R> {
+    match (commit, outcome) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(outcome)) => outcome,
+        (Ok(()), None) => Err(StoreError::Closed),
     }
 }
 
@@ -200,8 +212,17 @@ impl SqliteStore {
             reply,
             weight,
         };
+        self.submit(Box::new(job), answer).await
+    }
+
+    /// Hands a job to the writer thread and waits for its answer.
+    async fn submit<R>(
+        &self,
+        job: Box<dyn Job>,
+        answer: oneshot::Receiver<Result<R>>,
+    ) -> Result<R> {
         self.writer
-            .send(WriterMessage::Job(Box::new(job)))
+            .send(WriterMessage::Job(job))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -1596,9 +1617,30 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         job.finish(outcome);
         return;
     }
+    // Reservations waiting together are decided together, under one savepoint, before the rest:
+    // each position's stock is read and written once for all of them.
+    let mut batch: Vec<Box<dyn Job>> = Vec::new();
+    let mut rest: Vec<Box<dyn Job>> = Vec::new();
+    for mut job in jobs {
+        if job.reservation().is_some() {
+            batch.push(job);
+        } else {
+            rest.push(job);
+        }
+    }
+    let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(batch.len() + rest.len());
+    // A lone reservation runs like any other job.
+    let decided = if batch.len() > 1 {
+        let error = reserve_batch(conn, &mut batch);
+        refused.extend(batch.iter().map(|_| error.clone()));
+        batch.len()
+    } else {
+        0
+    };
+    let mut jobs = batch;
+    jobs.append(&mut rest);
     // A job whose savepoint cannot be opened is not run: it could not be rolled back alone.
-    let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(jobs.len());
-    for job in &mut jobs {
+    for job in jobs.iter_mut().skip(decided) {
         if let Err(e) = cached(conn, "SAVEPOINT job") {
             refused.push(Some(StoreError::Unavailable(format!(
                 "cannot open a savepoint: {e}"
@@ -1626,6 +1668,27 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
             None => commit.clone(),
         });
     }
+}
+
+/// Decides a group's reservations together under one savepoint; an error that leaves them
+/// undecided is returned for every one of them.
+fn reserve_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Option<StoreError> {
+    if let Err(e) = cached(conn, "SAVEPOINT job") {
+        return Some(StoreError::Unavailable(format!(
+            "cannot open a savepoint: {e}"
+        )));
+    }
+    let mut jobs: Vec<&mut inventory::ReserveJob> = batch
+        .iter_mut()
+        .filter_map(|job| job.reservation())
+        .collect();
+    let end = if inventory::reserve_together(conn, &mut jobs) {
+        cached(conn, "RELEASE job")
+    } else {
+        cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job"))
+    };
+    end.err()
+        .map(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}")))
 }
 
 /// Drops a dead letter inside the writer's transaction.
@@ -1667,8 +1730,8 @@ mod tests {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
-        let conn = open_connection(&path.display().to_string(), Durability::Normal, false)
-            .expect("open");
+        let conn =
+            open_connection(&path.display().to_string(), Durability::Normal, false).expect("open");
         for m in migrate::SQLITE {
             conn.execute_batch(m.sql).expect("migrate");
         }

@@ -1,14 +1,16 @@
 //! The inventory ledger on SQLite: positions and their deltas, divergences, what listings show,
 //! and the catalog snapshot the inventory engine works from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crossdock_core::Timestamp;
 use crossdock_core::catalog::{ChannelId, ChannelSku, Component, LocationId, Sku};
 use crossdock_core::inventory::{Delta, DeltaKind, Position, Snapshot};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{SqliteStore, append_rows, db, drop_dead_row, enqueue_rows};
+use tokio::sync::oneshot;
+
+use super::{Job, SqliteStore, answer, append_rows, db, drop_dead_row, enqueue_rows, unwound};
 use crate::model::{
     AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DropOutcome, DueListing,
     FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine,
@@ -235,7 +237,7 @@ fn convert_reservation(conn: &Connection, order_id: &str, line: &ReservationLine
     conn.prepare_cached("DELETE FROM inventory_reservations WHERE order_id = ?1 AND quantity <= 0")
         .and_then(|mut s| s.execute([order_id]))
         .map_err(db("convert reservation"))?;
-    add_reserved(conn, line, -take)
+    add_reserved(conn, &line.sku, &line.location, -take)
 }
 
 /// Marks the catalog changed, so cached snapshots are read again.
@@ -314,51 +316,202 @@ fn position_atp(conn: &Connection, line: &ReservationLine) -> Result<i64> {
     Ok(atp.unwrap_or(0).max(0))
 }
 
-fn add_reserved(conn: &Connection, line: &ReservationLine, quantity: i64) -> Result<()> {
+fn add_reserved(conn: &Connection, sku: &Sku, location: &LocationId, quantity: i64) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO inventory_reserved (sku, location, reserved) VALUES (?1, ?2, ?3) \
          ON CONFLICT (sku, location) DO UPDATE SET reserved = reserved + excluded.reserved",
     )
-    .and_then(|mut s| s.execute(params![line.sku.as_str(), line.location.as_str(), quantity]))
+    .and_then(|mut s| s.execute(params![sku.as_str(), location.as_str(), quantity]))
     .map_err(db("hold stock"))?;
     Ok(())
 }
 
-pub(super) fn reserve_rows(conn: &Connection, r: ReserveRequest) -> Result<ReserveOutcome> {
-    let held = order_lines(conn, &r.order_id)?;
-    if !held.is_empty() {
-        return Ok(ReserveOutcome::AlreadyReserved(held));
+/// Records what an order holds, line by line, and appends its event; returns the event's seq.
+fn record_hold(
+    conn: &Connection,
+    order_id: &str,
+    lines: &[ReservationLine],
+    event: ReservationEvent,
+    now: Timestamp,
+) -> Result<i64> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO inventory_reservations (order_id, sku, location, quantity, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(db("record reservation"))?;
+    for line in lines {
+        insert
+            .execute(params![
+                order_id,
+                line.sku.as_str(),
+                line.location.as_str(),
+                line.quantity,
+                now.unix_micros()
+            ])
+            .map_err(db("record reservation"))?;
     }
-    let lines = merge_lines(r.lines);
+    let event = event(lines);
+    let outcome = append_rows(conn, std::slice::from_ref(&event), now)?;
+    Ok(outcome.seq_range().map_or(0, |(_, last)| last))
+}
+
+/// Decides one request against what is available to promise (`atp` of a position, read on first
+/// need): the merged lines to hold, or the outcome that holds nothing.
+fn decide(
+    conn: &Connection,
+    order_id: &str,
+    lines: Vec<ReservationLine>,
+    atp: &mut impl FnMut(&Connection, &ReservationLine) -> Result<i64>,
+) -> Result<std::result::Result<Vec<ReservationLine>, ReserveOutcome>> {
+    let held = order_lines(conn, order_id)?;
+    if !held.is_empty() {
+        return Ok(Err(ReserveOutcome::AlreadyReserved(held)));
+    }
+    let lines = merge_lines(lines);
     let mut short = Vec::new();
     for line in &lines {
-        let atp = position_atp(conn, line)?;
-        if atp < line.quantity {
+        let available = atp(conn, line)?;
+        if available < line.quantity {
             short.push(Shortfall {
                 sku: line.sku.clone(),
                 location: line.location.clone(),
                 needed: line.quantity,
-                atp,
+                atp: available,
             });
         }
     }
-    if !short.is_empty() {
-        return Ok(ReserveOutcome::Short(short));
-    }
+    Ok(if short.is_empty() {
+        Ok(lines)
+    } else {
+        Err(ReserveOutcome::Short(short))
+    })
+}
+
+pub(super) fn reserve_rows(conn: &Connection, r: ReserveRequest) -> Result<ReserveOutcome> {
+    let lines = match decide(conn, &r.order_id, r.lines, &mut position_atp)? {
+        Ok(lines) => lines,
+        Err(outcome) => return Ok(outcome),
+    };
     for line in &lines {
-        add_reserved(conn, line, line.quantity)?;
-        conn.prepare_cached(
-            "INSERT INTO inventory_reservations (order_id, sku, location, quantity, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![r.order_id, line.sku.as_str(), line.location.as_str(), line.quantity, r.now.unix_micros()])
-        })
-        .map_err(db("record reservation"))?;
+        add_reserved(conn, &line.sku, &line.location, line.quantity)?;
     }
-    let event = (r.event)(&lines);
-    let outcome = append_rows(conn, std::slice::from_ref(&event), r.now)?;
-    let seq = outcome.seq_range().map_or(0, |(_, last)| last);
+    let seq = record_hold(conn, &r.order_id, &lines, r.event, r.now)?;
     Ok(ReserveOutcome::Reserved { seq, lines })
+}
+
+/// Reservations that waited for the writer together, decided in their order as if one after the
+/// other: a position's stock is read once and what each hold takes is subtracted in memory, its
+/// reserved total written once; an order held earlier in the group is already reserved.
+fn reserve_all(conn: &Connection, requests: Vec<ReserveRequest>) -> Result<Vec<ReserveOutcome>> {
+    let mut left: HashMap<PositionKey, i64> = HashMap::new();
+    let mut taken: HashMap<String, Vec<ReservationLine>> = HashMap::new();
+    let mut outcomes: Vec<Option<ReserveOutcome>> = Vec::with_capacity(requests.len());
+    let mut holds = Vec::new();
+    for (i, r) in requests.into_iter().enumerate() {
+        if let Some(lines) = taken.get(&r.order_id) {
+            outcomes.push(Some(ReserveOutcome::AlreadyReserved(lines.clone())));
+            continue;
+        }
+        let mut atp = |conn: &Connection, line: &ReservationLine| -> Result<i64> {
+            let key = (line.sku.clone(), line.location.clone());
+            if let Some(available) = left.get(&key) {
+                return Ok(*available);
+            }
+            let available = position_atp(conn, line)?;
+            left.insert(key, available);
+            Ok(available)
+        };
+        match decide(conn, &r.order_id, r.lines, &mut atp)? {
+            Err(outcome) => outcomes.push(Some(outcome)),
+            Ok(lines) => {
+                for line in &lines {
+                    if let Some(available) =
+                        left.get_mut(&(line.sku.clone(), line.location.clone()))
+                    {
+                        *available -= line.quantity;
+                    }
+                }
+                taken.insert(r.order_id.clone(), lines.clone());
+                outcomes.push(None);
+                holds.push((i, r.order_id, lines, r.event, r.now));
+            }
+        }
+    }
+    let mut totals: BTreeMap<PositionKey, i64> = BTreeMap::new();
+    for line in holds.iter().flat_map(|(_, _, lines, _, _)| lines) {
+        *totals
+            .entry((line.sku.clone(), line.location.clone()))
+            .or_default() += line.quantity;
+    }
+    for ((sku, location), quantity) in &totals {
+        add_reserved(conn, sku, location, *quantity)?;
+    }
+    for (i, order_id, lines, event, now) in holds {
+        let seq = record_hold(conn, &order_id, &lines, event, now)?;
+        outcomes[i] = Some(ReserveOutcome::Reserved { seq, lines });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| StoreError::Corrupt("a reservation was left undecided".into())))
+        .collect()
+}
+
+/// A reservation waiting for the writer thread. Alone it runs like any job; with others it is
+/// decided together with them (`reserve_together`).
+pub(super) struct ReserveJob {
+    request: Option<ReserveRequest>,
+    outcome: Option<Result<ReserveOutcome>>,
+    reply: oneshot::Sender<Result<ReserveOutcome>>,
+    weight: usize,
+}
+
+impl Job for ReserveJob {
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(request) = self.request.take() else {
+            return false;
+        };
+        let outcome = unwound(|| reserve_rows(conn, request));
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<()>) {
+        let _ = self.reply.send(answer(commit, self.outcome));
+    }
+
+    fn weight(&self) -> usize {
+        self.weight
+    }
+
+    fn reservation(&mut self) -> Option<&mut ReserveJob> {
+        Some(self)
+    }
+}
+
+/// Decides reservations that waited together; false (each given the error) when they could not
+/// be, and what they wrote must be rolled back.
+pub(super) fn reserve_together(conn: &Connection, jobs: &mut [&mut ReserveJob]) -> bool {
+    let requests: Option<Vec<ReserveRequest>> =
+        jobs.iter_mut().map(|job| job.request.take()).collect();
+    let outcome = match requests {
+        Some(requests) => unwound(|| reserve_all(conn, requests)),
+        None => Err(StoreError::Closed),
+    };
+    match outcome {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.iter_mut().zip(outcomes) {
+                job.outcome = Some(Ok(outcome));
+            }
+            true
+        }
+        Err(e) => {
+            for job in jobs.iter_mut() {
+                job.outcome = Some(Err(e.clone()));
+            }
+            false
+        }
+    }
 }
 
 fn release_rows(
@@ -372,7 +525,7 @@ fn release_rows(
         return Ok(lines);
     }
     for line in &lines {
-        add_reserved(conn, line, -line.quantity)?;
+        add_reserved(conn, &line.sku, &line.location, -line.quantity)?;
     }
     conn.prepare_cached("DELETE FROM inventory_reservations WHERE order_id = ?1")
         .and_then(|mut s| s.execute([order_id]))
@@ -384,8 +537,14 @@ fn release_rows(
 
 impl SqliteStore {
     pub(crate) async fn reserve(&self, request: ReserveRequest) -> Result<ReserveOutcome> {
-        let n = request.lines.len().max(1);
-        self.write(n, move |conn| reserve_rows(conn, request)).await
+        let (reply, answer) = oneshot::channel();
+        let job = ReserveJob {
+            weight: request.lines.len().max(1),
+            request: Some(request),
+            outcome: None,
+            reply,
+        };
+        self.submit(Box::new(job), answer).await
     }
 
     pub(crate) async fn release(

@@ -500,7 +500,10 @@ pub(super) async fn hold(
     Ok((rate(orders, started.elapsed()), held))
 }
 
-pub(super) async fn reservations(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<()> {
+pub(super) async fn reservations(
+    args: &BenchArgs,
+    run_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let orders = args.reservations;
     let skus = args.skus.max(2);
     println!(

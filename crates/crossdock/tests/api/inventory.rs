@@ -25,6 +25,7 @@ crate::backend_tests!(
     a_dead_batch_is_replayed_with_current_values,
     bad_inventory_input_is_refused_whole,
     sixty_four_reservers_never_oversell,
+    one_order_reserved_by_many_callers_at_once_is_held_once,
     kit_orders_sharing_components_never_reserve_beyond_atp,
     a_shipment_of_an_order_converts_its_reservation,
 );
@@ -892,6 +893,83 @@ async fn sixty_four_reservers_never_oversell(db: TestDb) {
         channel.sent("shop-mug").last() == Some(&0)
     })
     .await;
+}
+
+/// Requests waiting for the store together are decided together; the same order among them is
+/// held once, every other caller told what it holds, and other orders still see what is left.
+async fn one_order_reserved_by_many_callers_at_once_is_held_once(db: TestDb) {
+    let channel = Arc::new(FakeChannel::default());
+    let app = spawn(db, None, &channel).await;
+    catalog(&app, json!({}), 0).await;
+    stock(&app, "MUG", "wh-1", 10).await;
+    let state = app.state.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..48 {
+        let state = state.clone();
+        tasks.spawn(async move {
+            // Every third caller asks for the shared order; the others for one unit of their own.
+            let (order, quantity) = if caller % 3 == 0 {
+                ("shared".to_owned(), 4)
+            } else {
+                (format!("own-{caller}"), 1)
+            };
+            let line = HoldLine {
+                sku: Sku::parse("MUG").unwrap(),
+                location: LocationId::parse("wh-1").unwrap(),
+                quantity,
+            };
+            let outcome = engine::reserve(&state, &order, vec![line], None)
+                .await
+                .unwrap();
+            (order, outcome)
+        });
+    }
+    let (mut shared_held, mut shared_told, mut own_held) = (0, 0, 0);
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (order, ReserveOutcome::Reserved { lines, .. }) => {
+                assert_eq!(lines.len(), 1);
+                if order == "shared" {
+                    assert_eq!(lines[0].quantity, 4);
+                    shared_held += 1;
+                } else {
+                    own_held += 1;
+                }
+            }
+            (order, ReserveOutcome::AlreadyReserved(lines)) => {
+                assert_eq!(order, "shared", "only the shared order is asked for twice");
+                assert_eq!(lines.len(), 1);
+                assert_eq!(lines[0].quantity, 4, "told what the order holds");
+                shared_told += 1;
+            }
+            (_, ReserveOutcome::Short(short)) => assert!(short[0].atp < short[0].needed),
+        }
+    }
+    let reservations = app
+        .state
+        .store
+        .reservations(vec![Sku::parse("MUG").unwrap()])
+        .await
+        .unwrap();
+    let held: i64 = reservations.iter().map(|r| r.quantity).sum();
+    if shared_held == 1 {
+        assert_eq!(
+            shared_told, 15,
+            "every other caller of the shared order is told"
+        );
+        assert_eq!(own_held, 6, "what the shared order left went to the others");
+    } else {
+        assert_eq!(
+            shared_held + shared_told,
+            0,
+            "the shared order was short every time"
+        );
+        assert_eq!(own_held, 10);
+    }
+    assert_eq!(held, 10, "{reservations:?}");
+    let (_, mug) = app.get("/v1/inventory/MUG").await;
+    assert_eq!(mug["locations"][0]["reserved"], 10, "{mug}");
+    assert_eq!(mug["locations"][0]["atp"], 0, "{mug}");
 }
 
 async fn kit_orders_sharing_components_never_reserve_beyond_atp(db: TestDb) {
