@@ -1343,11 +1343,9 @@ fn enqueue_rows(
         .map_err(db("queue action"))?;
         let id = conn.last_insert_rowid();
         if let Some(old) = replaced {
-            conn.execute(
-                "UPDATE outbox SET superseded_by = ?2 WHERE id = ?1",
-                params![old, id],
-            )
-            .map_err(db("supersede action"))?;
+            conn.prepare_cached("UPDATE outbox SET superseded_by = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![old, id]))
+                .map_err(db("supersede action"))?;
         }
         results.push(EnqueueResult::Queued { id, replaced });
     }

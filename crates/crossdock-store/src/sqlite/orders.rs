@@ -59,13 +59,9 @@ impl SqliteStore {
     pub(crate) async fn saga_get(&self, t: SagaTable, id: &str) -> Result<Option<OrderRow>> {
         let id = id.to_owned();
         self.read(move |conn| {
-            conn.query_row(
-                &format!("SELECT {COLUMNS} FROM {} WHERE id = ?1", t.table),
-                [id],
-                row,
-            )
-            .optional()
-            .map_err(db("read order"))
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM {} WHERE id = ?1", t.table))
+                .and_then(|mut s| s.query_row([id], row).optional())
+                .map_err(db("read order"))
         })
         .await
     }
@@ -85,21 +81,21 @@ impl SqliteStore {
         let (id, status, state) = (id.to_owned(), status.to_owned(), state.to_owned());
         self.write(1 + actions.len(), move |conn| {
             let changed = conn
-                .execute(
-                    &format!(
-                        "UPDATE {} SET status = ?3, until = ?4, state = ?5, version = version + 1, \
-                         updated_at = ?6 WHERE id = ?1 AND version = ?2",
-                        t.table
-                    ),
-                    params![
+                .prepare_cached(&format!(
+                    "UPDATE {} SET status = ?3, until = ?4, state = ?5, version = version + 1, \
+                     updated_at = ?6 WHERE id = ?1 AND version = ?2",
+                    t.table
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
                         id,
                         version,
                         status,
                         until.map(Timestamp::unix_micros),
                         state,
                         now.unix_micros()
-                    ],
-                )
+                    ])
+                })
                 .map_err(db("save order"))?;
             if changed == 1 && !actions.is_empty() {
                 enqueue_rows(conn, &actions, now)?;
@@ -182,15 +178,11 @@ fn record_delivery(
 fn create_in(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<OrderCreate> {
     if let Some(delivery) = &o.delivery_id {
         let seen: Option<String> = conn
-            .query_row(
-                &format!(
-                    "SELECT {} FROM {} WHERE delivery_id = ?1",
-                    t.owner, t.deliveries
-                ),
-                [delivery],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "SELECT {} FROM {} WHERE delivery_id = ?1",
+                t.owner, t.deliveries
+            ))
+            .and_then(|mut s| s.query_row([delivery], |r| r.get(0)).optional())
             .map_err(db("look up delivery"))?;
         if let Some(id) = seen {
             return Ok(OrderCreate::Duplicate {
@@ -223,14 +215,15 @@ fn create_in(conn: &rusqlite::Connection, t: SagaTable, o: &NewOrder) -> Result<
         (o.id.clone(), OrderCreate::Created)
     } else {
         let (id, hash): (String, String) = conn
-            .query_row(
-                &format!(
-                    "SELECT id, content_hash FROM {} WHERE channel = ?1 AND external_id = ?2",
-                    t.table
-                ),
-                params![o.channel, o.external_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached(&format!(
+                "SELECT id, content_hash FROM {} WHERE channel = ?1 AND external_id = ?2",
+                t.table
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![o.channel, o.external_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
             .map_err(db("read order"))?;
         let same_content = hash == o.content_hash;
         (id.clone(), OrderCreate::Duplicate { id, same_content })
