@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 mod catalog;
+mod checkpoint;
 mod edi;
 mod inventory;
 mod orders;
@@ -178,8 +179,11 @@ impl SqliteStore {
             .spawn(
                 move || match open_connection(&writer_path, durability, false) {
                     Ok(conn) => {
+                        let mut checkpointer =
+                            checkpoint::Checkpointer::start(&conn, &writer_path, durability);
                         let _ = ready_tx.send(Ok(()));
-                        writer_loop(&conn, rx, group_max);
+                        writer_loop(&conn, rx, group_max, &checkpointer);
+                        checkpointer.stop();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -1526,7 +1530,12 @@ fn action_row(r: &Row<'_>) -> rusqlite::Result<Result<ActionRecord>> {
 }
 
 /// The writer thread: gathers waiting jobs into one transaction, commits, then answers them.
-fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<WriterMessage>, group_max: usize) {
+fn writer_loop(
+    conn: &Connection,
+    mut rx: mpsc::Receiver<WriterMessage>,
+    group_max: usize,
+    checkpointer: &checkpoint::Checkpointer,
+) {
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     while shutdown.is_none() {
         let Some(first) = next_message(&mut rx) else {
@@ -1554,6 +1563,7 @@ fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<WriterMessage>, group_m
         }
         if !jobs.is_empty() {
             run_group(conn, jobs);
+            checkpointer.between_groups(conn);
         }
     }
     // Jobs that arrived after the shutdown request are answered with an error, never dropped
