@@ -38,6 +38,9 @@ pub enum Scenario {
     Inventory,
     /// Durable reservations only (the last of the inventory figures), with their baseline.
     Reservations,
+    /// The resident set with --rss-skus SKUs loaded (the inventory scenario runs it in a
+    /// process of its own).
+    Memory,
     /// Orders: ingestion with validation and durable reservation, latency at a sustained rate,
     /// and the full lifecycle with in-process fake ERP and warehouse.
     Orders,
@@ -226,6 +229,9 @@ async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<(
     }
     if args.scenario == Scenario::Reservations {
         inventory::reservations(args, run_dir).await?;
+    }
+    if args.scenario == Scenario::Memory {
+        inventory::memory(args, run_dir).await?;
     }
     if args.scenario == Scenario::Orders {
         orders::run(args, run_dir).await?;
