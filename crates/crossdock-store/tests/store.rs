@@ -42,6 +42,7 @@ store_tests!(
     migrations_are_idempotent_and_readiness_checks_the_schema,
     the_inbox_keeps_raw_bytes_and_their_fate,
     a_projection_batch_applies_once_even_when_runners_race,
+    a_listing_value_follows_its_sku_when_remapped,
     a_rebuilt_projection_equals_the_live_one,
     positions_can_be_found_by_time,
     enqueue_is_idempotent_and_coalescing_keeps_the_newest,
@@ -1682,4 +1683,51 @@ async fn racing_posting_runs_never_post_a_line_twice(db: &TestDb) {
         in_batches += store.posting_lines(key).await.unwrap().len();
     }
     assert_eq!(in_batches, 200);
+}
+
+/// What a listing should show is kept per channel listing: written, changed in place, and when
+/// the listing is mapped to another SKU found under that SKU only.
+async fn a_listing_value_follows_its_sku_when_remapped(db: &TestDb) {
+    use crossdock_core::catalog::{ChannelId, ChannelSku, Sku};
+    let store = db.open().await;
+    let name = Projection::Inventory.consumer_name();
+    let change = |sku: &str, available: i64| AvailabilityChange {
+        channel: ChannelId::parse("shop").unwrap(),
+        channel_sku: ChannelSku::parse("shop-mug").unwrap(),
+        sku: Sku::parse(sku).unwrap(),
+        available,
+        rank: 1,
+        due_at: at(0),
+    };
+    for (i, (sku, available)) in [("MUG", 5), ("MUG", 3), ("CUP", 9)].into_iter().enumerate() {
+        store.append(events("/inv", i..i + 1), at(0)).await.unwrap();
+        let position = i64::try_from(i).unwrap();
+        let writes = InventoryWrites {
+            new_from_seq: position + 1,
+            availability: vec![change(sku, available)],
+            ..InventoryWrites::default()
+        };
+        store
+            .commit_projection(
+                name,
+                position,
+                position + 1,
+                ProjectionWrites::Inventory(Box::new(writes)),
+                at(1),
+            )
+            .await
+            .unwrap();
+    }
+    let mug = store
+        .channel_availability(vec![Sku::parse("MUG").unwrap()])
+        .await
+        .unwrap();
+    assert!(mug.is_empty(), "no longer under MUG: {mug:?}");
+    let cup = store
+        .channel_availability(vec![Sku::parse("CUP").unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(cup.len(), 1, "{cup:?}");
+    assert_eq!(cup[0].channel_sku.as_str(), "shop-mug");
+    assert_eq!(cup[0].available, 9);
 }

@@ -187,6 +187,28 @@ pub(super) fn write_inventory(
         .map_err(db("record divergence"))?;
     }
     for a in &w.availability {
+        // Most listings exist and keep their SKU: updated without touching the SKU column, the
+        // SKU index is left alone. A new listing, or one mapped to another SKU, is upserted.
+        let updated = conn
+            .prepare_cached(
+                "UPDATE channel_availability SET available = ?4, version = version + 1, rank = ?5, \
+                 due_at = ?6, updated_at = ?7 WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.channel.as_str(),
+                    a.channel_sku.as_str(),
+                    a.sku.as_str(),
+                    a.available,
+                    a.rank,
+                    a.due_at.unix_micros(),
+                    now.unix_micros()
+                ])
+            })
+            .map_err(db("write availability"))?;
+        if updated == 1 {
+            continue;
+        }
         conn.prepare_cached(
             "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7) \
