@@ -62,10 +62,7 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        let outcome = unwound(|| work(conn));
-        let ok = outcome.is_ok();
-        self.outcome = Some(outcome);
-        ok
+        settle(&mut self.outcome, unwound(|| work(conn)))
     }
 
     fn finish(self: Box<Self>, commit: Result<()>) {
@@ -86,6 +83,13 @@ fn unwound<R>(work: impl FnOnce() -> Result<R>) -> Result<R> {
             "a store operation panicked; it was rolled back".into(),
         ))
     })
+}
+
+/// Keeps a job's outcome for its answer; whether it succeeded (a failure rolls the job back).
+fn settle<R>(slot: &mut Option<Result<R>>, outcome: Result<R>) -> bool {
+    let ok = outcome.is_ok();
+    *slot = Some(outcome);
+    ok
 }
 
 /// A job's answer once its group has committed (or failed to).
@@ -1731,13 +1735,8 @@ mod tests {
     /// it again (which it does for plans that could depend on the values unless told not to).
     #[test]
     fn cached_statements_are_not_prepared_again_on_each_binding() {
-        let path = std::env::temp_dir().join(format!(
-            "crossdock-qpsg-{}-{}.db",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("qpsg.db");
         let conn =
             open_connection(&path.display().to_string(), Durability::Normal, false).expect("open");
         for m in migrate::SQLITE {
@@ -1770,10 +1769,6 @@ mod tests {
                 0,
                 "prepared again on binding: {sql}"
             );
-        }
-        drop(conn);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     }
 }

@@ -171,8 +171,8 @@ mod tests {
     /// instead of growing with everything written. Nothing written is lost on the way.
     #[test]
     fn the_log_is_started_again_under_continuous_writes() {
-        let dir = tempfile_dir();
-        let path = dir.join("wal.db");
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("wal.db");
         let name = path.display().to_string();
         let writer = super::super::open_connection(&name, Durability::Normal, false).expect("open");
         writer
@@ -215,19 +215,5 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .expect("count");
         assert_eq!(rows, 400 * 16);
-        drop(reopened);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "crossdock-checkpoint-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&dir).expect("temporary folder");
-        dir
     }
 }

@@ -1,6 +1,7 @@
 //! The inventory ledger on SQLite: positions and their deltas, divergences, what listings show,
 //! and the catalog snapshot the inventory engine works from.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use crossdock_core::Timestamp;
@@ -10,7 +11,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use tokio::sync::oneshot;
 
-use super::{Job, SqliteStore, answer, append_rows, db, drop_dead_row, enqueue_rows, unwound};
+use super::{
+    Job, SqliteStore, answer, append_rows, db, drop_dead_row, enqueue_rows, settle, unwound,
+};
 use crate::model::{
     AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DropOutcome, DueListing,
     FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine,
@@ -186,47 +189,36 @@ pub(super) fn write_inventory(
         })
         .map_err(db("record divergence"))?;
     }
-    for a in &w.availability {
-        // Most listings exist and keep their SKU: updated without touching the SKU column, the
-        // SKU index is left alone. A new listing, or one mapped to another SKU, is upserted.
-        let updated = conn
-            .prepare_cached(
-                "UPDATE channel_availability SET available = ?4, version = version + 1, rank = ?5, \
-                 due_at = ?6, updated_at = ?7 WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    a.channel.as_str(),
-                    a.channel_sku.as_str(),
-                    a.sku.as_str(),
-                    a.available,
-                    a.rank,
-                    a.due_at.unix_micros(),
-                    now.unix_micros()
-                ])
-            })
-            .map_err(db("write availability"))?;
-        if updated == 1 {
-            continue;
-        }
-        conn.prepare_cached(
+    // Most listings exist and keep their SKU: updated without touching the SKU column, the SKU
+    // index is left alone. A new listing, or one mapped to another SKU, is upserted. Both
+    // statements take the same parameters.
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE channel_availability SET available = ?4, version = version + 1, rank = ?5, \
+             due_at = ?6, updated_at = ?7 WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3",
+        )
+        .map_err(db("write availability"))?;
+    let mut upsert = conn
+        .prepare_cached(
             "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7) \
              ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = excluded.sku, available = excluded.available, \
              version = version + 1, rank = excluded.rank, due_at = excluded.due_at, updated_at = excluded.updated_at",
         )
-        .and_then(|mut s| {
-            s.execute(params![
-                a.channel.as_str(),
-                a.channel_sku.as_str(),
-                a.sku.as_str(),
-                a.available,
-                a.rank,
-                a.due_at.unix_micros(),
-                now.unix_micros()
-            ])
-        })
         .map_err(db("write availability"))?;
+    for a in &w.availability {
+        let values = params![
+            a.channel.as_str(),
+            a.channel_sku.as_str(),
+            a.sku.as_str(),
+            a.available,
+            a.rank,
+            a.due_at.unix_micros(),
+            now.unix_micros()
+        ];
+        if update.execute(values).map_err(db("write availability"))? == 0 {
+            upsert.execute(values).map_err(db("write availability"))?;
+        }
     }
     let mut converted: Vec<&(String, ReservationLine)> = w.converted.iter().collect();
     converted.sort_by(|a, b| (&a.1.sku, &a.1.location, &a.0).cmp(&(&b.1.sku, &b.1.location, &b.0)));
@@ -421,6 +413,10 @@ pub(super) fn reserve_rows(conn: &Connection, r: ReserveRequest) -> Result<Reser
     Ok(ReserveOutcome::Reserved { seq, lines })
 }
 
+fn position_key(line: &ReservationLine) -> PositionKey {
+    (line.sku.clone(), line.location.clone())
+}
+
 /// Reservations that waited for the writer together, decided in their order as if one after the
 /// other: a position's stock is read once and what each hold takes is subtracted in memory, its
 /// reserved total written once; an order held earlier in the group is already reserved.
@@ -435,21 +431,17 @@ fn reserve_all(conn: &Connection, requests: Vec<ReserveRequest>) -> Result<Vec<R
             continue;
         }
         let mut atp = |conn: &Connection, line: &ReservationLine| -> Result<i64> {
-            let key = (line.sku.clone(), line.location.clone());
-            if let Some(available) = left.get(&key) {
-                return Ok(*available);
-            }
-            let available = position_atp(conn, line)?;
-            left.insert(key, available);
-            Ok(available)
+            Ok(match left.entry(position_key(line)) {
+                Entry::Occupied(known) => *known.get(),
+                Entry::Vacant(new) => *new.insert(position_atp(conn, line)?),
+            })
         };
         match decide(conn, &r.order_id, r.lines, &mut atp)? {
             Err(outcome) => outcomes.push(Some(outcome)),
             Ok(lines) => {
+                // Every line's position was read by `decide`.
                 for line in &lines {
-                    if let Some(available) =
-                        left.get_mut(&(line.sku.clone(), line.location.clone()))
-                    {
+                    if let Some(available) = left.get_mut(&position_key(line)) {
                         *available -= line.quantity;
                     }
                 }
@@ -461,9 +453,7 @@ fn reserve_all(conn: &Connection, requests: Vec<ReserveRequest>) -> Result<Vec<R
     }
     let mut totals: BTreeMap<PositionKey, i64> = BTreeMap::new();
     for line in holds.iter().flat_map(|(_, _, lines, _, _)| lines) {
-        *totals
-            .entry((line.sku.clone(), line.location.clone()))
-            .or_default() += line.quantity;
+        *totals.entry(position_key(line)).or_default() += line.quantity;
     }
     for ((sku, location), quantity) in &totals {
         add_reserved(conn, sku, location, *quantity)?;
@@ -492,10 +482,7 @@ impl Job for ReserveJob {
         let Some(request) = self.request.take() else {
             return false;
         };
-        let outcome = unwound(|| reserve_rows(conn, request));
-        let ok = outcome.is_ok();
-        self.outcome = Some(outcome);
-        ok
+        settle(&mut self.outcome, unwound(|| reserve_rows(conn, request)))
     }
 
     fn finish(self: Box<Self>, commit: Result<()>) {
