@@ -338,15 +338,11 @@ async fn a_subscription_delivers_events_to_a_webhook_with_retries(
     assert_eq!(got[1].1["seq"], 3);
     // The delivery's outcome is recorded just after the receiver answers.
     let delivered = "crossdock_deliveries_total{target=\"crm\",result=\"delivered\"} 2";
-    let metrics_text = || async {
-        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
-        response.text().await.unwrap()
-    };
     app.eventually("both deliveries are counted", || async {
-        metrics_text().await.contains(delivered)
+        app.metrics().await.contains(delivered)
     })
     .await;
-    let metrics = metrics_text().await;
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("crossdock_deliveries_total{target=\"crm\",result=\"retry\"} 2"),
         "{metrics}"

@@ -310,15 +310,7 @@ async fn operations_routes_report_consumers_sources_metrics_and_readiness(
     assert_eq!(names, ["inventory", "order_sagas", "source_activity"]);
     let activity = &consumers["consumers"][2];
     assert_eq!(activity["lag"], 0, "{consumers}");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for line in [
         "crossdock_events_ingested_total 2",
         "crossdock_events_duplicate_total 1",

@@ -148,6 +148,12 @@ impl TestApp {
         read(self.client.get(self.url(path)).send().await.unwrap()).await
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn head_seq(&self) -> i64 {
         self.state.store.head_seq().await.unwrap()
     }

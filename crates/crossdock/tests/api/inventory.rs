@@ -844,6 +844,14 @@ async fn stock(app: &TestApp, sku: &str, location: &str, quantity: i64) {
     settled(app).await;
 }
 
+fn hold_line(sku: &str, location: &str, quantity: i64) -> HoldLine {
+    HoldLine {
+        sku: Sku::parse(sku).unwrap(),
+        location: LocationId::parse(location).unwrap(),
+        quantity,
+    }
+}
+
 async fn sixty_four_reservers_never_oversell(db: TestDb) {
     let channel = Arc::new(FakeChannel::default());
     let app = spawn(db, None, &channel).await;
@@ -856,11 +864,7 @@ async fn sixty_four_reservers_never_oversell(db: TestDb) {
         tasks.spawn(async move {
             let mut held = 0;
             for order in (worker..10_000).step_by(64) {
-                let line = HoldLine {
-                    sku: Sku::parse("MUG").unwrap(),
-                    location: LocationId::parse("wh-1").unwrap(),
-                    quantity: 1,
-                };
+                let line = hold_line("MUG", "wh-1", 1);
                 match engine::reserve(&state, &format!("order-{order}"), vec![line], None)
                     .await
                     .unwrap()
@@ -913,11 +917,7 @@ async fn one_order_reserved_by_many_callers_at_once_is_held_once(db: TestDb) {
             } else {
                 (format!("own-{caller}"), 1)
             };
-            let line = HoldLine {
-                sku: Sku::parse("MUG").unwrap(),
-                location: LocationId::parse("wh-1").unwrap(),
-                quantity,
-            };
+            let line = hold_line("MUG", "wh-1", quantity);
             let outcome = engine::reserve(&state, &order, vec![line], None)
                 .await
                 .unwrap();
@@ -996,11 +996,7 @@ async fn kit_orders_sharing_components_never_reserve_beyond_atp(db: TestDb) {
                 for _ in 0..=next(3) {
                     let sku = ["MUG", "SAUCER", "SET"][next(3) as usize];
                     let location = ["wh-1", "wh-2"][next(2) as usize];
-                    lines.push(HoldLine {
-                        sku: Sku::parse(sku).unwrap(),
-                        location: LocationId::parse(location).unwrap(),
-                        quantity: next(4) as i64 + 1,
-                    });
+                    lines.push(hold_line(sku, location, next(4) as i64 + 1));
                 }
                 let id = format!("k{worker}-{order}");
                 let _ = engine::reserve(&state, &id, lines, None).await.unwrap();

@@ -82,6 +82,25 @@ async fn post_event(app: &TestApp, event: Value) {
     assert_eq!(status, 202, "{reply}");
 }
 
+/// The ERP confirms sales order `SO-{n}` for the order (event `c-{n}`); the order is then
+/// released.
+async fn erp_confirms(app: &TestApp, id: &str, n: u64) {
+    post_event(
+        app,
+        saga_event(
+            "erp",
+            format!("c-{n}"),
+            "erp.sales_order.confirmed",
+            json!({"order_id": id, "erp_order": format!("SO-{n}")}),
+        ),
+    )
+    .await;
+    app.eventually("released", || async {
+        status_of(app, id).await == "released"
+    })
+    .await;
+}
+
 async fn an_order_delivered_a_thousand_times_concurrently_is_one_order_and_one_reservation(
     db: TestDb,
 ) {
@@ -352,20 +371,7 @@ async fn an_order_goes_from_erp_confirmation_to_shipment_to_invoice_to_closed(db
     );
     assert_eq!(got["actions"][0]["type"], "erp.sales_order.create", "{got}");
     assert_eq!(got["actions"][0]["status"], "pending", "{got}");
-    post_event(
-        &app,
-        saga_event(
-            "erp",
-            "c-1",
-            "erp.sales_order.confirmed",
-            json!({"order_id": id, "erp_order": "SO-1"}),
-        ),
-    )
-    .await;
-    app.eventually("the order is released to wh-1", || async {
-        status_of(&app, &id).await == "released"
-    })
-    .await;
+    erp_confirms(&app, &id, 1).await;
 
     let shipment = json!({"order_id": id, "shipment": "S1", "lines": [{"line": 1, "quantity": 2}],
         "carrier": "UPSN", "tracking": "1Z999"});
@@ -504,15 +510,7 @@ async fn a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears(db: Te
             .contains("no confirmation from the ERP"),
         "exceptions are listed with their reasons: {listed}"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("crossdock_orders{status=\"exception\"} 1"),
         "{metrics}"
@@ -580,20 +578,7 @@ async fn a_return_restocks_what_is_restocked_credits_it_and_posting_nets_it_out(
         "{refused}"
     );
 
-    post_event(
-        &app,
-        saga_event(
-            "erp",
-            "c-1",
-            "erp.sales_order.confirmed",
-            json!({"order_id": id, "erp_order": "SO-1"}),
-        ),
-    )
-    .await;
-    app.eventually("released", || async {
-        status_of(&app, &id).await == "released"
-    })
-    .await;
+    erp_confirms(&app, &id, 1).await;
     post_event(
         &app,
         saga_event(
@@ -933,22 +918,7 @@ async fn posted_batches_sum_to_shipped_minus_returned_across_restarts_and_reruns
         let (status, taken) = app.post_json("/v1/orders", &body).await;
         assert_eq!(status, 201, "{taken}");
         let id = taken["id"].as_str().unwrap().to_owned();
-        let (status, reply) = app
-            .post_json(
-                "/v1/events",
-                &saga_event(
-                    "erp",
-                    format!("c-{n}"),
-                    "erp.sales_order.confirmed",
-                    json!({"order_id": id, "erp_order": format!("SO-{n}")}),
-                ),
-            )
-            .await;
-        assert_eq!(status, 202, "{reply}");
-        app.eventually("released", || async {
-            status_of(&app, &id).await == "released"
-        })
-        .await;
+        erp_confirms(&app, &id, n).await;
         // Shipped in one or two parts.
         let first = if quantity > 1 && next(2) == 0 {
             1
@@ -1143,20 +1113,7 @@ async fn a_channel_that_allows_splits_holds_lines_across_locations(db: TestDb) {
     assert_eq!(split["lines"][0]["location"], "wh-1", "{split}");
     assert_eq!(split["lines"][1]["location"], "wh-2", "{split}");
     let id = split["id"].as_str().unwrap().to_owned();
-    app.post_json(
-        "/v1/events",
-        &saga_event(
-            "erp",
-            "c-1",
-            "erp.sales_order.confirmed",
-            json!({"order_id": id, "erp_order": "SO-1"}),
-        ),
-    )
-    .await;
-    app.eventually("released to both", || async {
-        status_of(&app, &id).await == "released"
-    })
-    .await;
+    erp_confirms(&app, &id, 1).await;
     for location in ["wh-1", "wh-2"] {
         let released = app
             .state
