@@ -36,6 +36,8 @@ pub enum Scenario {
     /// The inventory engine: projection throughput, event-to-action latency, reservations,
     /// memory.
     Inventory,
+    /// The engine's throughput only (the first of the inventory figures), with its baseline.
+    Engine,
     /// Durable reservations only (the last of the inventory figures), with their baseline.
     Reservations,
     /// The resident set with --rss-skus SKUs loaded (the inventory scenario runs it in a
@@ -226,6 +228,9 @@ async fn run_in(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<(
     }
     if args.scenario == Scenario::Inventory {
         inventory::run(args, run_dir).await?;
+    }
+    if args.scenario == Scenario::Engine {
+        inventory::throughput(args, run_dir).await?;
     }
     if args.scenario == Scenario::Reservations {
         inventory::reservations(args, run_dir).await?;

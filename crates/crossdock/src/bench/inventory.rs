@@ -260,6 +260,17 @@ pub(super) fn rss_mib() -> (f64, f64) {
 }
 
 pub(super) async fn run(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<()> {
+    throughput(args, run_dir).await?;
+    latency(args, run_dir).await?;
+    reservations(args, run_dir).await?;
+    if args.rss_skus > 0 {
+        memory_apart(args, run_dir)?;
+    }
+    Ok(())
+}
+
+/// The engine's throughput on a backlog, beside the platform's ingest of the same events.
+pub(super) async fn throughput(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::Result<()> {
     let skus = args.skus;
     let n = args.inventory_events;
     println!(
@@ -304,7 +315,6 @@ pub(super) async fn run(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::
         state.store.close().await;
         drop(app);
     }
-    latency(args, run_dir).await?;
     let ratios: Vec<f64> = projection.iter().zip(&ingest).map(|(p, i)| p / i).collect();
     println!(
         "  engine throughput (median): {:.0} ev/s | platform ingest {:.0} ev/s | ratio {:.2}",
@@ -312,10 +322,6 @@ pub(super) async fn run(args: &BenchArgs, run_dir: &std::path::Path) -> anyhow::
         median(ingest),
         median(ratios)
     );
-    reservations(args, run_dir).await?;
-    if args.rss_skus > 0 {
-        memory_apart(args, run_dir)?;
-    }
     Ok(())
 }
 
