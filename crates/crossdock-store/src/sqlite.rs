@@ -26,6 +26,10 @@ use crate::model::*;
 use crate::{Durability, Projection, ProjectionWrites, Result, StoreError, StoreOptions};
 
 const STATEMENT_CACHE_CAPACITY: usize = 256;
+/// The write connection's page cache, KiB (see `open_connection`).
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
+/// How much of the database file the write connection maps into memory at most, bytes.
+const WRITER_MMAP_BYTES: u64 = 1 << 30;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -156,8 +160,15 @@ fn open_connection(path: &str, durability: Durability, read_only: bool) -> Resul
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
+        // The writer's page cache is kept small and the file is mapped into memory instead.
+        // A page split in a B-tree moves pages through a page number far past the end of the
+        // file, and at the next commit SQLite then sweeps the whole page cache's hash table
+        // (every slot, pages or not): with 128 MiB that sweep took a fifth of the writer's time
+        // under many small commits (orders, reservations). Pages the small cache does not hold
+        // are read from the mapping, without a system call or a copy.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-131072;"
+            "PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; \
+             PRAGMA cache_size=-{WRITER_CACHE_KIB}; PRAGMA mmap_size={WRITER_MMAP_BYTES};"
         ))
         .map_err(db("set pragmas"))?;
     }
