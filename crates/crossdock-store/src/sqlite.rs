@@ -48,6 +48,13 @@ trait Job: Send {
     fn reservation(&mut self) -> Option<&mut inventory::ReserveJob> {
         None
     }
+    /// Whether the job may share one savepoint with the group's other such jobs: it answers
+    /// every outcome of its business (a decline included) as a success and fails only on a
+    /// database error, which is rare — and which then undoes the others too; they are answered
+    /// that they may be tried again.
+    fn shares_savepoint(&self) -> bool {
+        false
+    }
 }
 
 struct FnJob<F, R> {
@@ -55,6 +62,7 @@ struct FnJob<F, R> {
     outcome: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
     weight: usize,
+    shared: bool,
 }
 
 impl<F, R> Job for FnJob<F, R>
@@ -76,6 +84,10 @@ where
 
     fn weight(&self) -> usize {
         self.weight
+    }
+
+    fn shares_savepoint(&self) -> bool {
+        self.shared
     }
 }
 
@@ -224,12 +236,31 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.write_job(weight, false, work).await
+    }
+
+    /// Like `write`, for work that writes nothing unless it succeeds (see
+    /// `Job::shares_savepoint`).
+    async fn write_shared<R, F>(&self, weight: usize, work: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_job(weight, true, work).await
+    }
+
+    async fn write_job<R, F>(&self, weight: usize, shared: bool, work: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = FnJob {
             work: Some(work),
             outcome: None,
             reply,
             weight,
+            shared,
         };
         self.submit(Box::new(job), answer).await
     }
@@ -1641,26 +1672,36 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         return;
     }
     // Reservations waiting together are decided together, under one savepoint, before the rest:
-    // each position's stock is read and written once for all of them.
+    // each position's stock is read and written once for all of them. Jobs that write nothing
+    // unless they succeed (order takes) share one savepoint next.
     let mut batch: Vec<Box<dyn Job>> = Vec::new();
+    let mut shared: Vec<Box<dyn Job>> = Vec::new();
     let mut rest: Vec<Box<dyn Job>> = Vec::new();
     for mut job in jobs {
         if job.reservation().is_some() {
             batch.push(job);
+        } else if job.shares_savepoint() {
+            shared.push(job);
         } else {
             rest.push(job);
         }
     }
-    let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(batch.len() + rest.len());
-    // A lone reservation runs like any other job.
-    let decided = if batch.len() > 1 {
+    let mut refused: Vec<Option<StoreError>> =
+        Vec::with_capacity(batch.len() + shared.len() + rest.len());
+    let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+    // A lone reservation, or a lone shared job, runs like any other job.
+    if batch.len() > 1 {
         let error = reserve_batch(conn, &mut batch);
         refused.extend(batch.iter().map(|_| error.clone()));
-        batch.len()
-    } else {
-        0
-    };
-    let mut jobs = batch;
+        jobs.append(&mut batch);
+    }
+    if shared.len() > 1 {
+        refused.extend(share_savepoint(conn, &mut shared));
+        jobs.append(&mut shared);
+    }
+    let decided = jobs.len();
+    jobs.append(&mut batch);
+    jobs.append(&mut shared);
     jobs.append(&mut rest);
     // A job whose savepoint cannot be opened is not run: it could not be rolled back alone.
     for job in jobs.iter_mut().skip(decided) {
@@ -1690,6 +1731,39 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
             Some(e) => Err(e),
             None => commit.clone(),
         });
+    }
+}
+
+/// Runs jobs under one savepoint. When one fails, the savepoint is rolled back: that job
+/// answers with its own error, and the others, undone with it, with one saying so.
+fn share_savepoint(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Vec<Option<StoreError>> {
+    let undone = |why: &str| {
+        Some(StoreError::Unavailable(format!(
+            "nothing was written: {why}; try again"
+        )))
+    };
+    if let Err(e) = cached(conn, "SAVEPOINT job") {
+        let why = format!("cannot open a savepoint: {e}");
+        return jobs.iter().map(|_| undone(&why)).collect();
+    }
+    let failed = jobs.iter_mut().position(|job| !job.run(conn));
+    let end = match failed {
+        None => cached(conn, "RELEASE job"),
+        Some(_) => cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job")),
+    };
+    match (failed, end) {
+        (None, Ok(())) => jobs.iter().map(|_| None).collect(),
+        (_, Err(e)) => {
+            let why = format!("cannot close a savepoint: {e}");
+            jobs.iter().map(|_| undone(&why)).collect()
+        }
+        (Some(failed), Ok(())) => (0..jobs.len())
+            .map(|i| {
+                (i != failed)
+                    .then(|| undone("a write grouped with this one failed"))
+                    .flatten()
+            })
+            .collect(),
     }
 }
 
@@ -1781,5 +1855,106 @@ mod tests {
                 "prepared again on binding: {sql}"
             );
         }
+    }
+
+    /// Opens a migrated write connection in a temporary folder.
+    fn migrated(dir: &tempfile::TempDir) -> Connection {
+        let path = dir.path().join("store.db").display().to_string();
+        let conn = open_connection(&path, Durability::Normal, false).expect("open");
+        for m in migrate::SQLITE {
+            conn.execute_batch(m.sql).expect("migrate");
+        }
+        conn
+    }
+
+    /// A job that records `name` as a consumer, or fails after writing it.
+    fn named(name: &'static str, fail: bool) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = FnJob {
+            work: Some(move |conn: &Connection| {
+                conn.execute(
+                    "INSERT INTO consumers (name, position, updated_at) VALUES (?1, 0, 0)",
+                    [name],
+                )
+                .map_err(db("write"))?;
+                if fail {
+                    return Err(StoreError::Unavailable(format!("{name} failed")));
+                }
+                Ok(())
+            }),
+            outcome: None,
+            reply,
+            weight: 1,
+            shared: true,
+        };
+        (Box::new(job), answer)
+    }
+
+    fn written(conn: &Connection, name: &str) -> bool {
+        conn.prepare("SELECT 1 FROM consumers WHERE name = ?1")
+            .and_then(|mut s| s.exists([name]))
+            .expect("read")
+    }
+
+    /// Jobs that share a savepoint are committed together; when one fails, it answers with its
+    /// own error, the others with one saying nothing was written, and none of them is kept —
+    /// while a job of the same group outside the savepoint is committed.
+    #[test]
+    fn jobs_sharing_a_savepoint_are_undone_together_when_one_fails() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let conn = migrated(&dir);
+        let (a, a_answer) = named("a", false);
+        let (b, b_answer) = named("b", false);
+        run_group(&conn, vec![a, b]);
+        for answer in [a_answer, b_answer] {
+            answer
+                .blocking_recv()
+                .expect("answered")
+                .expect("committed");
+        }
+        assert!(written(&conn, "a") && written(&conn, "b"));
+
+        let (c, c_answer) = named("c", false);
+        let (d, d_answer) = named("d", true);
+        let (e, e_answer) = named("e", false);
+        let (lone_reply, lone_answer) = oneshot::channel();
+        let lone: Box<dyn Job> = Box::new(FnJob {
+            work: Some(|conn: &Connection| {
+                conn.execute(
+                    "INSERT INTO consumers (name, position, updated_at) VALUES ('f', 0, 0)",
+                    [],
+                )
+                .map(|_| ())
+                .map_err(db("write"))
+            }),
+            outcome: None,
+            reply: lone_reply,
+            weight: 1,
+            shared: false,
+        });
+        run_group(&conn, vec![c, lone, d, e]);
+        let own = d_answer
+            .blocking_recv()
+            .expect("answered")
+            .expect_err("d failed");
+        assert!(own.to_string().contains("d failed"), "{own}");
+        for answer in [c_answer, e_answer] {
+            let undone = answer
+                .blocking_recv()
+                .expect("answered")
+                .expect_err("undone");
+            assert!(
+                undone.to_string().contains("nothing was written"),
+                "{undone}"
+            );
+        }
+        lone_answer
+            .blocking_recv()
+            .expect("answered")
+            .expect("committed");
+        for name in ["c", "d", "e"] {
+            assert!(!written(&conn, name), "{name} was kept");
+        }
+        assert!(written(&conn, "f"));
     }
 }
