@@ -106,6 +106,20 @@ fn view(id: &str, order: &Order, problems: Vec<String>) -> OrderView {
     }
 }
 
+impl OrderView {
+    /// Names the order by the channel and external id it was sent with, where its content does
+    /// not (an invalid order has no content to name it by).
+    fn named(mut self, channel: Option<&str>, external_id: Option<&str>) -> Self {
+        if self.channel.is_none() {
+            self.channel = channel.map(str::to_owned);
+        }
+        if self.external_id.is_none() {
+            self.external_id = external_id.map(str::to_owned);
+        }
+        self
+    }
+}
+
 /// The order's reservations and the deliveries of the actions it queued, for its detail view.
 async fn detail(
     state: &AppState,
@@ -200,6 +214,7 @@ pub(super) async fn post_order(
             .await);
         }
     };
+    let (channel, external_id) = (order.channel.clone(), order.external_id.clone());
     let taken = match orders::take(&state, order, ctx.correlation_id.as_str()).await {
         Ok(taken) => taken,
         // Other content under an order id taken before: kept too, for a person to look at.
@@ -221,7 +236,9 @@ pub(super) async fn post_order(
     } else {
         StatusCode::OK
     };
-    Ok(json(status, &view(&taken.id, &taken.order, taken.reasons)))
+    let shown =
+        view(&taken.id, &taken.order, taken.reasons).named(Some(&channel), Some(&external_id));
+    Ok(json(status, &shown))
 }
 
 /// Keeps a refused body raw in the inbox with why (to be seen, and replayed after a fix), and
@@ -284,6 +301,7 @@ pub(super) async fn replay_order(
         Ok(order) => order,
         Err(problem) => return Err(still_refused(state, id, problem).await),
     };
+    let (channel, external_id) = (order.channel.clone(), order.external_id.clone());
     let taken = orders::take(state, order, correlation)
         .await
         .map_err(take_problem)?;
@@ -293,7 +311,7 @@ pub(super) async fn replay_order(
         .await?;
     Ok(json(
         StatusCode::OK,
-        &view(&taken.id, &taken.order, taken.reasons),
+        &view(&taken.id, &taken.order, taken.reasons).named(Some(&channel), Some(&external_id)),
     ))
 }
 
@@ -327,7 +345,9 @@ pub(super) async fn get_order(
                 .collect()
         })
         .unwrap_or_default();
-    let mut shown = view(&id, &order, problems);
+    let request = &record["request"];
+    let mut shown = view(&id, &order, problems)
+        .named(request["channel"].as_str(), request["external_id"].as_str());
     detail(&state, &order, &record, &mut shown).await?;
     Ok(json(StatusCode::OK, &shown))
 }

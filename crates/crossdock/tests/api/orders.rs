@@ -222,10 +222,21 @@ async fn an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected(db
         "{taken}"
     );
     assert!(problems.contains(&"ship_to.city is missing"), "{taken}");
+    // Named by what it was sent with, though its content is not an order yet.
+    assert_eq!(
+        (&taken["channel"], &taken["external_id"]),
+        (&json!("shop"), &json!("2002")),
+        "{taken}"
+    );
     let id = taken["id"].as_str().unwrap().to_owned();
     let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
     assert_eq!(got["status"], "exception");
     assert_eq!(got["problems"].as_array().unwrap().len(), 2, "{got}");
+    assert_eq!(
+        (&got["channel"], &got["external_id"]),
+        (&json!("shop"), &json!("2002")),
+        "{got}"
+    );
 
     // Corrected and sent again: the same order goes on.
     let (status, resumed) = app.post_json("/v1/orders", &order("2002", "d-2", 1)).await;
