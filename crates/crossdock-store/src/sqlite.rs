@@ -239,8 +239,8 @@ impl SqliteStore {
         self.write_job(weight, false, work).await
     }
 
-    /// Like `write`, for work that writes nothing unless it succeeds (see
-    /// `Job::shares_savepoint`).
+    /// Like `write`, for work that answers every outcome of its business as a success, so that
+    /// it may share a savepoint with other such work (see `Job::shares_savepoint`).
     async fn write_shared<R, F>(&self, weight: usize, work: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
@@ -1672,8 +1672,8 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         return;
     }
     // Reservations waiting together are decided together, under one savepoint, before the rest:
-    // each position's stock is read and written once for all of them. Jobs that write nothing
-    // unless they succeed (order takes) share one savepoint next.
+    // each position's stock is read and written once for all of them. Jobs that fail only on a
+    // database error (order takes) share one savepoint next.
     let mut batch: Vec<Box<dyn Job>> = Vec::new();
     let mut shared: Vec<Box<dyn Job>> = Vec::new();
     let mut rest: Vec<Box<dyn Job>> = Vec::new();
@@ -1705,22 +1705,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     jobs.append(&mut rest);
     // A job whose savepoint cannot be opened is not run: it could not be rolled back alone.
     for job in jobs.iter_mut().skip(decided) {
-        if let Err(e) = cached(conn, "SAVEPOINT job") {
-            refused.push(Some(StoreError::Unavailable(format!(
-                "cannot open a savepoint: {e}"
-            ))));
-            continue;
-        }
-        let ok = job.run(conn);
-        let end = if ok {
-            cached(conn, "RELEASE job")
-        } else {
-            cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job"))
-        };
-        refused.push(
-            end.err()
-                .map(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}"))),
-        );
+        refused.push(in_savepoint(conn, || (job.run(conn), ())).err());
     }
     let commit = cached(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
@@ -1734,58 +1719,47 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     }
 }
 
+/// Runs `work` in a savepoint: kept when `work` says it succeeded, rolled back when not. A
+/// savepoint that cannot be opened (then `work` does not run) or closed is an error.
+fn in_savepoint<T>(conn: &Connection, work: impl FnOnce() -> (bool, T)) -> Result<T> {
+    cached(conn, "SAVEPOINT job")
+        .map_err(|e| StoreError::Unavailable(format!("cannot open a savepoint: {e}")))?;
+    let (ok, value) = work();
+    let end = if ok {
+        cached(conn, "RELEASE job")
+    } else {
+        cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job"))
+    };
+    end.map_err(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}")))?;
+    Ok(value)
+}
+
 /// Runs jobs under one savepoint. When one fails, the savepoint is rolled back: that job
 /// answers with its own error, and the others, undone with it, with one saying so.
 fn share_savepoint(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Vec<Option<StoreError>> {
-    let undone = |why: &str| {
-        Some(StoreError::Unavailable(format!(
-            "nothing was written: {why}; try again"
-        )))
-    };
-    if let Err(e) = cached(conn, "SAVEPOINT job") {
-        let why = format!("cannot open a savepoint: {e}");
-        return jobs.iter().map(|_| undone(&why)).collect();
-    }
-    let failed = jobs.iter_mut().position(|job| !job.run(conn));
-    let end = match failed {
-        None => cached(conn, "RELEASE job"),
-        Some(_) => cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job")),
-    };
-    match (failed, end) {
-        (None, Ok(())) => jobs.iter().map(|_| None).collect(),
-        (_, Err(e)) => {
-            let why = format!("cannot close a savepoint: {e}");
-            jobs.iter().map(|_| undone(&why)).collect()
-        }
-        (Some(failed), Ok(())) => (0..jobs.len())
-            .map(|i| {
-                (i != failed)
-                    .then(|| undone("a write grouped with this one failed"))
-                    .flatten()
-            })
-            .collect(),
-    }
+    let failed = in_savepoint(conn, || {
+        let failed = jobs.iter_mut().position(|job| !job.run(conn));
+        (failed.is_none(), failed)
+    });
+    (0..jobs.len())
+        .map(|i| match &failed {
+            Err(e) => Some(e.clone()),
+            Ok(Some(f)) if *f != i => Some(StoreError::Unavailable(
+                "nothing was written: a write grouped with this one failed; try again".into(),
+            )),
+            Ok(_) => None,
+        })
+        .collect()
 }
 
 /// Decides a group's reservations together under one savepoint; an error that leaves them
 /// undecided is returned for every one of them.
 fn reserve_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Option<StoreError> {
-    if let Err(e) = cached(conn, "SAVEPOINT job") {
-        return Some(StoreError::Unavailable(format!(
-            "cannot open a savepoint: {e}"
-        )));
-    }
     let mut jobs: Vec<&mut inventory::ReserveJob> = batch
         .iter_mut()
         .filter_map(|job| job.reservation())
         .collect();
-    let end = if inventory::reserve_together(conn, &mut jobs) {
-        cached(conn, "RELEASE job")
-    } else {
-        cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job"))
-    };
-    end.err()
-        .map(|e| StoreError::Unavailable(format!("cannot close a savepoint: {e}")))
+    in_savepoint(conn, || (inventory::reserve_together(conn, &mut jobs), ())).err()
 }
 
 /// Drops a dead letter inside the writer's transaction.
@@ -1868,7 +1842,11 @@ mod tests {
     }
 
     /// A job that records `name` as a consumer, or fails after writing it.
-    fn named(name: &'static str, fail: bool) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
+    fn named(
+        name: &'static str,
+        fail: bool,
+        shared: bool,
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
         let (reply, answer) = oneshot::channel();
         let job = FnJob {
             work: Some(move |conn: &Connection| {
@@ -1885,7 +1863,7 @@ mod tests {
             outcome: None,
             reply,
             weight: 1,
-            shared: true,
+            shared,
         };
         (Box::new(job), answer)
     }
@@ -1903,8 +1881,8 @@ mod tests {
     fn jobs_sharing_a_savepoint_are_undone_together_when_one_fails() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let conn = migrated(&dir);
-        let (a, a_answer) = named("a", false);
-        let (b, b_answer) = named("b", false);
+        let (a, a_answer) = named("a", false, true);
+        let (b, b_answer) = named("b", false, true);
         run_group(&conn, vec![a, b]);
         for answer in [a_answer, b_answer] {
             answer
@@ -1914,24 +1892,10 @@ mod tests {
         }
         assert!(written(&conn, "a") && written(&conn, "b"));
 
-        let (c, c_answer) = named("c", false);
-        let (d, d_answer) = named("d", true);
-        let (e, e_answer) = named("e", false);
-        let (lone_reply, lone_answer) = oneshot::channel();
-        let lone: Box<dyn Job> = Box::new(FnJob {
-            work: Some(|conn: &Connection| {
-                conn.execute(
-                    "INSERT INTO consumers (name, position, updated_at) VALUES ('f', 0, 0)",
-                    [],
-                )
-                .map(|_| ())
-                .map_err(db("write"))
-            }),
-            outcome: None,
-            reply: lone_reply,
-            weight: 1,
-            shared: false,
-        });
+        let (c, c_answer) = named("c", false, true);
+        let (d, d_answer) = named("d", true, true);
+        let (e, e_answer) = named("e", false, true);
+        let (lone, lone_answer) = named("f", false, false);
         run_group(&conn, vec![c, lone, d, e]);
         let own = d_answer
             .blocking_recv()

@@ -37,8 +37,8 @@ impl SqliteStore {
 
     pub(crate) async fn order_take(&self, o: NewOrder, hold: TakeHold) -> Result<OrderTaken> {
         let weight = hold.reserve.lines.len().max(1);
-        // A take writes nothing unless it holds the order: takes waiting together share one
-        // savepoint.
+        // A take answers a repeat or short stock as an outcome, not an error: takes waiting
+        // together share one savepoint.
         self.write_shared(weight, move |conn| {
             // One writer: nothing can take the order between this look and the insert below.
             if taken_before(conn, ORDERS, &o)? {
