@@ -165,6 +165,9 @@ async fn check(
     } else {
         state.store.items_known(named).await?
     };
+    if order.lines.is_empty() {
+        reasons.push("an order needs at least one line".to_owned());
+    }
     let mut currency: Option<&str> = None;
     let mut lines = Vec::new();
     for (i, line) in order.lines.iter().enumerate() {

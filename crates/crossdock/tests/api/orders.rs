@@ -229,6 +229,17 @@ async fn an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected(db
         "{taken}"
     );
     let id = taken["id"].as_str().unwrap().to_owned();
+    // An order without lines is kept the same way, with that reason.
+    let mut empty = order("2003", "d-3", 1);
+    empty["lines"] = json!([]);
+    let (status, kept) = app.post_json("/v1/orders", &empty).await;
+    assert_eq!(status, 201, "kept: {kept}");
+    assert_eq!(kept["status"], "exception", "{kept}");
+    assert_eq!(
+        kept["problems"],
+        json!(["an order needs at least one line"]),
+        "{kept}"
+    );
     let (_, got) = app.get(&format!("/v1/orders/{id}")).await;
     assert_eq!(got["status"], "exception");
     assert_eq!(got["problems"].as_array().unwrap().len(), 2, "{got}");
