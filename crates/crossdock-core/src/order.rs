@@ -550,6 +550,11 @@ pub fn decide(order: &Order, input: &Input, now: Timestamp, policy: &Policy) -> 
                 d.decision.changes.push(Change::CancelNoted {
                     reason: reason.clone(),
                 });
+                // An order kept as invalid held nothing and asked nothing of anyone: cancelled,
+                // it ends (and leaves the exceptions). One not yet placed waits for its content.
+                if order.status == Status::Exception {
+                    d.to(Status::Cancelled, format!("cancelled: {reason}"), None);
+                }
             } else if !order.shipments.is_empty() {
                 // Too late: units are on their way. The record says so; nothing changes.
             } else {
@@ -1032,6 +1037,34 @@ mod tests {
             &policy,
         );
         let d = o.handle(&Input::Placed(spec()), at(1), &policy);
+        assert_eq!(o.status, Status::Cancelled);
+        assert!(d.actions.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn an_invalid_order_cancelled_ends_without_asking_anything() {
+        let policy = Policy::default();
+        let mut o = Order::new("o-9");
+        o.apply(
+            &Change::Status {
+                to: Status::Exception,
+                reason: "invalid: an order needs at least one line".into(),
+                until: None,
+            },
+            at(0),
+        );
+        let d = o.handle(
+            &Input::Cancelled {
+                reason: "not coming back".into(),
+            },
+            at(1),
+            &policy,
+        );
+        assert_eq!(o.status, Status::Cancelled);
+        assert_eq!(o.reason, "cancelled: not coming back");
+        assert!(d.actions.is_empty(), "{d:?}");
+        // Sent again, corrected, it stays cancelled and asks for nothing.
+        let d = o.handle(&Input::Placed(spec()), at(2), &policy);
         assert_eq!(o.status, Status::Cancelled);
         assert!(d.actions.is_empty(), "{d:?}");
     }

@@ -327,13 +327,21 @@ pub(super) async fn get_order(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    answer_shown(&state, &id).await
+}
+
+fn no_such_order(id: &str) -> Problem {
+    Problem::new(problem::NOT_FOUND, format!("there is no order {id:?}"))
+}
+
+/// An order as `GET /v1/orders/{id}` shows it (also the answer to a cancel or a resume, so the
+/// caller sees what was released and queued): named as it was sent, with the reasons an invalid
+/// order was kept for, its reservations and its actions.
+async fn shown(state: &AppState, id: &str) -> Result<Option<OrderView>, Problem> {
     let Some(orders::Stored { order, record, .. }) =
-        orders::load(&state, &id).await.map_err(take_problem)?
+        orders::load(state, id).await.map_err(take_problem)?
     else {
-        return Err(Problem::new(
-            problem::NOT_FOUND,
-            format!("there is no order {id:?}"),
-        ));
+        return Ok(None);
     };
     // The reasons an invalid order was kept for, as recorded with it.
     let problems = record["reasons"]
@@ -346,15 +354,16 @@ pub(super) async fn get_order(
         })
         .unwrap_or_default();
     let request = &record["request"];
-    let mut shown = view(&id, &order, problems)
+    let mut shown = view(id, &order, problems)
         .named(request["channel"].as_str(), request["external_id"].as_str());
-    detail(&state, &order, &record, &mut shown).await?;
-    Ok(json(StatusCode::OK, &shown))
+    detail(state, &order, &record, &mut shown).await?;
+    Ok(Some(shown))
 }
 
 /// Cancels an order that has not shipped: its stock is released, its ERP order and fulfilment
-/// cancelled where they were asked for, and its channel told. After a shipment the order stays
-/// as it is (answered 409). `?reason=` says why (kept in its timeline).
+/// cancelled where they were asked for, and its channel told. An order kept as invalid ends
+/// (it leaves the exceptions). After a shipment the order stays as it is (answered 409).
+/// `?reason=` says why (kept in its timeline). The answer is the order as `GET` shows it.
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
     params(
         ("id" = String, Path, description = "crossdock's order id"),
@@ -385,10 +394,7 @@ pub(super) async fn cancel_order(
         .await
         .map_err(take_problem)?
     else {
-        return Err(Problem::new(
-            problem::NOT_FOUND,
-            format!("there is no order {id:?}"),
-        ));
+        return Err(no_such_order(&id));
     };
     if !order.shipments.is_empty() && !order.status.is_terminal() {
         return Err(Problem::new(
@@ -399,7 +405,15 @@ pub(super) async fn cancel_order(
             ),
         ));
     }
-    Ok(json(StatusCode::OK, &view(&id, &order, Vec::new())))
+    answer_shown(&state, &id).await
+}
+
+/// Answers with the order as it is now (see [`shown`]).
+async fn answer_shown(state: &AppState, id: &str) -> Result<Response, Problem> {
+    match shown(state, id).await? {
+        Some(shown) => Ok(json(StatusCode::OK, &shown)),
+        None => Err(no_such_order(id)),
+    }
 }
 
 /// Resumes an order stopped as an exception (a deadline passed, the channel changed it, a
@@ -421,11 +435,8 @@ pub(super) async fn resume_order(
         .await
         .map_err(take_problem)?
     {
-        Some(order) => Ok(json(StatusCode::OK, &view(&id, &order, Vec::new()))),
-        None => Err(Problem::new(
-            problem::NOT_FOUND,
-            format!("there is no order {id:?}"),
-        )),
+        Some(_) => answer_shown(&state, &id).await,
+        None => Err(no_such_order(&id)),
     }
 }
 

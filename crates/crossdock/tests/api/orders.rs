@@ -281,6 +281,28 @@ async fn an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected(db
         .map(|c| c.count)
         .sum();
     assert_eq!(erp, 2, "the sales order and its cancellation: {counts:?}");
+    // The answer is the order as GET shows it: with what it asked of other systems.
+    assert!(
+        cancelled["actions"].as_array().is_some_and(|a| a.len() >= 2),
+        "{cancelled}"
+    );
+    // An invalid order cancelled is still named as it was sent, with its reasons.
+    let kept_id = kept["id"].as_str().unwrap();
+    let (status, dropped) = app
+        .post_json(&format!("/v1/orders/{kept_id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{dropped}");
+    assert_eq!(dropped["status"], "cancelled", "{dropped}");
+    assert_eq!(
+        (&dropped["channel"], &dropped["external_id"]),
+        (&json!("shop"), &json!("2003")),
+        "{dropped}"
+    );
+    assert_eq!(
+        dropped["problems"],
+        json!(["an order needs at least one line"]),
+        "{dropped}"
+    );
     let (status, _) = app.post_json("/v1/orders/nope/cancel", &json!({})).await;
     assert_eq!(status, 404);
     app.stop().await;
