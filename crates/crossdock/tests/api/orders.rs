@@ -283,7 +283,9 @@ async fn an_invalid_order_is_kept_with_its_reasons_and_resumed_when_corrected(db
     assert_eq!(erp, 2, "the sales order and its cancellation: {counts:?}");
     // The answer is the order as GET shows it: with what it asked of other systems.
     assert!(
-        cancelled["actions"].as_array().is_some_and(|a| a.len() >= 2),
+        cancelled["actions"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 2),
         "{cancelled}"
     );
     // An invalid order cancelled is still named as it was sent, with its reasons.
