@@ -116,15 +116,7 @@ pub(super) async fn list_groups(
         uri.query(),
         &["partner", "status", "older_than", "older_than_ms", "limit"],
     )?;
-    let status = query.text("status").map(str::to_owned);
-    if let Some(status) = &status
-        && !STATUSES.contains(&status.as_str())
-    {
-        return Err(Problem::new(
-            problem::INVALID_PARAMETER,
-            format!("status {status:?} is not one of {}", STATUSES.join(", ")),
-        ));
-    }
+    let status = query.one_of("status", &STATUSES)?.map(str::to_owned);
     let older_than_ms = query.age_ms()?;
     let limit = query.int("limit", 100, 1, 1000)? as usize;
     let sent_before = (older_than_ms > 0).then(|| state.clock.now().plus_millis(-older_than_ms));

@@ -278,15 +278,9 @@ pub(super) async fn inbox_list(
     uri: Uri,
 ) -> Result<Response, Problem> {
     let query = Query::parse(uri.query(), &["status", "after", "limit"])?;
-    let status = match query.text("status") {
-        None => None,
-        Some(text) => Some(InboxStatus::parse(text).ok_or_else(|| {
-            Problem::parameter(
-                "/query/status",
-                "must be one of received, processed, rejected",
-            )
-        })?),
-    };
+    let status = query
+        .one_of("status", &["received", "processed", "rejected"])?
+        .and_then(InboxStatus::parse);
     let records = state
         .store
         .inbox_list(InboxQuery {

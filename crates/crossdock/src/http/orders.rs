@@ -485,7 +485,9 @@ pub(super) async fn list_orders(
     let rows = state
         .store
         .orders(crossdock_store::OrderQuery {
-            status: query.text("status").map(str::to_owned),
+            status: query
+                .one_of("status", &orders::STATUSES.map(status_name))?
+                .map(str::to_owned),
             channel: query.text("channel").map(str::to_owned),
             updated_before: (older_than_ms > 0)
                 .then(|| state.clock.now().plus_millis(-older_than_ms)),

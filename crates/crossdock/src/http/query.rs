@@ -39,6 +39,22 @@ impl Query {
         self.0.get(name).map(String::as_str)
     }
 
+    /// One of `names`, or `None` when absent: a misspelt value is a problem rather than an
+    /// empty answer.
+    pub fn one_of(&self, name: &str, names: &[&str]) -> Result<Option<&str>, Problem> {
+        match self.text(name) {
+            Some(value) if !names.contains(&value) => Err(Problem::parameter(
+                &format!("/query/{name}"),
+                format!(
+                    "must be one of {}, got {:?}",
+                    names.join(", "),
+                    super::truncate(value, 64)
+                ),
+            )),
+            value => Ok(value),
+        }
+    }
+
     /// An integer in `min..=max`, or `default` when absent.
     pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, Problem> {
         let Some(text) = self.0.get(name) else {

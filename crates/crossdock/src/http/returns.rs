@@ -204,7 +204,9 @@ pub(super) async fn list_returns(
     let rows = state
         .store
         .returns(crossdock_store::OrderQuery {
-            status: query.text("status").map(str::to_owned),
+            status: query
+                .one_of("status", &returns::STATUSES.map(status_name))?
+                .map(str::to_owned),
             channel: query.text("channel").map(str::to_owned),
             limit,
             ..crossdock_store::OrderQuery::default()
@@ -287,7 +289,9 @@ pub(super) async fn list_postings(
     let batches = state
         .store
         .postings(crossdock_store::PostingQuery {
-            status: query.text("status").map(str::to_owned),
+            status: query
+                .one_of("status", &["queued", "posted"])?
+                .map(str::to_owned),
             channel: query.text("channel").map(str::to_owned),
             limit,
         })

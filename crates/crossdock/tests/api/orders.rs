@@ -549,6 +549,23 @@ async fn a_silent_erp_makes_a_visible_exception_that_a_late_answer_clears(db: Te
         refused["errors"][0]["pointer"], "/query/older_than",
         "{refused}"
     );
+    // A misspelt status is refused, naming the ones there are, rather than answered empty.
+    let (status, refused) = app.get("/v1/orders?status=shiped").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["errors"][0]["pointer"], "/query/status",
+        "{refused}"
+    );
+    assert!(
+        refused["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("partially_shipped") && d.contains("\"shiped\"")),
+        "{refused}"
+    );
+    let (status, refused) = app.get("/v1/returns?status=open").await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, refused) = app.get("/v1/postings?status=done").await;
+    assert_eq!(status, 400, "{refused}");
     assert!(
         listed["orders"][0]["reason"]
             .as_str()
