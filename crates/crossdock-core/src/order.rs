@@ -193,6 +193,9 @@ pub enum Input {
     Tick,
     /// An operator resumes an exception.
     Resume,
+    /// Stock may now be there for a backordered order: its reservation is asked for again
+    /// (answered `Reserved`, or `Short` and it stays backordered, its deadline unchanged).
+    Restocked,
 }
 
 /// A request to another system. Keys are stable across retries, restarts and replays.
@@ -708,6 +711,11 @@ pub fn decide(order: &Order, input: &Input, now: Timestamp, policy: &Policy) -> 
                 );
             }
         }
+        Input::Restocked => {
+            if order.status == Status::Backordered {
+                d.act(Action::Reserve);
+            }
+        }
         Input::Resume => {
             if order.status == Status::Exception
                 && let Some(interrupted) = order.interrupted
@@ -1042,6 +1050,44 @@ mod tests {
     }
 
     #[test]
+    fn a_backordered_order_asks_again_when_restocked_and_only_then() {
+        let policy = Policy::default();
+        let mut o = Order::new("o-8");
+        o.handle(&Input::Placed(spec()), at(0), &policy);
+        o.handle(
+            &Input::Short {
+                reason: "none".into(),
+            },
+            at(1),
+            &policy,
+        );
+        assert_eq!(o.status, Status::Backordered);
+        let until = o.until;
+        let d = o.handle(&Input::Restocked, at(2), &policy);
+        assert_eq!(d.actions, [Action::Reserve]);
+        // Still short: it stays backordered, its deadline where it was.
+        let d = o.handle(
+            &Input::Short {
+                reason: "none".into(),
+            },
+            at(3),
+            &policy,
+        );
+        assert!(d.changes.is_empty() && d.actions.is_empty(), "{d:?}");
+        assert_eq!((o.status, o.until), (Status::Backordered, until));
+        o.handle(&Input::Restocked, at(4), &policy);
+        let d = o.handle(&Input::Reserved { location: wh() }, at(5), &policy);
+        assert_eq!(o.status, Status::Submitted);
+        assert!(
+            matches!(d.actions[..], [Action::CreateErpOrder { .. }]),
+            "{d:?}"
+        );
+        // An order that is not backordered asks for nothing.
+        let d = o.handle(&Input::Restocked, at(6), &policy);
+        assert!(d.actions.is_empty(), "{d:?}");
+    }
+
+    #[test]
     fn an_invalid_order_cancelled_ends_without_asking_anything() {
         let policy = Policy::default();
         let mut o = Order::new("o-9");
@@ -1281,7 +1327,7 @@ mod tests {
     /// rarer than progress. Shipments are mostly one unit of line 1 or 2; now and then nothing,
     /// or a line that does not exist.
     fn input(kind: u8, n: u8) -> Input {
-        match kind % 35 {
+        match kind % 36 {
             0 | 1 => Input::Placed(small()),
             2 => Input::Cancelled { reason: "r".into() },
             3 | 4 => Input::Reserved { location: wh() },
@@ -1317,6 +1363,7 @@ mod tests {
             31 => Input::Amended {
                 what: "line 1 quantity".into(),
             },
+            32 => Input::Restocked,
             _ => Input::Resume,
         }
     }

@@ -540,8 +540,14 @@ pub async fn advance(
         let now = state.clock.now();
         let channel = order.spec.as_ref().map(|s| s.channel.to_string());
         let policy = saga_policy(&catalog, channel.as_deref().unwrap_or_default());
+        let before = order.clone();
         let pending = order.handle(&input, now, &policy).actions;
         let to_queue = carry_out(state, &mut order, pending, correlation_id, now, &policy).await?;
+        if order == before && to_queue.is_empty() {
+            // Nothing happened (a restock that is still short, a tick before any deadline):
+            // nothing to save.
+            return Ok(Some(order));
+        }
         let mut record = stored;
         record["order"] = serde_json::to_value(&order)
             .map_err(|e| TakeError::Corrupt(id.to_owned(), e.to_string()))?;

@@ -388,14 +388,100 @@ pub async fn deadlines_once(state: &AppState) -> Result<usize, crossdock_store::
     Ok(due.len() + due_returns.len())
 }
 
-/// The deadline runner: `deadlines_once` every second until shutdown.
+/// Backordered orders looked at per sweep at most, oldest first.
+const BACKORDER_SWEEP_MAX: usize = 1000;
+/// Deadline looks between two backorder sweeps.
+const BACKORDER_SWEEP_EVERY: u32 = 5;
+
+/// Asks again for the stock of every backordered order (up to [`BACKORDER_SWEEP_MAX`], the
+/// oldest first, so stock goes to the orders that waited longest) that could now be held: one
+/// whose every SKU has at least its quantity available to promise over the channel's locations
+/// (through components, for kits), less what orders held earlier in the sweep took. An order
+/// that passes is held and sent on as it would have been when it arrived; one that is still
+/// short (its lines at different locations, for a channel that does not split) stays
+/// backordered and nothing is written. Returns how many orders were asked for again.
+pub async fn backorders_once(state: &AppState) -> Result<usize, crossdock_store::StoreError> {
+    let rows = state
+        .store
+        .orders(crossdock_store::OrderQuery {
+            status: Some(orders::status_name(crossdock_core::order::Status::Backordered).into()),
+            limit: BACKORDER_SWEEP_MAX,
+            ..crossdock_store::OrderQuery::default()
+        })
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let catalog = state.catalog.get(&state.store).await?;
+    let mut waiting = Vec::new();
+    for row in &rows {
+        match orders::saga_record::<crossdock_core::order::Order>(&row.id, &row.state, "order") {
+            Ok((order, _)) => {
+                if let Some(spec) = order.spec {
+                    waiting.push((row.id.as_str(), spec));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(order_id = row.id, error = %e, "a backordered order cannot be read")
+            }
+        }
+    }
+    let skus: std::collections::BTreeSet<crossdock_core::catalog::Sku> = waiting
+        .iter()
+        .flat_map(|(_, spec)| spec.lines().iter().flat_map(|l| catalog.stocked(&l.sku)))
+        .collect();
+    let positions = state.store.positions(skus.into_iter().collect()).await?;
+    // What the orders held during this sweep took, so later ones are not asked for in vain.
+    let mut promised: std::collections::BTreeMap<crossdock_core::catalog::Sku, i64> =
+        std::collections::BTreeMap::new();
+    let mut asked = 0;
+    for (id, spec) in waiting {
+        let Some(channel) = catalog.snapshot.channels.get(&spec.channel) else {
+            continue;
+        };
+        let mut needed: std::collections::BTreeMap<&crossdock_core::catalog::Sku, i64> =
+            std::collections::BTreeMap::new();
+        for line in spec.lines() {
+            *needed.entry(&line.sku).or_default() += line.quantity;
+        }
+        let could = needed.iter().all(|(sku, quantity)| {
+            let taken = promised.get(*sku).copied().unwrap_or(0);
+            catalog.channel_atp(channel, sku, &positions) - taken >= *quantity
+        });
+        if !could {
+            continue;
+        }
+        asked += 1;
+        match orders::advance(state, id, Input::Restocked, id).await {
+            Ok(Some(order)) if order.status != crossdock_core::order::Status::Backordered => {
+                for (sku, quantity) in needed {
+                    *promised.entry(sku.clone()).or_default() += quantity;
+                }
+            }
+            Ok(_) => {}
+            Err(TakeError::Store(e)) => return Err(e),
+            Err(e) => tracing::warn!(order_id = id, error = %e, "a backorder could not be retried"),
+        }
+    }
+    Ok(asked)
+}
+
+/// The deadline runner: `deadlines_once` every second until shutdown, and every few seconds
+/// `backorders_once`.
 pub async fn deadlines(
     state: std::sync::Arc<AppState>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
+    let mut looks: u32 = 0;
     while !cancel.is_cancelled() {
         if let Err(e) = deadlines_once(&state).await {
             tracing::warn!(error = %e, "cannot look for order deadlines; retrying");
+        }
+        looks = looks.wrapping_add(1);
+        if looks % BACKORDER_SWEEP_EVERY == 0
+            && let Err(e) = backorders_once(&state).await
+        {
+            tracing::warn!(error = %e, "cannot look at backordered orders; retrying");
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_millis(DEADLINE_POLL_MS)) => {}

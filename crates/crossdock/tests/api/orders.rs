@@ -375,6 +375,45 @@ async fn orders_racing_for_the_last_units_never_oversell(db: TestDb) {
         (Some(5), Some(0)),
         "{mug}"
     );
+
+    // Three more mugs arrive: the three backorders that waited longest are held and sent on;
+    // the mug-and-saucer order (its lines at two locations, no split) still waits.
+    let (_, listed) = app.get("/v1/orders?status=backordered&limit=1000").await;
+    // Least recently updated first: the order the sweep takes them in.
+    let backordered: Vec<String> = listed["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(backordered.len(), 16, "{backordered:?}");
+    post_event(
+        &app,
+        json!([{"specversion": "1.0", "source": "erp", "id": "r-more", "type": "inventory.received",
+            "data": {"sku": "MUG", "location": "wh-1", "quantity": 3}}]),
+    )
+    .await;
+    app.eventually("the mugs are on hand", || async {
+        mug_at_wh1(&app).await == (8, 5)
+    })
+    .await;
+    let asked = crossdock::runtime::orders::backorders_once(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(
+        asked, 3,
+        "only as many as the stock can fill are asked for again"
+    );
+    for (n, id) in backordered.iter().enumerate() {
+        let status = status_of(&app, id).await;
+        let expected = if n < 3 { "submitted" } else { "backordered" };
+        assert_eq!(status, expected, "backorder {n} of {backordered:?}");
+    }
+    assert_eq!(mug_at_wh1(&app).await, (8, 8));
+    let asked = crossdock::runtime::orders::backorders_once(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(asked, 0, "no stock, nothing asked");
     match std::sync::Arc::try_unwrap(app) {
         Ok(app) => {
             app.stop().await;
