@@ -478,7 +478,7 @@ pub async fn deadlines(
             tracing::warn!(error = %e, "cannot look for order deadlines; retrying");
         }
         looks = looks.wrapping_add(1);
-        if looks % BACKORDER_SWEEP_EVERY == 0
+        if looks.is_multiple_of(BACKORDER_SWEEP_EVERY)
             && let Err(e) = backorders_once(&state).await
         {
             tracing::warn!(error = %e, "cannot look at backordered orders; retrying");
