@@ -355,6 +355,27 @@ pub(super) async fn get_location(
 }
 
 #[derive(Serialize, ToSchema)]
+pub(super) struct LocationList {
+    locations: Vec<LocationView>,
+}
+
+/// Every location, by id.
+#[utoipa::path(get, path = "/v1/locations", tag = "catalog",
+    responses((status = 200, description = "The locations", body = LocationList)))]
+pub(super) async fn list_locations(
+    State(state): State<Arc<AppState>>,
+) -> Result<Response, Problem> {
+    let catalog = state.catalog.get(&state.store).await?;
+    let locations = catalog
+        .snapshot
+        .locations
+        .iter()
+        .map(|(id, l)| LocationView::of(id, l.clone()))
+        .collect();
+    Ok(json(StatusCode::OK, &LocationList { locations }))
+}
+
+#[derive(Serialize, ToSchema)]
 pub(super) struct PolicyView {
     percent: Option<i64>,
     buffer: Option<i64>,
@@ -454,6 +475,91 @@ pub(super) struct ListingView {
     channel: String,
     channel_sku: String,
     sku: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ChannelList {
+    channels: Vec<ChannelView>,
+}
+
+/// Every channel the caller may see (a key bound to a channel sees that one), by id.
+#[utoipa::path(get, path = "/v1/channels", tag = "catalog",
+    responses((status = 200, description = "The channels", body = ChannelList)))]
+pub(super) async fn list_channels(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, Problem> {
+    let catalog = state.catalog.get(&state.store).await?;
+    let channels = catalog
+        .snapshot
+        .channels
+        .iter()
+        .filter(|(id, _)| caller.sees_channel(id.as_str()))
+        .map(|(id, c)| ChannelView::of(id, c.clone()))
+        .collect();
+    Ok(json(StatusCode::OK, &ChannelList { channels }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ListingList {
+    listings: Vec<ListingView>,
+    /// Pass as `after` for the next page; absent on the last.
+    next_after: Option<String>,
+}
+
+/// A channel's listings by channel SKU, a page at a time: `?after=` the last channel SKU of the
+/// page before, `?limit=` (1 to 1000, default 100).
+#[utoipa::path(get, path = "/v1/channels/{id}/listings", tag = "catalog",
+    params(
+        ("id" = String, Path, description = "The channel id"),
+        ("after" = Option<String>, Query, description = "Only channel SKUs after this one"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The listings", body = ListingList),
+        (status = 404, description = "No such channel", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn list_listings(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Response, Problem> {
+    let id = visible_channel(&caller, &id)?;
+    let query = super::query::Query::parse(uri.query(), &["after", "limit"])?;
+    let limit = query.int("limit", 100, 1, 1000)? as usize;
+    let after = query.text("after").unwrap_or("");
+    let catalog = state.catalog.get(&state.store).await?;
+    if !catalog.snapshot.channels.contains_key(&id) {
+        return Err(Problem::not_found(format!("there is no channel {id}")));
+    }
+    let mut listed: Vec<&(ChannelId, ChannelSku, Sku)> = catalog
+        .snapshot
+        .listings
+        .iter()
+        .filter(|(channel, channel_sku, _)| *channel == id && channel_sku.as_str() > after)
+        .collect();
+    listed.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+    let more = listed.len() > limit;
+    listed.truncate(limit);
+    let listings: Vec<ListingView> = listed
+        .into_iter()
+        .map(|(channel, channel_sku, sku)| ListingView {
+            channel: channel.to_string(),
+            channel_sku: channel_sku.to_string(),
+            sku: sku.to_string(),
+        })
+        .collect();
+    let next_after = more
+        .then(|| listings.last().map(|l| l.channel_sku.clone()))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &ListingList {
+            listings,
+            next_after,
+        },
+    ))
 }
 
 /// Maps a channel's SKU to ours.

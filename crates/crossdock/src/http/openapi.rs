@@ -127,8 +127,11 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(ops::audit_log))
         .routes(routes!(catalog::put_items))
         .routes(routes!(catalog::put_item, catalog::get_item))
+        .routes(routes!(catalog::list_locations))
         .routes(routes!(catalog::put_location, catalog::get_location))
+        .routes(routes!(catalog::list_channels))
         .routes(routes!(catalog::put_channel, catalog::get_channel))
+        .routes(routes!(catalog::list_listings))
         .routes(routes!(
             catalog::put_listing,
             catalog::get_listing,

@@ -144,10 +144,13 @@ pub const POLICIES: &[RoutePolicy] = &[
     put("/v1/items", Scope::CatalogWrite),
     put("/v1/items/{sku}", Scope::CatalogWrite),
     read("/v1/items/{sku}", Scope::InventoryRead),
+    read("/v1/locations", Scope::InventoryRead),
     put("/v1/locations/{id}", Scope::CatalogWrite),
     read("/v1/locations/{id}", Scope::InventoryRead),
+    read("/v1/channels", Scope::InventoryRead),
     put("/v1/channels/{id}", Scope::CatalogWrite),
     read("/v1/channels/{id}", Scope::InventoryRead),
+    read("/v1/channels/{id}/listings", Scope::InventoryRead),
     put(
         "/v1/channels/{id}/listings/{channel_sku}",
         Scope::CatalogWrite,

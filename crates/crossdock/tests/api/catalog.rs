@@ -182,6 +182,46 @@ async fn locations_channels_and_listings_refer_only_to_what_exists(
     );
     let (status, _) = app.get("/v1/channels/shop/listings/m-1").await;
     assert_eq!(status, 200);
+    // Lists: every location and channel; a channel's listings a page at a time.
+    let (_, locations) = app.get("/v1/locations").await;
+    let ids: Vec<&str> = locations["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["east", "west"], "{locations}");
+    let (_, channels) = app.get("/v1/channels").await;
+    assert_eq!(channels["channels"][0]["id"], "shop", "{channels}");
+    assert_eq!(channels["channels"][0]["policy"]["buffer"], 1, "{channels}");
+    for n in 2..=5 {
+        put(
+            &app,
+            &format!("/v1/channels/shop/listings/m-{n}"),
+            &json!({"sku": "MUG"}),
+        )
+        .await;
+    }
+    let (_, page) = app.get("/v1/channels/shop/listings?limit=3").await;
+    let skus = |page: &Value| -> Vec<String> {
+        page["listings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["channel_sku"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(skus(&page), ["m-1", "m-2", "m-3"], "{page}");
+    assert_eq!(page["next_after"], "m-3", "{page}");
+    let (_, last) = app
+        .get("/v1/channels/shop/listings?limit=3&after=m-3")
+        .await;
+    assert_eq!(skus(&last), ["m-4", "m-5"], "{last}");
+    assert!(last["next_after"].is_null(), "{last}");
+    let (status, _) = app.get("/v1/channels/nowhere/listings").await;
+    assert_eq!(status, 404);
+    let (status, refused) = app.get("/v1/channels/shop/listings?limit=0").await;
+    assert_eq!(status, 400, "{refused}");
     let deleted = app
         .client
         .delete(app.url("/v1/channels/shop/listings/m-1"))
@@ -238,6 +278,19 @@ async fn a_key_bound_to_a_channel_finds_no_other_channel(db: crossdock_store::te
     };
     let (status, own) = call("GET", "/v1/channels/shop-eu", None).await;
     assert_eq!(status, 200, "{own}");
+    // The list of channels holds its own only.
+    let (status, listed) = call("GET", "/v1/channels", None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["channels"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["channels"][0]["id"], "shop-eu", "{listed}");
+    assert_eq!(
+        call("GET", "/v1/channels/shop-us/listings", None).await.0,
+        404
+    );
     // Another channel's resources do not exist for this key: 404, exactly as for a missing one.
     let (status, other) = call("GET", "/v1/channels/shop-us", None).await;
     let (_, missing) = call("GET", "/v1/channels/shop-xx", None).await;
