@@ -414,6 +414,11 @@ impl Store {
         dispatch!(self.item_get(sku))
     }
 
+    /// Up to `limit` items by SKU, those after `after` (all when `None`), with their components.
+    pub async fn items_after(&self, after: Option<Sku>, limit: usize) -> Result<Vec<(Sku, Item)>> {
+        dispatch!(self.items_after(after, limit))
+    }
+
     pub async fn location_put(
         &self,
         id: LocationId,

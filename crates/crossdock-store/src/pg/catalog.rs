@@ -154,6 +154,53 @@ impl PgStore {
         Ok(BulkWrite::Written { created, updated })
     }
 
+    pub(crate) async fn items_after(
+        &self,
+        after: Option<Sku>,
+        limit: usize,
+    ) -> Result<Vec<(Sku, Item)>> {
+        let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
+            "SELECT sku, description, unit FROM items WHERE sku > $1 ORDER BY sku LIMIT $2",
+        )
+        .bind(after.as_ref().map_or("", Sku::as_str))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("list items"))?;
+        let skus: Vec<&str> = rows.iter().map(|(sku, _, _)| sku.as_str()).collect();
+        let parts: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT kit_sku, component_sku, quantity FROM kit_components \
+             WHERE kit_sku = ANY($1) ORDER BY kit_sku, position",
+        )
+        .bind(&skus)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("read kits"))?;
+        let parse =
+            |s: &str| Sku::parse(s).map_err(|e| StoreError::Corrupt(format!("stored SKU: {e}")));
+        let mut components: std::collections::BTreeMap<String, Vec<Component>> =
+            std::collections::BTreeMap::new();
+        for (kit, component, quantity) in parts {
+            components.entry(kit).or_default().push(Component {
+                sku: parse(&component)?,
+                quantity,
+            });
+        }
+        rows.into_iter()
+            .map(|(sku, description, unit)| {
+                let components = components.remove(&sku).unwrap_or_default();
+                Ok((
+                    parse(&sku)?,
+                    Item {
+                        description,
+                        unit,
+                        components,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     pub(crate) async fn item_get(&self, sku: &Sku) -> Result<Option<Item>> {
         let row: Option<(Option<String>, String)> =
             sqlx::query_as("SELECT description, unit FROM items WHERE sku = $1")

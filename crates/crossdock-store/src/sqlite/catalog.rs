@@ -141,6 +141,43 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn items_after(
+        &self,
+        after: Option<Sku>,
+        limit: usize,
+    ) -> Result<Vec<(Sku, Item)>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT sku, description, unit FROM items WHERE sku > ?1 ORDER BY sku LIMIT ?2",
+                )
+                .map_err(db("list items"))?;
+            let rows = stmt
+                .query_map(
+                    params![after.as_ref().map_or("", Sku::as_str), limit as i64],
+                    |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map_err(db("list items"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sku, description, unit) = row.map_err(db("list items"))?;
+                let components = components(conn, &sku)?;
+                let sku = Sku::parse(&sku)
+                    .map_err(|e| StoreError::Corrupt(format!("stored SKU: {e}")))?;
+                out.push((
+                    sku,
+                    Item {
+                        description,
+                        unit,
+                        components,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     pub(crate) async fn location_put(
         &self,
         id: LocationId,

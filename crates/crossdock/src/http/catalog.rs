@@ -265,6 +265,46 @@ pub(super) async fn put_items(
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct ItemList {
+    items: Vec<ItemView>,
+    /// Pass as `after` for the next page; absent on the last.
+    next_after: Option<String>,
+}
+
+/// Items by SKU, a page at a time: `?after=` the last SKU of the page before, `?limit=` (1 to
+/// 1000, default 100).
+#[utoipa::path(get, path = "/v1/items", tag = "catalog",
+    params(
+        ("after" = Option<String>, Query, description = "Only SKUs after this one"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The items", body = ItemList),
+        (status = 400, description = "Bad parameter", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn list_items(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+) -> Result<Response, Problem> {
+    let query = super::query::Query::parse(uri.query(), &["after", "limit"])?;
+    let limit = query.int("limit", 100, 1, 1000)? as usize;
+    let after = query
+        .text("after")
+        .map(|text| Sku::parse(text).map_err(|why| Problem::parameter("/query/after", why)))
+        .transpose()?;
+    // One more than asked says whether there is a next page.
+    let mut items = state.store.items_after(after, limit + 1).await?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let items: Vec<ItemView> = items
+        .into_iter()
+        .map(|(sku, item)| ItemView::of(&sku, item))
+        .collect();
+    let next_after = more.then(|| items.last().map(|i| i.sku.clone())).flatten();
+    Ok(json(StatusCode::OK, &ItemList { items, next_after }))
+}
+
 /// One item.
 #[utoipa::path(get, path = "/v1/items/{sku}", tag = "catalog",
     params(("sku" = String, Path, description = "Our SKU")),

@@ -125,7 +125,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(ops::dead_letter, ops::drop_dead_letter))
         .routes(routes!(ops::replay_dead_letter))
         .routes(routes!(ops::audit_log))
-        .routes(routes!(catalog::put_items))
+        .routes(routes!(catalog::put_items, catalog::list_items))
         .routes(routes!(catalog::put_item, catalog::get_item))
         .routes(routes!(catalog::list_locations))
         .routes(routes!(catalog::put_location, catalog::get_location))

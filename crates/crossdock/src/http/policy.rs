@@ -142,6 +142,7 @@ pub const POLICIES: &[RoutePolicy] = &[
     delete("/v1/dead-letters/{id}", Scope::Ops),
     read("/v1/audit", Scope::Admin),
     put("/v1/items", Scope::CatalogWrite),
+    read("/v1/items", Scope::InventoryRead),
     put("/v1/items/{sku}", Scope::CatalogWrite),
     read("/v1/items/{sku}", Scope::InventoryRead),
     read("/v1/locations", Scope::InventoryRead),

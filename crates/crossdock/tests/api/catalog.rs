@@ -76,6 +76,27 @@ async fn items_and_kits_are_written_read_and_checked(db: crossdock_store::testki
     assert_eq!(unchanged["components"].as_array().unwrap().len(), 2);
     let (status, _) = app.get("/v1/items/NOPE").await;
     assert_eq!(status, 404);
+    // Listed by SKU a page at a time, kits with their components.
+    let (status, page) = app.get("/v1/items?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    let skus = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["sku"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(skus(&page), ["BIG-GIFT", "BOX"], "{page}");
+    assert_eq!(page["items"][0]["components"][0]["sku"], "GIFT", "{page}");
+    assert_eq!(page["next_after"], "BOX", "{page}");
+    let (_, rest) = app.get("/v1/items?limit=2&after=BOX").await;
+    assert_eq!(skus(&rest), ["GIFT", "MUG-RED"], "{rest}");
+    assert_eq!(rest["items"][0]["components"][1]["sku"], "BOX", "{rest}");
+    assert!(rest["next_after"].is_null(), "{rest}");
+    let (status, refused) = app.get("/v1/items?after=%20padded").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["errors"][0]["pointer"], "/query/after", "{refused}");
 }
 
 async fn a_bulk_write_is_all_or_nothing(db: crossdock_store::testkit::TestDb) {
