@@ -390,7 +390,8 @@ pub async fn deadlines_once(state: &AppState) -> Result<usize, crossdock_store::
 
 /// Backordered orders looked at per sweep at most, oldest first.
 const BACKORDER_SWEEP_MAX: usize = 1000;
-/// Deadline looks between two backorder sweeps.
+/// Deadline looks between two backorder sweeps when this node appended nothing in between
+/// (other nodes' receipts are seen then); after an append, the next look sweeps.
 const BACKORDER_SWEEP_EVERY: u32 = 5;
 
 /// Asks again for the stock of every backordered order (up to [`BACKORDER_SWEEP_MAX`], the
@@ -466,22 +467,27 @@ pub async fn backorders_once(state: &AppState) -> Result<usize, crossdock_store:
     Ok(asked)
 }
 
-/// The deadline runner: `deadlines_once` every second until shutdown, and every few seconds
-/// `backorders_once`.
+/// The deadline runner: `deadlines_once` every second until shutdown, and `backorders_once`
+/// within a second of anything appended to the log here (a receipt, a released reservation), at
+/// least every few seconds: stock that arrives goes to the backorders before a channel that
+/// shows increases at once sells much of it.
 pub async fn deadlines(
     state: std::sync::Arc<AppState>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut looks: u32 = 0;
+    let mut swept_at_head: Option<i64> = None;
     while !cancel.is_cancelled() {
         if let Err(e) = deadlines_once(&state).await {
             tracing::warn!(error = %e, "cannot look for order deadlines; retrying");
         }
         looks = looks.wrapping_add(1);
-        if looks.is_multiple_of(BACKORDER_SWEEP_EVERY)
-            && let Err(e) = backorders_once(&state).await
-        {
-            tracing::warn!(error = %e, "cannot look at backordered orders; retrying");
+        let head = *state.head.borrow();
+        if swept_at_head != Some(head) || looks.is_multiple_of(BACKORDER_SWEEP_EVERY) {
+            swept_at_head = Some(head);
+            if let Err(e) = backorders_once(&state).await {
+                tracing::warn!(error = %e, "cannot look at backordered orders; retrying");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_millis(DEADLINE_POLL_MS)) => {}
