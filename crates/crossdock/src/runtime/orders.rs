@@ -5,8 +5,10 @@
 //! sagas drop repeats (a confirmation of a confirmed order, a shipment it has), so the effect is
 //! once.
 
-use crossdock_core::catalog::LocationId;
-use crossdock_core::order::Input;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crossdock_core::catalog::{LocationId, Sku};
+use crossdock_core::order::{Input, Order, Status};
 use crossdock_core::returns::{Disposition, ReturnInput};
 use crossdock_core::{StoredEvent, Timestamp};
 use crossdock_store::ProjectionWrites;
@@ -405,7 +407,7 @@ pub async fn backorders_once(state: &AppState) -> Result<usize, crossdock_store:
     let rows = state
         .store
         .orders(crossdock_store::OrderQuery {
-            status: Some(orders::status_name(crossdock_core::order::Status::Backordered).into()),
+            status: Some(orders::status_name(Status::Backordered).into()),
             limit: BACKORDER_SWEEP_MAX,
             ..crossdock_store::OrderQuery::default()
         })
@@ -416,7 +418,7 @@ pub async fn backorders_once(state: &AppState) -> Result<usize, crossdock_store:
     let catalog = state.catalog.get(&state.store).await?;
     let mut waiting = Vec::new();
     for row in &rows {
-        match orders::saga_record::<crossdock_core::order::Order>(&row.id, &row.state, "order") {
+        match orders::saga_record::<Order>(&row.id, &row.state, "order") {
             Ok((order, _)) => {
                 if let Some(spec) = order.spec {
                     waiting.push((row.id.as_str(), spec));
@@ -427,21 +429,19 @@ pub async fn backorders_once(state: &AppState) -> Result<usize, crossdock_store:
             }
         }
     }
-    let skus: std::collections::BTreeSet<crossdock_core::catalog::Sku> = waiting
+    let skus: BTreeSet<Sku> = waiting
         .iter()
         .flat_map(|(_, spec)| spec.lines().iter().flat_map(|l| catalog.stocked(&l.sku)))
         .collect();
     let positions = state.store.positions(skus.into_iter().collect()).await?;
     // What the orders held during this sweep took, so later ones are not asked for in vain.
-    let mut promised: std::collections::BTreeMap<crossdock_core::catalog::Sku, i64> =
-        std::collections::BTreeMap::new();
+    let mut promised: BTreeMap<Sku, i64> = BTreeMap::new();
     let mut asked = 0;
     for (id, spec) in waiting {
         let Some(channel) = catalog.snapshot.channels.get(&spec.channel) else {
             continue;
         };
-        let mut needed: std::collections::BTreeMap<&crossdock_core::catalog::Sku, i64> =
-            std::collections::BTreeMap::new();
+        let mut needed: BTreeMap<&Sku, i64> = BTreeMap::new();
         for line in spec.lines() {
             *needed.entry(&line.sku).or_default() += line.quantity;
         }
@@ -454,7 +454,7 @@ pub async fn backorders_once(state: &AppState) -> Result<usize, crossdock_store:
         }
         asked += 1;
         match orders::advance(state, id, Input::Restocked, id).await {
-            Ok(Some(order)) if order.status != crossdock_core::order::Status::Backordered => {
+            Ok(Some(order)) if order.status != Status::Backordered => {
                 for (sku, quantity) in needed {
                     *promised.entry(sku.clone()).or_default() += quantity;
                 }
