@@ -110,6 +110,24 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order an order goes through them.
+    pub const ALL: [Status; 14] = [
+        Status::Unknown,
+        Status::Received,
+        Status::Backordered,
+        Status::Reserved,
+        Status::Submitted,
+        Status::Confirmed,
+        Status::Released,
+        Status::PartiallyShipped,
+        Status::Shipped,
+        Status::Invoiced,
+        Status::Closed,
+        Status::Cancelled,
+        Status::Rejected,
+        Status::Exception,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Closed | Status::Cancelled | Status::Rejected)
     }

@@ -40,6 +40,18 @@ pub enum ReturnStatus {
     Exception,
 }
 
+impl ReturnStatus {
+    /// Every status, in the order a return goes through them.
+    pub const ALL: [ReturnStatus; 6] = [
+        ReturnStatus::Unknown,
+        ReturnStatus::Authorized,
+        ReturnStatus::Received,
+        ReturnStatus::Credited,
+        ReturnStatus::Closed,
+        ReturnStatus::Exception,
+    ];
+}
+
 /// How long a return waits for its goods and for its credit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ReturnPolicy {

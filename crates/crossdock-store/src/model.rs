@@ -31,6 +31,12 @@ pub enum InboxStatus {
 }
 
 impl InboxStatus {
+    pub const ALL: [InboxStatus; 3] = [
+        InboxStatus::Received,
+        InboxStatus::Processed,
+        InboxStatus::Rejected,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             InboxStatus::Received => "received",

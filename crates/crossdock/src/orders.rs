@@ -1121,24 +1121,6 @@ pub(crate) fn saga_record<T: serde::de::DeserializeOwned>(
     Ok((saga, record))
 }
 
-/// Every status, in the order an order goes through them.
-pub const STATUSES: [Status; 14] = [
-    Status::Unknown,
-    Status::Received,
-    Status::Backordered,
-    Status::Reserved,
-    Status::Submitted,
-    Status::Confirmed,
-    Status::Released,
-    Status::PartiallyShipped,
-    Status::Shipped,
-    Status::Invoiced,
-    Status::Closed,
-    Status::Cancelled,
-    Status::Rejected,
-    Status::Exception,
-];
-
 /// The wire name of a status.
 pub fn status_name(status: Status) -> &'static str {
     match status {

@@ -393,16 +393,6 @@ pub async fn receiving_location(
         .and_then(|o| o.order.location))
 }
 
-/// Every return status, in the order a return goes through them.
-pub const STATUSES: [ReturnStatus; 6] = [
-    ReturnStatus::Unknown,
-    ReturnStatus::Authorized,
-    ReturnStatus::Received,
-    ReturnStatus::Credited,
-    ReturnStatus::Closed,
-    ReturnStatus::Exception,
-];
-
 /// The wire name of a return status.
 pub fn status_name(status: ReturnStatus) -> &'static str {
     match status {

@@ -294,15 +294,21 @@ pub(super) async fn list_items(
         .map(|text| Sku::parse(text).map_err(|why| Problem::parameter("/query/after", why)))
         .transpose()?;
     // One more than asked says whether there is a next page.
-    let mut items = state.store.items_after(after, limit + 1).await?;
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let items: Vec<ItemView> = items
+    let items = state.store.items_after(after, limit + 1).await?;
+    let (items, next_after) = page(items, limit, |(sku, _)| sku.to_string());
+    let items = items
         .into_iter()
         .map(|(sku, item)| ItemView::of(&sku, item))
         .collect();
-    let next_after = more.then(|| items.last().map(|i| i.sku.clone())).flatten();
     Ok(json(StatusCode::OK, &ItemList { items, next_after }))
+}
+
+/// The first `limit` of `rows` (read one more than that), and the key of the last of them when
+/// there is a next page: what the caller passes as `after` to get it.
+fn page<T>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    let next_after = (rows.len() > limit).then(|| key(&rows[limit - 1]));
+    rows.truncate(limit);
+    (rows, next_after)
 }
 
 /// One item.
@@ -573,16 +579,18 @@ pub(super) async fn list_listings(
     if !catalog.snapshot.channels.contains_key(&id) {
         return Err(Problem::not_found(format!("there is no channel {id}")));
     }
-    let mut listed: Vec<&(ChannelId, ChannelSku, Sku)> = catalog
-        .snapshot
-        .listings
+    // The snapshot's listings are sorted by channel and channel SKU.
+    let all = &catalog.snapshot.listings;
+    let start = all.partition_point(|(channel, channel_sku, _)| {
+        (channel, channel_sku.as_str()) <= (&id, after)
+    });
+    let listed: Vec<&(ChannelId, ChannelSku, Sku)> = all[start..]
         .iter()
-        .filter(|(channel, channel_sku, _)| *channel == id && channel_sku.as_str() > after)
+        .take_while(|(channel, _, _)| *channel == id)
+        .take(limit + 1)
         .collect();
-    listed.sort_unstable_by(|a, b| a.1.cmp(&b.1));
-    let more = listed.len() > limit;
-    listed.truncate(limit);
-    let listings: Vec<ListingView> = listed
+    let (listed, next_after) = page(listed, limit, |(_, channel_sku, _)| channel_sku.to_string());
+    let listings = listed
         .into_iter()
         .map(|(channel, channel_sku, sku)| ListingView {
             channel: channel.to_string(),
@@ -590,9 +598,6 @@ pub(super) async fn list_listings(
             sku: sku.to_string(),
         })
         .collect();
-    let next_after = more
-        .then(|| listings.last().map(|l| l.channel_sku.clone()))
-        .flatten();
     Ok(json(
         StatusCode::OK,
         &ListingList {

@@ -279,7 +279,7 @@ pub(super) async fn inbox_list(
 ) -> Result<Response, Problem> {
     let query = Query::parse(uri.query(), &["status", "after", "limit"])?;
     let status = query
-        .one_of("status", &["received", "processed", "rejected"])?
+        .one_of("status", &InboxStatus::ALL.map(InboxStatus::as_str))?
         .and_then(InboxStatus::parse);
     let records = state
         .store

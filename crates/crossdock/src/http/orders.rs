@@ -486,7 +486,10 @@ pub(super) async fn list_orders(
         .store
         .orders(crossdock_store::OrderQuery {
             status: query
-                .one_of("status", &orders::STATUSES.map(status_name))?
+                .one_of(
+                    "status",
+                    &crossdock_core::order::Status::ALL.map(status_name),
+                )?
                 .map(str::to_owned),
             channel: query.text("channel").map(str::to_owned),
             updated_before: (older_than_ms > 0)

@@ -205,7 +205,10 @@ pub(super) async fn list_returns(
         .store
         .returns(crossdock_store::OrderQuery {
             status: query
-                .one_of("status", &returns::STATUSES.map(status_name))?
+                .one_of(
+                    "status",
+                    &crossdock_core::returns::ReturnStatus::ALL.map(status_name),
+                )?
                 .map(str::to_owned),
             channel: query.text("channel").map(str::to_owned),
             limit,

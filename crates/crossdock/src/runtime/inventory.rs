@@ -42,6 +42,8 @@ pub fn channel_target(channel: &ChannelId) -> String {
 /// The catalog with the indexes the engine needs.
 #[derive(Debug, Default)]
 pub struct CatalogIndex {
+    /// As stored, with its listings sorted by channel and channel SKU (pages of a channel's
+    /// listings are found by binary search).
     pub snapshot: CatalogSnapshot,
     /// SKU → its listings.
     pub listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>>,
@@ -52,7 +54,8 @@ pub struct CatalogIndex {
 }
 
 impl CatalogIndex {
-    fn build(snapshot: CatalogSnapshot) -> CatalogIndex {
+    fn build(mut snapshot: CatalogSnapshot) -> CatalogIndex {
+        snapshot.listings.sort_unstable();
         let mut listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>> = HashMap::new();
         for (channel, channel_sku, sku) in &snapshot.listings {
             listings
