@@ -42,7 +42,7 @@ mod model;
 mod pg;
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crossdock_core::activity::{ActivityDelta, ActivityEntry, ActivityKey};
@@ -485,6 +485,17 @@ impl Store {
 
     // ---- inventory ----
 
+    /// Which of these shipment events have consumed reservations of their order already.
+    pub async fn conversions_recorded(&self, seqs: Vec<i64>) -> Result<BTreeSet<i64>> {
+        dispatch!(self.conversions_recorded(seqs))
+    }
+
+    /// What the hub holds for orders at each position of these SKUs (positions holding nothing
+    /// are left out).
+    pub async fn reserved_totals(&self, skus: Vec<Sku>) -> Result<BTreeMap<PositionKey, i64>> {
+        dispatch!(self.reserved_totals(skus))
+    }
+
     /// The ledger positions of these SKUs at every location that has one.
     pub async fn positions(&self, skus: Vec<Sku>) -> Result<BTreeMap<PositionKey, Position>> {
         dispatch!(self.positions(skus))
@@ -520,7 +531,7 @@ impl Store {
     }
 
     /// Which of these SKUs are items in the catalog.
-    pub async fn items_known(&self, skus: Vec<Sku>) -> Result<std::collections::BTreeSet<Sku>> {
+    pub async fn items_known(&self, skus: Vec<Sku>) -> Result<BTreeSet<Sku>> {
         dispatch!(self.items_known(skus))
     }
 

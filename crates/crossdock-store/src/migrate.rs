@@ -50,6 +50,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "returns_postings",
         sql: include_str!("../migrations/sqlite/0008_returns_postings.sql"),
     },
+    Migration {
+        version: 9,
+        name: "conversions",
+        sql: include_str!("../migrations/sqlite/0009_conversions.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -92,6 +97,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "returns_postings",
         sql: include_str!("../migrations/pg/0008_returns_postings.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "conversions",
+        sql: include_str!("../migrations/pg/0009_conversions.sql"),
     },
 ];
 

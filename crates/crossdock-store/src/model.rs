@@ -454,16 +454,17 @@ pub struct AvailabilityRow {
     pub queued: Option<i64>,
 }
 
-/// A new value a listing may show, with the order and time its update may be sent in.
+/// A new value a listing may show. The store ranks its update against what the channel last
+/// acknowledged: 0 zero-out, 1 decrease (or nothing known of what the channel shows), both due at
+/// once, or 2 increase, due at `hold_until`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AvailabilityChange {
     pub channel: crossdock_core::catalog::ChannelId,
     pub channel_sku: crossdock_core::catalog::ChannelSku,
     pub sku: crossdock_core::catalog::Sku,
     pub available: i64,
-    /// 0 zero-out, 1 decrease (or nothing known of what the channel shows), 2 increase.
-    pub rank: i32,
-    pub due_at: Timestamp,
+    /// When an increase may be sent: the end of the channel's hold.
+    pub hold_until: Timestamp,
 }
 
 /// A listing whose update is due: its value differs from the last one queued.
@@ -504,9 +505,17 @@ pub struct InventoryWrites {
     pub divergences: Vec<Divergence>,
     /// Listings whose available changed; the channel feeder queues their updates.
     pub availability: Vec<AvailabilityChange>,
-    /// Reservations a shipment of their order consumed: `(order id, line)`. The store takes at
-    /// most what the order still holds at that position.
-    pub converted: Vec<(String, ReservationLine)>,
+    /// Reservations a shipment of their order consumed. The store takes at most what the order
+    /// still holds at that position, once per shipment event.
+    pub converted: Vec<Conversion>,
+}
+
+/// What a shipment of an order (the event at `seq`) consumed of what the order held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversion {
+    pub seq: i64,
+    pub order_id: String,
+    pub line: ReservationLine,
 }
 
 /// The catalog as the inventory engine needs it, read at once.

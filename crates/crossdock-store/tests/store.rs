@@ -1696,8 +1696,7 @@ async fn a_listing_value_follows_its_sku_when_remapped(db: &TestDb) {
         channel_sku: ChannelSku::parse("shop-mug").unwrap(),
         sku: Sku::parse(sku).unwrap(),
         available,
-        rank: 1,
-        due_at: at(0),
+        hold_until: at(0),
     };
     for (i, (sku, available)) in [("MUG", 5), ("MUG", 3), ("CUP", 9)].into_iter().enumerate() {
         store.append(events("/inv", i..i + 1), at(0)).await.unwrap();

@@ -13,6 +13,7 @@ mod inventory;
 mod orders;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -348,21 +349,14 @@ async fn store_figures(
 }
 
 /// Clears the source activity projection and replays the whole log into it.
-async fn rebuild(state: &AppState) -> anyhow::Result<f64> {
+async fn rebuild(state: &Arc<AppState>) -> anyhow::Result<f64> {
     let head = state.store.head_seq().await?;
     state
         .store
         .clear_projection(Projection::SourceActivity, state.clock.now())
         .await?;
     let started = Instant::now();
-    let mut applied = 0;
-    loop {
-        let n = consumer::step(state, &SourceActivity, consumer::CONSUMER_BATCH_EVENTS_MAX).await?;
-        if n == 0 {
-            break;
-        }
-        applied += n;
-    }
+    let applied = consumer::catch_up(state.clone(), Arc::new(SourceActivity)).await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
         applied as i64 == head,

@@ -10,9 +10,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::{PgStore, append_in, drop_dead_in, enqueue_rows, pgerr};
 use crate::model::{
-    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DropOutcome, DueListing,
-    FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine,
-    ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
+    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Conversion, Divergence, DropOutcome,
+    DueListing, FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent,
+    ReservationLine, ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
 };
 use crate::{EnqueueResult, Result, StoreError};
 
@@ -174,35 +174,53 @@ pub(super) async fn write_inventory(
             .collect();
         let skus: Vec<&str> = w.availability.iter().map(|a| a.sku.as_str()).collect();
         let available: Vec<i64> = w.availability.iter().map(|a| a.available).collect();
-        let ranks: Vec<i32> = w.availability.iter().map(|a| a.rank).collect();
-        let due: Vec<i64> = w
+        let holds: Vec<i64> = w
             .availability
             .iter()
-            .map(|a| a.due_at.unix_micros())
+            .map(|a| a.hold_until.unix_micros())
             .collect();
+        // Written as a first value (at once; a zero-out first), then an increase over what the
+        // channel last acknowledged waits the channel's hold.
         sqlx::query(
             "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
-             SELECT c, cs, s, a, 1, r, d, $7 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], \
-             $6::bigint[]) AS t(c, cs, s, a, r, d) \
+             SELECT c, cs, s, a, 1, CASE WHEN a = 0 THEN 0 ELSE 1 END, $5, $5 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS t(c, cs, s, a) \
              ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = EXCLUDED.sku, available = EXCLUDED.available, \
              version = channel_availability.version + 1, rank = EXCLUDED.rank, due_at = EXCLUDED.due_at, \
              updated_at = EXCLUDED.updated_at",
         )
-        .bind(channels)
-        .bind(channel_skus)
+        .bind(&channels)
+        .bind(&channel_skus)
         .bind(skus)
         .bind(available)
-        .bind(ranks)
-        .bind(due)
         .bind(now.unix_micros())
         .execute(&mut **tx)
         .await
         .map_err(pgerr("write availability"))?;
+        sqlx::query(
+            "UPDATE channel_availability c SET rank = 2, due_at = t.h \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(ch, cs, h) \
+             WHERE c.channel = t.ch AND c.channel_sku = t.cs AND c.available <> 0 AND c.available > c.published",
+        )
+        .bind(&channels)
+        .bind(&channel_skus)
+        .bind(holds)
+        .execute(&mut **tx)
+        .await
+        .map_err(pgerr("write availability"))?;
     }
-    let mut converted: Vec<&(String, ReservationLine)> = w.converted.iter().collect();
-    converted.sort_by(|a, b| (&a.1.sku, &a.1.location, &a.0).cmp(&(&b.1.sku, &b.1.location, &b.0)));
-    for (order_id, line) in converted {
-        convert_reservation(tx, order_id, line).await?;
+    // Positions locked in the order every reservation writer locks them in.
+    let mut converted: Vec<&Conversion> = w.converted.iter().collect();
+    converted.sort_by(|a, b| {
+        (&a.line.sku, &a.line.location, &a.order_id, a.seq).cmp(&(
+            &b.line.sku,
+            &b.line.location,
+            &b.order_id,
+            b.seq,
+        ))
+    });
+    for c in converted {
+        convert_reservation(tx, c).await?;
     }
     Ok(())
 }
@@ -211,11 +229,27 @@ pub(super) async fn write_inventory(
 /// position's total first (the order every reservation writer locks in).
 async fn convert_reservation(
     tx: &mut Transaction<'static, Postgres>,
-    order_id: &str,
-    line: &ReservationLine,
+    c: &Conversion,
 ) -> Result<()> {
+    let (order_id, line) = (c.order_id.as_str(), &c.line);
     let (sku, location) = (line.sku.as_str(), line.location.as_str());
     lock_positions(tx, &[sku], &[location]).await?;
+    let first = sqlx::query(
+        "INSERT INTO inventory_conversions (seq, order_id, sku, location, quantity) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(c.seq)
+    .bind(order_id)
+    .bind(sku)
+    .bind(location)
+    .bind(line.quantity)
+    .execute(&mut **tx)
+    .await
+    .map_err(pgerr("record conversion"))?
+    .rows_affected();
+    if first == 0 {
+        return Ok(());
+    }
     let held: Option<i64> = sqlx::query_scalar(
         "SELECT quantity FROM inventory_reservations WHERE order_id = $1 AND sku = $2 AND location = $3 FOR UPDATE",
     )
@@ -448,6 +482,45 @@ impl PgStore {
             .into_iter()
             .filter(|s| found.contains(s.as_str()))
             .collect())
+    }
+
+    pub(crate) async fn conversions_recorded(
+        &self,
+        seqs: Vec<i64>,
+    ) -> Result<std::collections::BTreeSet<i64>> {
+        let found: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT seq FROM inventory_conversions WHERE seq = ANY($1)",
+        )
+        .bind(&seqs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("read conversions"))?;
+        Ok(found.into_iter().collect())
+    }
+
+    pub(crate) async fn reserved_totals(
+        &self,
+        skus: Vec<Sku>,
+    ) -> Result<BTreeMap<PositionKey, i64>> {
+        let names: Vec<&str> = skus.iter().map(Sku::as_str).collect();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT sku, location, reserved FROM inventory_reserved WHERE sku = ANY($1)",
+        )
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pgerr("read reserved totals"))?;
+        rows.into_iter()
+            .map(|(sku, location, reserved)| {
+                Ok((
+                    (
+                        Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?,
+                        LocationId::parse(&location).map_err(|e| corrupt("location", e))?,
+                    ),
+                    reserved,
+                ))
+            })
+            .collect()
     }
 
     pub(crate) async fn positions(

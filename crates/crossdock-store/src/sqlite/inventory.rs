@@ -2,7 +2,7 @@
 //! and the catalog snapshot the inventory engine works from.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crossdock_core::Timestamp;
 use crossdock_core::catalog::{ChannelId, ChannelSku, Component, LocationId, Sku};
@@ -15,9 +15,9 @@ use super::{
     Job, SqliteStore, answer, append_rows, db, drop_dead_row, enqueue_rows, settle, unwound,
 };
 use crate::model::{
-    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Divergence, DropOutcome, DueListing,
-    FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent, ReservationLine,
-    ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
+    AvailabilityDue, AvailabilityRow, CatalogSnapshot, Conversion, Divergence, DropOutcome,
+    DueListing, FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent,
+    ReservationLine, ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
 };
 use crate::{EnqueueResult, Result, StoreError};
 
@@ -191,19 +191,25 @@ pub(super) fn write_inventory(
     }
     // Most listings exist and keep their SKU: updated without touching the SKU column, the SKU
     // index is left alone. A new listing, or one mapped to another SKU, is upserted. Both
-    // statements take the same parameters.
+    // statements take the same parameters. The order an update goes in is decided against what
+    // the channel last acknowledged: a zero-out or a decrease (or a first value, nothing being
+    // known of what the channel shows) at once, an increase after the channel's hold.
     let mut update = conn
         .prepare_cached(
-            "UPDATE channel_availability SET available = ?4, version = version + 1, rank = ?5, \
-             due_at = ?6, updated_at = ?7 WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3",
+            "UPDATE channel_availability SET available = ?4, version = version + 1, \
+             rank = CASE WHEN ?4 = 0 THEN 0 WHEN ?4 > published THEN 2 ELSE 1 END, \
+             due_at = CASE WHEN ?4 <> 0 AND ?4 > published THEN ?5 ELSE ?6 END, updated_at = ?6 \
+             WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3",
         )
         .map_err(db("write availability"))?;
     let mut upsert = conn
         .prepare_cached(
             "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7) \
+             VALUES (?1, ?2, ?3, ?4, 1, CASE WHEN ?4 = 0 THEN 0 ELSE 1 END, ?6, ?6) \
              ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = excluded.sku, available = excluded.available, \
-             version = version + 1, rank = excluded.rank, due_at = excluded.due_at, updated_at = excluded.updated_at",
+             version = version + 1, \
+             rank = CASE WHEN ?4 = 0 THEN 0 WHEN ?4 > published THEN 2 ELSE 1 END, \
+             due_at = CASE WHEN ?4 <> 0 AND ?4 > published THEN ?5 ELSE ?6 END, updated_at = ?6",
         )
         .map_err(db("write availability"))?;
     for a in &w.availability {
@@ -212,24 +218,41 @@ pub(super) fn write_inventory(
             a.channel_sku.as_str(),
             a.sku.as_str(),
             a.available,
-            a.rank,
-            a.due_at.unix_micros(),
+            a.hold_until.unix_micros(),
             now.unix_micros()
         ];
         if update.execute(values).map_err(db("write availability"))? == 0 {
             upsert.execute(values).map_err(db("write availability"))?;
         }
     }
-    let mut converted: Vec<&(String, ReservationLine)> = w.converted.iter().collect();
-    converted.sort_by(|a, b| (&a.1.sku, &a.1.location, &a.0).cmp(&(&b.1.sku, &b.1.location, &b.0)));
-    for (order_id, line) in converted {
-        convert_reservation(conn, order_id, line)?;
+    for c in &w.converted {
+        convert_reservation(conn, c)?;
     }
     Ok(())
 }
 
-/// Takes up to `line.quantity` from what `order_id` holds at the line's position.
-fn convert_reservation(conn: &Connection, order_id: &str, line: &ReservationLine) -> Result<()> {
+/// Takes up to the line's quantity from what the order holds at the line's position, once per
+/// shipment event.
+fn convert_reservation(conn: &Connection, c: &Conversion) -> Result<()> {
+    let (order_id, line) = (c.order_id.as_str(), &c.line);
+    let first = conn
+        .prepare_cached(
+            "INSERT INTO inventory_conversions (seq, order_id, sku, location, quantity) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                c.seq,
+                order_id,
+                line.sku.as_str(),
+                line.location.as_str(),
+                line.quantity
+            ])
+        })
+        .map_err(db("record conversion"))?;
+    if first == 0 {
+        return Ok(());
+    }
     let held: Option<i64> = conn
         .prepare_cached(
             "SELECT quantity FROM inventory_reservations WHERE order_id = ?1 AND sku = ?2 AND location = ?3",
@@ -627,10 +650,57 @@ impl SqliteStore {
         self.read(move |conn| positions_in(conn, &skus)).await
     }
 
-    pub(crate) async fn items_known(
+    pub(crate) async fn conversions_recorded(&self, seqs: Vec<i64>) -> Result<BTreeSet<i64>> {
+        self.read(move |conn| {
+            let list = serde_json::to_string(&seqs).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT DISTINCT seq FROM inventory_conversions WHERE seq IN (SELECT value FROM json_each(?1))",
+                )
+                .map_err(db("read conversions"))?;
+            let rows = stmt
+                .query_map([&list], |r| r.get::<_, i64>(0))
+                .map_err(db("read conversions"))?;
+            rows.collect::<rusqlite::Result<BTreeSet<i64>>>()
+                .map_err(db("read conversions"))
+        })
+        .await
+    }
+
+    pub(crate) async fn reserved_totals(
         &self,
         skus: Vec<Sku>,
-    ) -> Result<std::collections::BTreeSet<Sku>> {
+    ) -> Result<BTreeMap<PositionKey, i64>> {
+        self.read(move |conn| {
+            let names = sku_array(&skus)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT sku, location, reserved FROM inventory_reserved \
+                     WHERE sku IN (SELECT value FROM json_each(?1))",
+                )
+                .map_err(db("read reserved totals"))?;
+            let rows = stmt
+                .query_map([&names], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db("read reserved totals"))?;
+            let mut out = BTreeMap::new();
+            for row in rows {
+                let (sku, location, reserved) = row.map_err(db("read reserved totals"))?;
+                let sku = Sku::parse(&sku).map_err(|e| corrupt("SKU", e))?;
+                let location = LocationId::parse(&location).map_err(|e| corrupt("location", e))?;
+                out.insert((sku, location), reserved);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn items_known(&self, skus: Vec<Sku>) -> Result<BTreeSet<Sku>> {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(

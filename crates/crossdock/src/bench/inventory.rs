@@ -23,9 +23,7 @@ use tokio::task::JoinSet;
 use super::{BenchArgs, bench_config, median, rate};
 use crate::app::{AppBuilder, AppState};
 use crate::runtime::consumer;
-use crate::runtime::inventory::{
-    HOLD_SOURCE, INVENTORY_BATCH_EVENTS_MAX, InventoryProjection, with_lines,
-};
+use crate::runtime::inventory::{HOLD_SOURCE, InventoryProjection, with_lines};
 
 pub(super) const AUTHORITY: &str = "/bench/erp";
 pub(super) const LOCATIONS: [&str; 3] = ["wh-east", "wh-west", "3pl-central"];
@@ -211,17 +209,11 @@ fn events(n: usize, skus: usize, seed: u64, prefix: &str) -> anyhow::Result<Vec<
 
 /// Applies the whole log with the inventory engine; returns events per second and the listings
 /// whose updates are due.
-pub(super) async fn project(state: &AppState) -> anyhow::Result<(f64, usize)> {
+pub(super) async fn project(state: &Arc<AppState>) -> anyhow::Result<(f64, usize)> {
     let head = state.store.head_seq().await?;
     let started = Instant::now();
-    let mut applied = 0;
-    loop {
-        let n = consumer::step(state, &InventoryProjection, INVENTORY_BATCH_EVENTS_MAX).await?;
-        if n == 0 {
-            break;
-        }
-        applied += n;
-    }
+    let applied =
+        consumer::catch_up(state.clone(), Arc::new(InventoryProjection::default())).await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
         applied as i64 >= head,

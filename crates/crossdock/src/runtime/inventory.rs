@@ -14,7 +14,7 @@ use crossdock_core::inventory::{
 use crossdock_core::json::QUANTITY_ABS_MAX;
 use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent, Timestamp};
 use crossdock_store::{
-    AvailabilityChange, AvailabilityRow, CatalogSnapshot, ClaimedAction, Divergence, DropOutcome,
+    AvailabilityChange, CatalogSnapshot, ClaimedAction, Conversion, Divergence, DropOutcome,
     DueListing, InventoryWrites, NewAction, PositionKey, Projection, ProjectionWrites,
     ReplayOutcome, ReservationLine, ReserveOutcome, ReserveRequest, Store, StoreError,
 };
@@ -37,6 +37,23 @@ pub const RANK_INCREASE: i32 = 2;
 /// The delivery target of a channel's availability updates.
 pub fn channel_target(channel: &ChannelId) -> String {
     format!("channel-{channel}")
+}
+
+/// Positions by SKU and location, however they are held.
+pub trait Positions {
+    fn at(&self, sku: &Sku, location: &LocationId) -> Option<&Position>;
+}
+
+impl Positions for BTreeMap<PositionKey, Position> {
+    fn at(&self, sku: &Sku, location: &LocationId) -> Option<&Position> {
+        self.get(&(sku.clone(), location.clone()))
+    }
+}
+
+impl Positions for HashMap<Sku, BTreeMap<LocationId, Position>> {
+    fn at(&self, sku: &Sku, location: &LocationId) -> Option<&Position> {
+        self.get(sku)?.get(location)
+    }
 }
 
 /// The catalog with the indexes the engine needs.
@@ -99,28 +116,18 @@ impl CatalogIndex {
     }
 
     /// What a listing of `sku` on `channel` may show, from the given positions.
-    pub fn available(
-        &self,
-        channel: &Channel,
-        sku: &Sku,
-        positions: &BTreeMap<PositionKey, Position>,
-    ) -> i64 {
+    pub fn available(&self, channel: &Channel, sku: &Sku, positions: &impl Positions) -> i64 {
         let atp = self.channel_atp(channel, sku, positions);
         shape(&channel.policy, atp).0
     }
 
     /// The ATP of `sku` over a channel's locations (through its components, for a kit).
-    pub fn channel_atp(
-        &self,
-        channel: &Channel,
-        sku: &Sku,
-        positions: &BTreeMap<PositionKey, Position>,
-    ) -> i64 {
+    pub fn channel_atp(&self, channel: &Channel, sku: &Sku, positions: &impl Positions) -> i64 {
         let atp_of = |component: &Sku| -> i64 {
             channel
                 .locations
                 .iter()
-                .filter_map(|l| positions.get(&(component.clone(), l.clone())))
+                .filter_map(|l| positions.at(component, l))
                 .map(|p| p.atp(0))
                 .sum()
         };
@@ -232,9 +239,109 @@ pub struct AvailabilityUpdate {
     pub previous_published: Option<i64>,
 }
 
-/// The inventory projection.
+/// The inventory projection, with what it keeps in memory of the batches it applied.
 #[derive(Debug, Default)]
-pub struct InventoryProjection;
+pub struct InventoryProjection {
+    memory: Mutex<Memory>,
+    /// Events in one batch at most ([`INVENTORY_BATCH_EVENTS_MAX`] unless set).
+    batch_max: Option<usize>,
+}
+
+impl InventoryProjection {
+    /// The projection applying at most `events` events per batch.
+    pub fn with_batch_max(events: usize) -> InventoryProjection {
+        InventoryProjection {
+            batch_max: Some(events.max(1)),
+            ..InventoryProjection::default()
+        }
+    }
+}
+
+/// SKUs the engine keeps in memory at most; past it, it forgets them all and reads again what
+/// it needs.
+pub const MEMORY_SKUS_MAX: usize = 250_000;
+
+/// What the engine knows from the batches it applied, so that a batch reads neither positions
+/// nor listing values back from the store — and may be applied while the batch before it is
+/// still committing. It holds what the store holds once those batches have committed: the engine
+/// is the only writer of positions and listing values, and it reads a SKU's reservations again
+/// whenever the log says they changed. It is forgotten when a batch is not committed, when the
+/// consumer's position is not where it stands (a rebuild, another node applying batches) and
+/// when it outgrows [`MEMORY_SKUS_MAX`].
+#[derive(Debug, Default)]
+struct Memory {
+    /// The log position it stands at: the last event of the last batch applied.
+    through: i64,
+    /// Whether that batch converted reservations into shipments (the batch after it reads
+    /// reservations, so it waits for that commit).
+    converted: bool,
+    /// Every SKU read or applied, with its positions by location (none: nothing stored).
+    positions: HashMap<Sku, BTreeMap<LocationId, Position>>,
+    /// What the listings of those SKUs are written to show, and for which SKU.
+    shown: HashMap<(ChannelId, ChannelSku), (Sku, i64)>,
+}
+
+impl Memory {
+    /// Reads the positions and listing values of the SKUs it does not know yet. A value the
+    /// engine wrote itself is newer than what the store returns while that write commits.
+    async fn load<'a>(
+        &mut self,
+        store: &Store,
+        skus: impl IntoIterator<Item = &'a Sku>,
+    ) -> Result<(), StoreError> {
+        let missing: Vec<Sku> = skus
+            .into_iter()
+            .filter(|sku| !self.positions.contains_key(*sku))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (positions, rows) = tokio::try_join!(
+            store.positions(missing.clone()),
+            store.channel_availability(missing.clone())
+        )?;
+        for sku in missing {
+            self.positions.entry(sku).or_default();
+        }
+        for ((sku, location), position) in positions {
+            self.positions
+                .entry(sku)
+                .or_default()
+                .insert(location, position);
+        }
+        for row in rows {
+            self.shown
+                .entry((row.channel, row.channel_sku))
+                .or_insert((row.sku, row.available));
+        }
+        Ok(())
+    }
+
+    /// Reads again what the hub holds for orders at the known positions of these SKUs.
+    async fn reread_reservations(
+        &mut self,
+        store: &Store,
+        skus: Vec<Sku>,
+    ) -> Result<(), StoreError> {
+        if skus.is_empty() {
+            return Ok(());
+        }
+        let totals = store.reserved_totals(skus.clone()).await?;
+        for sku in skus {
+            let Some(positions) = self.positions.get_mut(&sku) else {
+                continue;
+            };
+            for (location, position) in positions.iter_mut() {
+                position.reserved = totals
+                    .get(&(sku.clone(), location.clone()))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
+        Ok(())
+    }
+}
 
 impl LogConsumer for InventoryProjection {
     fn name(&self) -> &str {
@@ -245,20 +352,51 @@ impl LogConsumer for InventoryProjection {
     /// listing, so fewer, larger commits write each page fewer times while catching up (live,
     /// batches are as small as what arrived).
     fn batch_max(&self) -> usize {
-        INVENTORY_BATCH_EVENTS_MAX
+        self.batch_max.unwrap_or(INVENTORY_BATCH_EVENTS_MAX)
     }
 
-    fn apply<'a>(&'a self, state: &'a AppState, batch: &'a [StoredEvent]) -> ApplyFuture<'a> {
+    fn apply<'a>(
+        &'a self,
+        state: &'a AppState,
+        from: i64,
+        batch: &'a [StoredEvent],
+    ) -> ApplyFuture<'a> {
         Box::pin(async move {
-            Ok(ProjectionWrites::Inventory(Box::new(
-                apply_batch(state, batch).await?,
-            )))
+            // Taken out while the batch is applied: a batch that fails leaves nothing behind.
+            let mut memory = self
+                .memory
+                .lock()
+                .map(|mut m| std::mem::take(&mut *m))
+                .unwrap_or_default();
+            if memory.through != from || memory.positions.len() > MEMORY_SKUS_MAX {
+                memory = Memory::default();
+            }
+            let writes = apply_batch(state, &mut memory, batch).await?;
+            memory.through = batch.last().map_or(from, |e| e.seq);
+            memory.converted = !writes.converted.is_empty();
+            if let Ok(mut kept) = self.memory.lock() {
+                *kept = memory;
+            }
+            Ok(ProjectionWrites::Inventory(Box::new(writes)))
         })
+    }
+
+    fn runs_ahead(&self, from: i64) -> bool {
+        self.memory.lock().is_ok_and(|m| {
+            m.through == from && !m.converted && m.positions.len() <= MEMORY_SKUS_MAX
+        })
+    }
+
+    fn forget(&self) {
+        if let Ok(mut memory) = self.memory.lock() {
+            *memory = Memory::default();
+        }
     }
 }
 
 async fn apply_batch(
     state: &AppState,
+    memory: &mut Memory,
     batch: &[StoredEvent],
 ) -> Result<InventoryWrites, StoreError> {
     let mut writes = InventoryWrites {
@@ -272,7 +410,7 @@ async fn apply_batch(
     };
     // Each movement with the order it ships, if it names one.
     let mut movements: Vec<(&StoredEvent, Movement, Option<String>)> = Vec::new();
-    // SKUs whose reservations changed: their positions are as stored, their listings may not be.
+    // SKUs whose reservations changed.
     let mut held: BTreeSet<Sku> = BTreeSet::new();
     for e in batch {
         let kind = e.event.kind();
@@ -305,15 +443,21 @@ async fn apply_batch(
         .map(|(_, m, _)| m.touches().0.clone())
         .chain(held.iter().cloned())
         .collect();
-    let mut positions = state
-        .store
-        .positions(touched.iter().cloned().collect())
-        .await?;
+    // What is held for orders where the log says it changed: read again where known (what is
+    // read for the first time comes with it).
+    let known_held: Vec<Sku> = held
+        .iter()
+        .filter(|sku| memory.positions.contains_key(*sku))
+        .cloned()
+        .collect();
+    memory.reread_reservations(&state.store, known_held).await?;
+    memory.load(&state.store, &touched).await?;
     let mut changed: BTreeSet<PositionKey> = BTreeSet::new();
-    let mut shipped_orders: Vec<(String, ReservationLine)> = Vec::new();
+    let mut shipped_orders: Vec<Conversion> = Vec::new();
     for (event, movement, order) in &movements {
         let at = event.event.time().unwrap_or(event.recorded_at);
         let source = event.event.source();
+        let sku: &Sku = movement.touches().0;
         for (location, entry) in movement.entries(event.seq, at) {
             let refused = match catalog.snapshot.locations.get(location) {
                 None => Some(format!("{location} is not a location")),
@@ -323,30 +467,35 @@ async fn apply_batch(
                 )),
                 Some(_) => None,
             };
-            let sku = movement.touches().0.clone();
             if let Some(reason) = refused {
                 writes.divergences.push(Divergence {
                     seq: event.seq,
-                    sku,
+                    sku: sku.clone(),
                     location: location.clone(),
                     source: source.to_owned(),
                     reason,
                 });
                 continue;
             }
-            let key = (sku, location.clone());
-            if positions.entry(key.clone()).or_default().apply(entry) {
+            let position = memory
+                .positions
+                .entry(sku.clone())
+                .or_default()
+                .entry(location.clone())
+                .or_default();
+            if position.apply(entry) {
                 if let (Some(order), Movement::Shipped { quantity, .. }) = (order, movement) {
-                    shipped_orders.push((
-                        order.clone(),
-                        ReservationLine {
-                            sku: key.0.clone(),
-                            location: key.1.clone(),
+                    shipped_orders.push(Conversion {
+                        seq: event.seq,
+                        order_id: order.clone(),
+                        line: ReservationLine {
+                            sku: sku.clone(),
+                            location: location.clone(),
                             quantity: *quantity,
                         },
-                    ));
+                    });
                 }
-                changed.insert(key);
+                changed.insert((sku.clone(), location.clone()));
             }
         }
     }
@@ -355,8 +504,14 @@ async fn apply_batch(
     }
     // A shipment of an order consumes what the order held there: the position's reserved drops
     // with its on hand, in the same commit, so the units are never counted twice or not at all.
+    // A shipment applied before (a rebuild) has consumed it already.
     if !shipped_orders.is_empty() {
-        let skus: BTreeSet<Sku> = shipped_orders.iter().map(|(_, l)| l.sku.clone()).collect();
+        let before = state
+            .store
+            .conversions_recorded(shipped_orders.iter().map(|c| c.seq).collect())
+            .await?;
+        shipped_orders.retain(|c| !before.contains(&c.seq));
+        let skus: BTreeSet<Sku> = shipped_orders.iter().map(|c| c.line.sku.clone()).collect();
         let mut open: HashMap<(String, Sku, LocationId), i64> = state
             .store
             .reservations(skus.into_iter().collect())
@@ -364,23 +519,27 @@ async fn apply_batch(
             .into_iter()
             .map(|r| ((r.order_id, r.sku, r.location), r.quantity))
             .collect();
-        for (order, line) in shipped_orders {
-            let key = (order, line.sku.clone(), line.location.clone());
+        for mut conversion in shipped_orders {
+            let line = &conversion.line;
+            let key = (
+                conversion.order_id.clone(),
+                line.sku.clone(),
+                line.location.clone(),
+            );
             let Some(left) = open.get_mut(&key).filter(|q| **q > 0) else {
                 continue;
             };
             let take = (*left).min(line.quantity);
             *left -= take;
-            if let Some(p) = positions.get_mut(&(line.sku.clone(), line.location.clone())) {
+            if let Some(p) = memory
+                .positions
+                .get_mut(&line.sku)
+                .and_then(|at| at.get_mut(&line.location))
+            {
                 p.reserved -= take;
             }
-            writes.converted.push((
-                key.0,
-                ReservationLine {
-                    quantity: take,
-                    ..line
-                },
-            ));
+            conversion.line.quantity = take;
+            writes.converted.push(conversion);
         }
     }
     // Recompute every listing whose number depends on a changed SKU.
@@ -388,68 +547,46 @@ async fn apply_batch(
     let needed: BTreeSet<Sku> = affected
         .iter()
         .flat_map(|sku| catalog.stocked(sku))
-        .filter(|sku| !touched.contains(sku))
         .collect();
-    if !needed.is_empty() {
-        positions.extend(state.store.positions(needed.into_iter().collect()).await?);
-    }
-    let listed: Vec<Sku> = affected
-        .iter()
-        .filter(|s| catalog.listings.contains_key(*s))
-        .cloned()
-        .collect();
-    let current: HashMap<(ChannelId, ChannelSku), AvailabilityRow> = state
-        .store
-        .channel_availability(listed.clone())
-        .await?
-        .into_iter()
-        .map(|row| ((row.channel.clone(), row.channel_sku.clone()), row))
-        .collect();
+    memory
+        .load(&state.store, affected.iter().chain(&needed))
+        .await?;
     let now = state.clock.now();
-    for sku in &listed {
+    for sku in affected
+        .iter()
+        .filter(|sku| catalog.listings.contains_key(*sku))
+    {
         for (channel_id, channel_sku) in &catalog.listings[sku] {
             let Some(channel) = catalog.snapshot.channels.get(channel_id) else {
                 continue;
             };
-            let available = catalog.available(channel, sku, &positions);
-            let row = current.get(&(channel_id.clone(), channel_sku.clone()));
-            if row.is_some_and(|r| r.available == available && &r.sku == sku) {
+            let available = catalog.available(channel, sku, &memory.positions);
+            let listing = (channel_id.clone(), channel_sku.clone());
+            if memory
+                .shown
+                .get(&listing)
+                .is_some_and(|(shown_sku, shown)| *shown == available && shown_sku == sku)
+            {
                 continue;
             }
-            let (rank, due_at) = rank(available, row.and_then(|r| r.published), channel, now);
             writes.availability.push(AvailabilityChange {
                 channel: channel_id.clone(),
                 channel_sku: channel_sku.clone(),
                 sku: sku.clone(),
                 available,
-                rank,
-                due_at,
+                hold_until: now.plus_millis(channel.increase_hold_ms),
             });
+            memory.shown.insert(listing, (sku.clone(), available));
         }
     }
     writes.positions = changed
         .into_iter()
-        .filter_map(|key| positions.get(&key).cloned().map(|p| (key, p)))
+        .filter_map(|(sku, location)| {
+            let position = memory.positions.get(&sku)?.get(&location)?.clone();
+            Some(((sku, location), position))
+        })
         .collect();
     Ok(writes)
-}
-
-/// The order an update is sent in and when it may go: a zero-out or a decrease (or a first
-/// value, nothing being known of what the channel shows) at once; an increase after the
-/// channel's hold, so that orders already taken are seen first.
-fn rank(
-    available: i64,
-    published: Option<i64>,
-    channel: &Channel,
-    now: Timestamp,
-) -> (i32, Timestamp) {
-    match published {
-        _ if available == 0 => (RANK_ZERO_OUT, now),
-        Some(shown) if available > shown => {
-            (RANK_INCREASE, now.plus_millis(channel.increase_hold_ms))
-        }
-        _ => (RANK_DECREASE, now),
-    }
 }
 
 /// Availability batches open (pending or in flight) per channel at most.

@@ -296,7 +296,12 @@ impl LogConsumer for OrderSagas {
         100
     }
 
-    fn apply<'a>(&'a self, state: &'a AppState, batch: &'a [StoredEvent]) -> ApplyFuture<'a> {
+    fn apply<'a>(
+        &'a self,
+        state: &'a AppState,
+        _from: i64,
+        batch: &'a [StoredEvent],
+    ) -> ApplyFuture<'a> {
         Box::pin(async move {
             // Events of one saga are applied in log order; different sagas side by side, so
             // their writes share commits.

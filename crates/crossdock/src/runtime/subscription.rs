@@ -45,7 +45,12 @@ impl LogConsumer for Subscription {
         &self.consumer_name
     }
 
-    fn apply<'a>(&'a self, state: &'a AppState, batch: &'a [StoredEvent]) -> ApplyFuture<'a> {
+    fn apply<'a>(
+        &'a self,
+        state: &'a AppState,
+        _from: i64,
+        batch: &'a [StoredEvent],
+    ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let now = state.clock.now();
             let mut actions = Vec::new();

@@ -28,6 +28,7 @@ crate::backend_tests!(
     one_order_reserved_by_many_callers_at_once_is_held_once,
     kit_orders_sharing_components_never_reserve_beyond_atp,
     a_shipment_of_an_order_converts_its_reservation,
+    batches_applied_while_the_one_before_commits_agree_with_the_live_engine,
 );
 
 /// A channel that records every quantity it is sent, per listing. While `held`, deliveries wait
@@ -1100,4 +1101,90 @@ async fn a_shipment_of_an_order_converts_its_reservation(db: TestDb) {
         app.get("/v1/inventory/MUG").await.1["locations"][0]["on_hand"],
         6
     );
+}
+
+/// The positions and listing values of the test catalog's SKUs.
+async fn engine_state(
+    store: &crossdock_store::Store,
+) -> (
+    BTreeMap<crossdock_store::PositionKey, crossdock_core::inventory::Position>,
+    Vec<crossdock_store::AvailabilityRow>,
+) {
+    let skus: Vec<Sku> = ["MUG", "SAUCER", "SET"]
+        .into_iter()
+        .map(|s| Sku::parse(s).unwrap())
+        .collect();
+    let mut rows = store.channel_availability(skus.clone()).await.unwrap();
+    rows.sort_by(|a, b| a.channel_sku.cmp(&b.channel_sku));
+    (store.positions(skus).await.unwrap(), rows)
+}
+
+/// The engine applies a batch while the one before it commits, from what it keeps in memory. A
+/// rebuild of a long history a few events at a time — orders held, shipped (their reservations
+/// converted) and released among the movements — ends with the positions and listing values
+/// the engine reached live, one request at a time.
+async fn batches_applied_while_the_one_before_commits_agree_with_the_live_engine(db: TestDb) {
+    let channel = Arc::new(FakeChannel::default());
+    let app = spawn(db, None, &channel).await;
+    catalog(&app, json!({"percent": 80, "buffer": 1}), 0).await;
+    let events = history(11, 120);
+    for (i, chunk) in events.chunks(10).enumerate() {
+        post(&app, chunk.to_vec()).await;
+        let order = format!("o-{i}");
+        let (status, _) = app
+            .post_json(
+                "/v1/reservations",
+                &json!({"order_id": order, "lines": [{"sku": "MUG", "location": "wh-1", "quantity": 2}]}),
+            )
+            .await;
+        if status != 201 {
+            continue;
+        }
+        if i % 2 == 0 {
+            let data = json!({"sku": "MUG", "location": "wh-1", "quantity": 1, "order_id": order});
+            post(
+                &app,
+                vec![movement(
+                    "erp",
+                    &format!("ship-{i}"),
+                    "inventory.shipped",
+                    data,
+                )],
+            )
+            .await;
+        } else {
+            let released = app
+                .client
+                .delete(app.url(&format!("/v1/reservations/{order}")))
+                .send()
+                .await
+                .unwrap();
+            assert!(released.status().is_success(), "{}", released.status());
+        }
+    }
+    settled(&app).await;
+    let live = engine_state(&app.state.store).await;
+    assert!(!live.0.is_empty() && live.1.len() == 3, "{live:?}");
+    let db = app.stop().await;
+
+    let rebuilt = crossdock::app::AppBuilder::new(test_config(&db))
+        .build()
+        .await
+        .unwrap();
+    let state = rebuilt.state().clone();
+    let head = state.store.head_seq().await.unwrap();
+    state
+        .store
+        .clear_projection(crossdock_store::Projection::Inventory, state.clock.now())
+        .await
+        .unwrap();
+    let applied = crossdock::runtime::consumer::catch_up(
+        state.clone(),
+        Arc::new(engine::InventoryProjection::with_batch_max(3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(i64::try_from(applied).unwrap(), head);
+    assert_eq!(engine_state(&state.store).await, live);
+    state.store.close().await;
 }
