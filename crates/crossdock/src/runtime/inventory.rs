@@ -21,6 +21,7 @@ use crossdock_store::{
 use serde::{Deserialize, Serialize};
 
 use super::consumer::{ApplyFuture, LogConsumer};
+use super::keyhash::KeyHash;
 use crate::app::AppState;
 
 /// Priorities of availability updates in the outbox: a zero-out goes before a decrease before an
@@ -47,12 +48,6 @@ pub trait Positions {
 impl Positions for BTreeMap<PositionKey, Position> {
     fn at(&self, sku: &Sku, location: &LocationId) -> Option<&Position> {
         self.get(&(sku.clone(), location.clone()))
-    }
-}
-
-impl Positions for HashMap<Sku, BTreeMap<LocationId, Position>> {
-    fn at(&self, sku: &Sku, location: &LocationId) -> Option<&Position> {
-        self.get(sku)?.get(location)
     }
 }
 
@@ -106,8 +101,9 @@ impl CatalogIndex {
         let mut out = BTreeSet::new();
         let mut todo: Vec<Sku> = skus.into_iter().collect();
         while let Some(sku) = todo.pop() {
-            if out.insert(sku.clone())
-                && let Some(kits) = self.parents.get(&sku)
+            let kits = self.parents.get(&sku);
+            if out.insert(sku)
+                && let Some(kits) = kits
             {
                 todo.extend(kits.iter().cloned());
             }
@@ -131,11 +127,18 @@ impl CatalogIndex {
                 .map(|p| p.atp(0))
                 .sum()
         };
-        kit_atp(sku, &self.snapshot.kits, &atp_of)
+        if self.snapshot.kits.contains_key(sku) {
+            kit_atp(sku, &self.snapshot.kits, &atp_of)
+        } else {
+            atp_of(sku).max(0)
+        }
     }
 
     /// The stocked SKUs whose positions determine `sku`'s availability.
     pub fn stocked(&self, sku: &Sku) -> Vec<Sku> {
+        if !self.snapshot.kits.contains_key(sku) {
+            return vec![sku.clone()];
+        }
         bill_of_materials(sku, &self.snapshot.kits)
             .into_keys()
             .collect()
@@ -275,23 +278,68 @@ struct Memory {
     /// Whether that batch converted reservations into shipments (the batch after it reads
     /// reservations, so it waits for that commit).
     converted: bool,
-    /// Every SKU read or applied, with its positions by location (none: nothing stored).
-    positions: HashMap<Sku, BTreeMap<LocationId, Position>>,
-    /// What the listings of those SKUs are written to show, and for which SKU.
-    shown: HashMap<(ChannelId, ChannelSku), (Sku, i64)>,
+    /// Every SKU read or applied.
+    skus: HashMap<Sku, Known, KeyHash>,
+}
+
+/// A SKU as the engine knows it.
+#[derive(Debug, Default)]
+struct Known {
+    /// Its positions by location (none: nothing stored).
+    positions: Vec<(LocationId, Position)>,
+    /// What the rows of its listings show, as of catalog version `catalog`. Only a catalog
+    /// change moves a listing's row to another SKU, so under a newer catalog none of it is
+    /// trusted: every listing of the SKU is written again.
+    shown: Vec<(ChannelId, ChannelSku, i64)>,
+    catalog: i64,
+}
+
+impl Known {
+    fn position_mut(&mut self, location: &LocationId) -> &mut Position {
+        let at = match self.positions.iter().position(|(l, _)| l == location) {
+            Some(at) => at,
+            None => {
+                self.positions.push((location.clone(), Position::default()));
+                self.positions.len() - 1
+            }
+        };
+        &mut self.positions[at].1
+    }
+}
+
+impl Positions for HashMap<Sku, Known, KeyHash> {
+    fn at(&self, sku: &Sku, location: &LocationId) -> Option<&Position> {
+        let known = self.get(sku)?;
+        known
+            .positions
+            .iter()
+            .find(|(l, _)| l == location)
+            .map(|(_, p)| p)
+    }
+}
+
+/// One SKU's positions, for a SKU that is not a kit.
+struct OwnPositions<'a>(&'a [(LocationId, Position)]);
+
+impl Positions for OwnPositions<'_> {
+    fn at(&self, _sku: &Sku, location: &LocationId) -> Option<&Position> {
+        self.0.iter().find(|(l, _)| l == location).map(|(_, p)| p)
+    }
 }
 
 impl Memory {
     /// Reads the positions and listing values of the SKUs it does not know yet. A value the
-    /// engine wrote itself is newer than what the store returns while that write commits.
+    /// engine wrote itself is newer than what the store returns while that write commits; such
+    /// a SKU is known already, so it is not read.
     async fn load<'a>(
         &mut self,
         store: &Store,
         skus: impl IntoIterator<Item = &'a Sku>,
+        catalog: i64,
     ) -> Result<(), StoreError> {
         let missing: Vec<Sku> = skus
             .into_iter()
-            .filter(|sku| !self.positions.contains_key(*sku))
+            .filter(|sku| !self.skus.contains_key(*sku))
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -302,18 +350,22 @@ impl Memory {
             store.channel_availability(missing.clone())
         )?;
         for sku in missing {
-            self.positions.entry(sku).or_default();
+            self.skus.entry(sku).or_insert_with(|| Known {
+                catalog,
+                ..Known::default()
+            });
         }
         for ((sku, location), position) in positions {
-            self.positions
-                .entry(sku)
-                .or_default()
-                .insert(location, position);
+            if let Some(known) = self.skus.get_mut(&sku) {
+                known.positions.push((location, position));
+            }
         }
         for row in rows {
-            self.shown
-                .entry((row.channel, row.channel_sku))
-                .or_insert((row.sku, row.available));
+            if let Some(known) = self.skus.get_mut(&row.sku) {
+                known
+                    .shown
+                    .push((row.channel, row.channel_sku, row.available));
+            }
         }
         Ok(())
     }
@@ -329,10 +381,10 @@ impl Memory {
         }
         let totals = store.reserved_totals(skus.clone()).await?;
         for sku in skus {
-            let Some(positions) = self.positions.get_mut(&sku) else {
+            let Some(known) = self.skus.get_mut(&sku) else {
                 continue;
             };
-            for (location, position) in positions.iter_mut() {
+            for (location, position) in &mut known.positions {
                 position.reserved = totals
                     .get(&(sku.clone(), location.clone()))
                     .copied()
@@ -368,7 +420,7 @@ impl LogConsumer for InventoryProjection {
                 .lock()
                 .map(|mut m| std::mem::take(&mut *m))
                 .unwrap_or_default();
-            if memory.through != from || memory.positions.len() > MEMORY_SKUS_MAX {
+            if memory.through != from || memory.skus.len() > MEMORY_SKUS_MAX {
                 memory = Memory::default();
             }
             let writes = apply_batch(state, &mut memory, batch).await?;
@@ -382,9 +434,9 @@ impl LogConsumer for InventoryProjection {
     }
 
     fn runs_ahead(&self, from: i64) -> bool {
-        self.memory.lock().is_ok_and(|m| {
-            m.through == from && !m.converted && m.positions.len() <= MEMORY_SKUS_MAX
-        })
+        self.memory
+            .lock()
+            .is_ok_and(|m| m.through == from && !m.converted && m.skus.len() <= MEMORY_SKUS_MAX)
     }
 
     fn forget(&self) {
@@ -447,11 +499,12 @@ async fn apply_batch(
     // read for the first time comes with it).
     let known_held: Vec<Sku> = held
         .iter()
-        .filter(|sku| memory.positions.contains_key(*sku))
+        .filter(|sku| memory.skus.contains_key(*sku))
         .cloned()
         .collect();
     memory.reread_reservations(&state.store, known_held).await?;
-    memory.load(&state.store, &touched).await?;
+    let version = catalog.snapshot.version;
+    memory.load(&state.store, &touched, version).await?;
     let mut changed: BTreeSet<PositionKey> = BTreeSet::new();
     let mut shipped_orders: Vec<Conversion> = Vec::new();
     for (event, movement, order) in &movements {
@@ -477,13 +530,10 @@ async fn apply_batch(
                 });
                 continue;
             }
-            let position = memory
-                .positions
-                .entry(sku.clone())
-                .or_default()
-                .entry(location.clone())
-                .or_default();
-            if position.apply(entry) {
+            let Some(known) = memory.skus.get_mut(sku) else {
+                continue;
+            };
+            if known.position_mut(location).apply(entry) {
                 if let (Some(order), Movement::Shipped { quantity, .. }) = (order, movement) {
                     shipped_orders.push(Conversion {
                         seq: event.seq,
@@ -531,12 +581,8 @@ async fn apply_batch(
             };
             let take = (*left).min(line.quantity);
             *left -= take;
-            if let Some(p) = memory
-                .positions
-                .get_mut(&line.sku)
-                .and_then(|at| at.get_mut(&line.location))
-            {
-                p.reserved -= take;
+            if let Some(known) = memory.skus.get_mut(&line.sku) {
+                known.position_mut(&line.location).reserved -= take;
             }
             conversion.line.quantity = take;
             writes.converted.push(conversion);
@@ -549,25 +595,47 @@ async fn apply_batch(
         .flat_map(|sku| catalog.stocked(sku))
         .collect();
     memory
-        .load(&state.store, affected.iter().chain(&needed))
+        .load(&state.store, affected.iter().chain(&needed), version)
         .await?;
     let now = state.clock.now();
-    for sku in affected
-        .iter()
-        .filter(|sku| catalog.listings.contains_key(*sku))
-    {
-        for (channel_id, channel_sku) in &catalog.listings[sku] {
+    let mut values: Vec<i64> = Vec::new();
+    for sku in &affected {
+        let Some(listings) = catalog.listings.get(sku) else {
+            continue;
+        };
+        // What each listing should show (a kit from its components' positions).
+        values.clear();
+        let kit = catalog.snapshot.kits.contains_key(sku);
+        let own = memory.skus.get(sku).map_or(&[][..], |k| &k.positions[..]);
+        for (channel_id, _) in listings {
+            values.push(match catalog.snapshot.channels.get(channel_id) {
+                Some(channel) if kit => catalog.available(channel, sku, &memory.skus),
+                Some(channel) => catalog.available(channel, sku, &OwnPositions(own)),
+                None => -1,
+            });
+        }
+        let Some(known) = memory.skus.get_mut(sku) else {
+            continue;
+        };
+        let trusted = known.catalog == version;
+        if !trusted {
+            known.shown.clear();
+            known.catalog = version;
+        }
+        for ((channel_id, channel_sku), &available) in listings.iter().zip(&values) {
             let Some(channel) = catalog.snapshot.channels.get(channel_id) else {
                 continue;
             };
-            let available = catalog.available(channel, sku, &memory.positions);
-            let listing = (channel_id.clone(), channel_sku.clone());
-            if memory
+            let shown = known
                 .shown
-                .get(&listing)
-                .is_some_and(|(shown_sku, shown)| *shown == available && shown_sku == sku)
-            {
-                continue;
+                .iter_mut()
+                .find(|(c, cs, _)| c == channel_id && cs == channel_sku);
+            match shown {
+                Some((_, _, shown)) if *shown == available => continue,
+                Some((_, _, shown)) => *shown = available,
+                None => known
+                    .shown
+                    .push((channel_id.clone(), channel_sku.clone(), available)),
             }
             writes.availability.push(AvailabilityChange {
                 channel: channel_id.clone(),
@@ -576,13 +644,19 @@ async fn apply_batch(
                 available,
                 hold_until: now.plus_millis(channel.increase_hold_ms),
             });
-            memory.shown.insert(listing, (sku.clone(), available));
         }
     }
     writes.positions = changed
         .into_iter()
         .filter_map(|(sku, location)| {
-            let position = memory.positions.get(&sku)?.get(&location)?.clone();
+            let position = memory
+                .skus
+                .get(&sku)?
+                .positions
+                .iter()
+                .find(|(l, _)| *l == location)?
+                .1
+                .clone();
             Some(((sku, location), position))
         })
         .collect();
@@ -592,8 +666,11 @@ async fn apply_batch(
 /// Availability batches open (pending or in flight) per channel at most.
 pub const FEED_OPEN_MAX: i64 = 4;
 
-/// Events the inventory engine applies in one transaction at most.
-pub const INVENTORY_BATCH_EVENTS_MAX: usize = 20_000;
+/// Events the inventory engine applies in one transaction at most. Only a backlog fills a batch
+/// (live, a batch is what arrived since the last one). A batch's writes land on pages spread
+/// over every position and listing, so a larger batch writes each page fewer times; its commit
+/// (up to about half a second here) holds the single SQLite writer, which other writes wait for.
+pub const INVENTORY_BATCH_EVENTS_MAX: usize = 50_000;
 
 /// Listings in one `channel.availability` action at most. A connector splits a batch into what
 /// its channel takes per call (Shopify's `inventorySetQuantities` takes 250); larger batches let

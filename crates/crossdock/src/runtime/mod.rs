@@ -5,6 +5,7 @@
 pub mod consumer;
 pub mod delivery;
 pub mod inventory;
+pub mod keyhash;
 pub mod orders;
 pub mod subscription;
 pub mod webhook;

@@ -108,7 +108,7 @@ async fn migrate_applies_the_schema_once(db: TestDb) {
     assert!(out.contains("applied migration 1 (foundation)"), "{out}");
     let (ok, out, _) = crossdock(&db, &["migrate"]);
     assert!(ok);
-    assert!(out.contains("schema is current (version 8)"), "{out}");
+    assert!(out.contains("schema is current (version 9)"), "{out}");
 }
 
 async fn dlq_commands_list_replay_and_drop(db: TestDb) {

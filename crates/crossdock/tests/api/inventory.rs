@@ -29,6 +29,7 @@ crate::backend_tests!(
     kit_orders_sharing_components_never_reserve_beyond_atp,
     a_shipment_of_an_order_converts_its_reservation,
     batches_applied_while_the_one_before_commits_agree_with_the_live_engine,
+    a_listing_moved_to_another_sku_and_back_shows_its_sku_again,
 );
 
 /// A channel that records every quantity it is sent, per listing. While `held`, deliveries wait
@@ -1103,19 +1104,26 @@ async fn a_shipment_of_an_order_converts_its_reservation(db: TestDb) {
     );
 }
 
-/// The positions and listing values of the test catalog's SKUs.
+/// The positions and listing values (listing, SKU, available) of the test catalog's SKUs —
+/// what the engine writes; what deliveries write beside them is left out.
 async fn engine_state(
     store: &crossdock_store::Store,
 ) -> (
     BTreeMap<crossdock_store::PositionKey, crossdock_core::inventory::Position>,
-    Vec<crossdock_store::AvailabilityRow>,
+    Vec<(String, String, i64)>,
 ) {
     let skus: Vec<Sku> = ["MUG", "SAUCER", "SET"]
         .into_iter()
         .map(|s| Sku::parse(s).unwrap())
         .collect();
-    let mut rows = store.channel_availability(skus.clone()).await.unwrap();
-    rows.sort_by(|a, b| a.channel_sku.cmp(&b.channel_sku));
+    let mut rows: Vec<(String, String, i64)> = store
+        .channel_availability(skus.clone())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.channel_sku.to_string(), r.sku.to_string(), r.available))
+        .collect();
+    rows.sort();
     (store.positions(skus).await.unwrap(), rows)
 }
 
@@ -1185,6 +1193,65 @@ async fn batches_applied_while_the_one_before_commits_agree_with_the_live_engine
     .await
     .unwrap();
     assert_eq!(i64::try_from(applied).unwrap(), head);
-    assert_eq!(engine_state(&state.store).await, live);
+    let (positions, rows) = engine_state(&state.store).await;
+    for (key, position) in &live.0 {
+        assert_eq!(positions.get(key), Some(position), "position {key:?}");
+    }
+    assert_eq!(positions.len(), live.0.len());
+    assert_eq!(rows, live.1, "listing values");
     state.store.close().await;
+}
+
+/// The engine remembers what each listing shows; a listing mapped to another SKU and back must
+/// still be written under the SKU it shows now, even when the value happens to be the one it
+/// showed there before.
+async fn a_listing_moved_to_another_sku_and_back_shows_its_sku_again(db: TestDb) {
+    let channel = Arc::new(FakeChannel::default());
+    let app = spawn(db, None, &channel).await;
+    catalog(&app, json!({}), 0).await;
+    stock(&app, "MUG", "wh-1", 10).await;
+    stock(&app, "SAUCER", "wh-1", 4).await;
+    assert_eq!(available(&app, "MUG", "shop-mug").await.0, 10);
+    ok(
+        &app,
+        "/v1/channels/shop/listings/shop-mug",
+        json!({"sku": "SAUCER"}),
+    )
+    .await;
+    let receive = |id: &str, sku: &str, quantity: i64| {
+        movement(
+            "erp",
+            id,
+            "inventory.received",
+            json!({"sku": sku, "location": "wh-1", "quantity": quantity}),
+        )
+    };
+    post(&app, vec![receive("r-1", "SAUCER", 1)]).await;
+    settled(&app).await;
+    assert_eq!(available(&app, "SAUCER", "shop-mug").await.0, 5);
+    // Back to the mug: a receipt and an adjustment that leave its number where it was.
+    ok(
+        &app,
+        "/v1/channels/shop/listings/shop-mug",
+        json!({"sku": "MUG"}),
+    )
+    .await;
+    let adjust = movement(
+        "erp",
+        "a-1",
+        "inventory.adjusted",
+        json!({"sku": "MUG", "location": "wh-1", "delta": -1, "reason": "damaged"}),
+    );
+    post(&app, vec![receive("r-2", "MUG", 1), adjust]).await;
+    settled(&app).await;
+    assert_eq!(available(&app, "MUG", "shop-mug").await.0, 10);
+    let (_, saucer) = app.get("/v1/inventory/SAUCER").await;
+    assert!(
+        saucer["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["channel_sku"] != "shop-mug"),
+        "{saucer}"
+    );
 }
