@@ -499,15 +499,47 @@ pub type FeedBuilder = Box<dyn FnOnce(&[DueListing]) -> crate::Result<NewAction>
 pub struct InventoryWrites {
     /// The first sequence number of the batch: deltas from here on are new.
     pub new_from_seq: i64,
-    /// The new state of every position the batch changed (its `reserved` is not written: the
-    /// reservation primitive owns it).
-    pub positions: Vec<(PositionKey, crossdock_core::inventory::Position)>,
+    /// The new state of every position the batch changed.
+    pub positions: Vec<PositionWrite>,
     pub divergences: Vec<Divergence>,
     /// Listings whose available changed; the channel feeder queues their updates.
     pub availability: Vec<AvailabilityChange>,
     /// Reservations a shipment of their order consumed. The store takes at most what the order
     /// still holds at that position, once per shipment event.
     pub converted: Vec<Conversion>,
+}
+
+/// A position as the engine writes it (its `reserved` is not written: the reservation
+/// primitive owns it): its latest count and allocation, its on hand, and the deltas new in the
+/// batch — those stored before stay, those the count includes go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PositionWrite {
+    pub key: PositionKey,
+    pub count: Option<crossdock_core::inventory::Snapshot>,
+    pub allocated: Option<crossdock_core::inventory::Snapshot>,
+    pub on_hand: i64,
+    pub new_deltas: Vec<crossdock_core::inventory::Delta>,
+}
+
+impl PositionWrite {
+    /// What to write of `position` after a batch whose first event is `new_from_seq`.
+    pub fn of(
+        key: PositionKey,
+        position: &crossdock_core::inventory::Position,
+        new_from_seq: i64,
+    ) -> PositionWrite {
+        PositionWrite {
+            key,
+            count: position.count,
+            allocated: position.allocated,
+            on_hand: position.on_hand(),
+            new_deltas: position
+                .deltas
+                .range(new_from_seq..)
+                .map(|(_, d)| *d)
+                .collect(),
+        }
+    }
 }
 
 /// What a shipment of an order (the event at `seq`) consumed of what the order held.

@@ -80,7 +80,8 @@ pub(super) async fn write_inventory(
             Vec::new(),
             Vec::new(),
         );
-        for ((sku, location), p) in &w.positions {
+        for p in &w.positions {
+            let (sku, location) = &p.key;
             cols.0.push(sku.as_str());
             cols.1.push(location.as_str());
             cols.2.push(p.count.map(|c| c.seq));
@@ -89,8 +90,8 @@ pub(super) async fn write_inventory(
             cols.5.push(p.allocated.map(|a| a.seq));
             cols.6.push(p.allocated.map(|a| a.as_of.unix_micros()));
             cols.7.push(p.allocated.map(|a| a.value));
-            cols.8.push(p.on_hand());
-            for d in p.deltas.range(w.new_from_seq..).map(|(_, d)| d) {
+            cols.8.push(p.on_hand);
+            for d in &p.new_deltas {
                 deltas.0.push(sku.as_str());
                 deltas.1.push(location.as_str());
                 deltas.2.push(d.seq);
@@ -122,14 +123,23 @@ pub(super) async fn write_inventory(
         .execute(&mut **tx)
         .await
         .map_err(pgerr("write positions"))?;
-        // Deltas the latest count includes go; deltas of this batch come; the rest stay.
+        // Deltas a count of this batch includes go; deltas of this batch come; the rest stay.
+        let new_counts: Vec<Option<i64>> = w
+            .positions
+            .iter()
+            .map(|p| {
+                p.count
+                    .filter(|c| c.seq >= w.new_from_seq)
+                    .map(|c| c.as_of.unix_micros())
+            })
+            .collect();
         sqlx::query(
             "DELETE FROM inventory_deltas d USING UNNEST($1::text[], $2::text[], $3::bigint[]) AS t(s, l, c) \
              WHERE d.sku = t.s AND d.location = t.l AND d.at <= t.c",
         )
         .bind(&cols.0)
         .bind(&cols.1)
-        .bind(&cols.3)
+        .bind(&new_counts)
         .execute(&mut **tx)
         .await
         .map_err(pgerr("write deltas"))?;

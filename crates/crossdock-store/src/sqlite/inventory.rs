@@ -114,7 +114,8 @@ pub(super) fn write_inventory(
     w: &InventoryWrites,
     now: Timestamp,
 ) -> Result<()> {
-    for ((sku, location), p) in &w.positions {
+    for p in &w.positions {
+        let (sku, location) = &p.key;
         let count = p.count;
         let alloc = p.allocated;
         conn.prepare_cached(
@@ -134,13 +135,14 @@ pub(super) fn write_inventory(
                 alloc.map(|a| a.seq),
                 alloc.map(|a| a.as_of.unix_micros()),
                 alloc.map(|a| a.value),
-                p.on_hand(),
+                p.on_hand,
                 now.unix_micros()
             ])
         })
         .map_err(db("write position"))?;
-        // Deltas the latest count includes go; deltas of this batch come; the rest stay as they are.
-        if let Some(count) = count {
+        // Deltas a count of this batch includes go; deltas of this batch come; the rest stay as
+        // they are (a delta older than a count was never kept).
+        if let Some(count) = count.filter(|c| c.seq >= w.new_from_seq) {
             conn.prepare_cached(
                 "DELETE FROM inventory_deltas WHERE sku = ?1 AND location = ?2 AND at <= ?3",
             )
@@ -159,7 +161,7 @@ pub(super) fn write_inventory(
                  ON CONFLICT DO NOTHING",
             )
             .map_err(db("write deltas"))?;
-        for d in p.deltas.range(w.new_from_seq..).map(|(_, d)| d) {
+        for d in &p.new_deltas {
             insert
                 .execute(params![
                     sku.as_str(),

@@ -4,7 +4,7 @@
 //! `increase_hold_ms` and replaced by anything newer. Also the cached catalog the engine and the
 //! inventory routes read.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crossdock_core::catalog::{Channel, ChannelId, ChannelSku, LocationId, Sku};
@@ -15,8 +15,9 @@ use crossdock_core::json::QUANTITY_ABS_MAX;
 use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent, Timestamp};
 use crossdock_store::{
     AvailabilityChange, CatalogSnapshot, ClaimedAction, Conversion, Divergence, DropOutcome,
-    DueListing, InventoryWrites, NewAction, PositionKey, Projection, ProjectionWrites,
-    ReplayOutcome, ReservationLine, ReserveOutcome, ReserveRequest, Store, StoreError,
+    DueListing, InventoryWrites, NewAction, PositionKey, PositionWrite, Projection,
+    ProjectionWrites, ReplayOutcome, ReservationLine, ReserveOutcome, ReserveRequest, Store,
+    StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,17 +59,17 @@ pub struct CatalogIndex {
     /// listings are found by binary search).
     pub snapshot: CatalogSnapshot,
     /// SKU → its listings.
-    pub listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>>,
+    pub listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>, KeyHash>,
     /// SKU → the kits that list it as a component.
-    pub parents: HashMap<Sku, Vec<Sku>>,
+    pub parents: HashMap<Sku, Vec<Sku>, KeyHash>,
     /// A channel's SKU → ours.
-    pub listed: HashMap<(ChannelId, ChannelSku), Sku>,
+    pub listed: HashMap<(ChannelId, ChannelSku), Sku, KeyHash>,
 }
 
 impl CatalogIndex {
     fn build(mut snapshot: CatalogSnapshot) -> CatalogIndex {
         snapshot.listings.sort_unstable();
-        let mut listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>> = HashMap::new();
+        let mut listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>, KeyHash> = HashMap::default();
         for (channel, channel_sku, sku) in &snapshot.listings {
             listings
                 .entry(sku.clone())
@@ -82,7 +83,7 @@ impl CatalogIndex {
                 ((channel.clone(), channel_sku.clone()), sku.clone())
             })
             .collect();
-        let mut parents: HashMap<Sku, Vec<Sku>> = HashMap::new();
+        let mut parents: HashMap<Sku, Vec<Sku>, KeyHash> = HashMap::default();
         for (kit, components) in &snapshot.kits {
             for c in components {
                 parents.entry(c.sku.clone()).or_default().push(kit.clone());
@@ -97,8 +98,8 @@ impl CatalogIndex {
     }
 
     /// The SKUs whose availability depends on these: themselves and every kit above them.
-    pub fn affected(&self, skus: impl IntoIterator<Item = Sku>) -> BTreeSet<Sku> {
-        let mut out = BTreeSet::new();
+    pub fn affected(&self, skus: impl IntoIterator<Item = Sku>) -> HashSet<Sku, KeyHash> {
+        let mut out = HashSet::default();
         let mut todo: Vec<Sku> = skus.into_iter().collect();
         while let Some(sku) = todo.pop() {
             let kits = self.parents.get(&sku);
@@ -337,11 +338,11 @@ impl Memory {
         skus: impl IntoIterator<Item = &'a Sku>,
         catalog: i64,
     ) -> Result<(), StoreError> {
-        let missing: Vec<Sku> = skus
+        let missing: HashSet<&Sku, KeyHash> = skus
             .into_iter()
             .filter(|sku| !self.skus.contains_key(*sku))
-            .cloned()
             .collect();
+        let missing: Vec<Sku> = missing.into_iter().cloned().collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -490,11 +491,6 @@ async fn apply_batch(
         return Ok(writes);
     }
     let catalog = state.catalog.get_fresh(&state.store).await?;
-    let touched: BTreeSet<Sku> = movements
-        .iter()
-        .map(|(_, m, _)| m.touches().0.clone())
-        .chain(held.iter().cloned())
-        .collect();
     // What is held for orders where the log says it changed: read again where known (what is
     // read for the first time comes with it).
     let known_held: Vec<Sku> = held
@@ -504,8 +500,9 @@ async fn apply_batch(
         .collect();
     memory.reread_reservations(&state.store, known_held).await?;
     let version = catalog.snapshot.version;
-    memory.load(&state.store, &touched, version).await?;
-    let mut changed: BTreeSet<PositionKey> = BTreeSet::new();
+    let touched = movements.iter().map(|(_, m, _)| m.touches().0).chain(&held);
+    memory.load(&state.store, touched, version).await?;
+    let mut changed: HashSet<PositionKey, KeyHash> = HashSet::default();
     let mut shipped_orders: Vec<Conversion> = Vec::new();
     for (event, movement, order) in &movements {
         let at = event.event.time().unwrap_or(event.recorded_at);
@@ -589,9 +586,16 @@ async fn apply_batch(
         }
     }
     // Recompute every listing whose number depends on a changed SKU.
-    let affected = catalog.affected(changed.iter().map(|(sku, _)| sku.clone()).chain(held));
-    let needed: BTreeSet<Sku> = affected
+    // In key order: the store writes the rows one after another, and neighbours share pages.
+    let mut affected: Vec<Sku> = catalog
+        .affected(changed.iter().map(|(sku, _)| sku.clone()).chain(held))
+        .into_iter()
+        .collect();
+    affected.sort_unstable();
+    // A kit's components, whose positions make its number (any other SKU is its own).
+    let needed: Vec<Sku> = affected
         .iter()
+        .filter(|sku| catalog.snapshot.kits.contains_key(*sku))
         .flat_map(|sku| catalog.stocked(sku))
         .collect();
     memory
@@ -649,17 +653,20 @@ async fn apply_batch(
     writes.positions = changed
         .into_iter()
         .filter_map(|(sku, location)| {
-            let position = memory
+            let (_, position) = memory
                 .skus
                 .get(&sku)?
                 .positions
                 .iter()
-                .find(|(l, _)| *l == location)?
-                .1
-                .clone();
-            Some(((sku, location), position))
+                .find(|(l, _)| *l == location)?;
+            Some(PositionWrite::of(
+                (sku, location),
+                position,
+                writes.new_from_seq,
+            ))
         })
         .collect();
+    writes.positions.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(writes)
 }
 
