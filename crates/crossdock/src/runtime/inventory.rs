@@ -261,6 +261,10 @@ impl InventoryProjection {
     }
 }
 
+/// The engine applies a batch while the one before it commits only after a batch of at least
+/// this many events: a backlog.
+pub const RUN_AHEAD_EVENTS_MIN: usize = 1000;
+
 /// SKUs the engine keeps in memory at most; past it, it forgets them all and reads again what
 /// it needs.
 pub const MEMORY_SKUS_MAX: usize = 250_000;
@@ -279,6 +283,8 @@ struct Memory {
     /// Whether that batch converted reservations into shipments (the batch after it reads
     /// reservations, so it waits for that commit).
     converted: bool,
+    /// The events in that batch.
+    events: usize,
     /// Every SKU read or applied.
     skus: HashMap<Sku, Known, KeyHash>,
 }
@@ -427,6 +433,7 @@ impl LogConsumer for InventoryProjection {
             let writes = apply_batch(state, &mut memory, batch).await?;
             memory.through = batch.last().map_or(from, |e| e.seq);
             memory.converted = !writes.converted.is_empty();
+            memory.events = batch.len();
             if let Ok(mut kept) = self.memory.lock() {
                 *kept = memory;
             }
@@ -434,10 +441,15 @@ impl LogConsumer for InventoryProjection {
         })
     }
 
+    /// Only while catching up: live, the next batch gathers while this one commits, and fewer,
+    /// larger commits leave the writer to the order path.
     fn runs_ahead(&self, from: i64) -> bool {
-        self.memory
-            .lock()
-            .is_ok_and(|m| m.through == from && !m.converted && m.skus.len() <= MEMORY_SKUS_MAX)
+        self.memory.lock().is_ok_and(|m| {
+            m.through == from
+                && !m.converted
+                && m.events >= RUN_AHEAD_EVENTS_MIN
+                && m.skus.len() <= MEMORY_SKUS_MAX
+        })
     }
 
     fn forget(&self) {
