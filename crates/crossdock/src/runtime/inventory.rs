@@ -614,21 +614,24 @@ async fn apply_batch(
         .load(&state.store, affected.iter().chain(&needed), version)
         .await?;
     let now = state.clock.now();
-    let mut values: Vec<i64> = Vec::new();
+    // Each listing's channel and what it should show (a kit from its components' positions).
+    let mut values: Vec<Option<(&Channel, i64)>> = Vec::new();
     for sku in &affected {
         let Some(listings) = catalog.listings.get(sku) else {
             continue;
         };
-        // What each listing should show (a kit from its components' positions).
         values.clear();
         let kit = catalog.snapshot.kits.contains_key(sku);
         let own = memory.skus.get(sku).map_or(&[][..], |k| &k.positions[..]);
         for (channel_id, _) in listings {
-            values.push(match catalog.snapshot.channels.get(channel_id) {
-                Some(channel) if kit => catalog.available(channel, sku, &memory.skus),
-                Some(channel) => catalog.available(channel, sku, &OwnPositions(own)),
-                None => -1,
-            });
+            values.push(catalog.snapshot.channels.get(channel_id).map(|channel| {
+                let available = if kit {
+                    catalog.available(channel, sku, &memory.skus)
+                } else {
+                    catalog.available(channel, sku, &OwnPositions(own))
+                };
+                (channel, available)
+            }));
         }
         let Some(known) = memory.skus.get_mut(sku) else {
             continue;
@@ -638,8 +641,8 @@ async fn apply_batch(
             known.shown.clear();
             known.catalog = version;
         }
-        for ((channel_id, channel_sku), &available) in listings.iter().zip(&values) {
-            let Some(channel) = catalog.snapshot.channels.get(channel_id) else {
+        for ((channel_id, channel_sku), value) in listings.iter().zip(&values) {
+            let Some((channel, available)) = *value else {
                 continue;
             };
             let shown = known
