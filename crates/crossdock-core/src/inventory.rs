@@ -88,6 +88,32 @@ pub fn is_hold(kind: &str) -> bool {
     HOLD_TYPES.contains(&kind)
 }
 
+/// The type of the event crossdock records when the catalog changes what listings may show (a
+/// listing added or mapped to another SKU, a channel's locations or policy, a kit's
+/// components): the engine computes again the listings of the SKUs in its `data.skus` and every
+/// listing of the channels in its `data.channels`.
+pub const CATALOG_CHANGED: &str = "inventory.catalog_changed";
+
+/// The SKUs and channels a catalog change names (what does not parse is left out).
+pub fn catalog_change_scope(data: &Value) -> (Vec<Sku>, Vec<crate::catalog::ChannelId>) {
+    let strings = |name: &str| -> Vec<&str> {
+        data.get(name)
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    };
+    (
+        strings("skus")
+            .into_iter()
+            .filter_map(|s| Sku::parse(s).ok())
+            .collect(),
+        strings("channels")
+            .into_iter()
+            .filter_map(|c| crate::catalog::ChannelId::parse(c).ok())
+            .collect(),
+    )
+}
+
 /// The SKUs a hold event's `data` names.
 pub fn hold_skus(data: &Value) -> Vec<Sku> {
     data.get("lines")

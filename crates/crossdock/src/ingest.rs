@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crossdock_core::catalog::Sku;
-use crossdock_core::inventory::{Movement, is_hold, is_movement};
+use crossdock_core::inventory::{CATALOG_CHANGED, Movement, is_hold, is_movement};
 use crossdock_core::{
     BatchLimits, EventData, FieldError, NewEvent, ParseRejection, parse_event_batch,
 };
@@ -106,9 +106,10 @@ async fn check_inventory(
     events: &[NewEvent],
     body: &[u8],
 ) -> Result<(), IngestError> {
+    let recorded_here = |kind: &str| is_hold(kind) || kind == CATALOG_CHANGED;
     if !events
         .iter()
-        .any(|e| is_movement(e.kind()) || is_hold(e.kind()))
+        .any(|e| is_movement(e.kind()) || recorded_here(e.kind()))
     {
         return Ok(());
     }
@@ -121,13 +122,19 @@ async fn check_inventory(
         }
     };
     let mut errors = Vec::new();
-    for (index, event) in events.iter().enumerate().filter(|(_, e)| is_hold(e.kind())) {
+    for (index, event) in events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| recorded_here(e.kind()))
+    {
+        let how = if is_hold(event.kind()) {
+            "hold stock with POST /v1/reservations"
+        } else {
+            "it follows PUTs of the catalog"
+        };
         errors.push(FieldError::new(
             format!("{}/type", prefix(index)),
-            format!(
-                "{} is recorded by crossdock itself; hold stock with POST /v1/reservations",
-                event.kind()
-            ),
+            format!("{} is recorded by crossdock itself; {how}", event.kind()),
         ));
     }
     let mut parsed = Vec::new();

@@ -23,6 +23,7 @@ use super::openapi::ProblemBody;
 use super::problem::{self, Problem};
 use super::{RequestContext, json};
 use crate::app::AppState;
+use crate::runtime::inventory as engine;
 
 /// Items in one bulk write at most.
 pub const BULK_ITEMS_MAX: usize = 10_000;
@@ -168,6 +169,8 @@ pub(super) async fn put_item(
     if let CatalogWrite::Refused(errors) = outcome {
         return Err(refused(errors));
     }
+    // A kit's components may have changed, or a kit may have become a plain item.
+    engine::catalog_changed(&state, std::slice::from_ref(&sku), &[]).await;
     audit(&state, &caller, &ctx, "item.put", sku.as_str(), "ok").await;
     Ok(json(written(&outcome), &ItemView::of(&sku, item)))
 }
@@ -248,8 +251,16 @@ pub(super) async fn put_items(
         return Err(refused(errors));
     }
     let count = items.len();
+    // Kits, and items that were kits: their numbers change with their components.
+    let known = state.catalog.get(&state.store).await?;
+    let kits: Vec<Sku> = items
+        .iter()
+        .filter(|(sku, item)| !item.components.is_empty() || known.snapshot.kits.contains_key(sku))
+        .map(|(sku, _)| sku.clone())
+        .collect();
     match state.store.items_put(items, state.clock.now()).await? {
         BulkWrite::Written { created, updated } => {
+            engine::catalog_changed(&state, &kits, &[]).await;
             audit(
                 &state,
                 &caller,
@@ -491,6 +502,8 @@ pub(super) async fn put_channel(
     if let CatalogWrite::Refused(errors) = outcome {
         return Err(refused(errors));
     }
+    // Its locations or policy may have changed what every one of its listings shows.
+    engine::catalog_changed(&state, &[], std::slice::from_ref(&id)).await;
     audit(&state, &caller, &ctx, "channel.put", id.as_str(), "ok").await;
     Ok(json(written(&outcome), &ChannelView::of(&id, channel)))
 }
@@ -648,6 +661,8 @@ pub(super) async fn put_listing(
         }
         _ => {}
     }
+    // The listing shows its SKU's number from now on.
+    engine::catalog_changed(&state, std::slice::from_ref(&listing.sku), &[]).await;
     let target = format!("{id}/{channel_sku}");
     audit(&state, &caller, &ctx, "listing.put", &target, "ok").await;
     let view = ListingView {

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use crossdock_core::catalog::{Channel, ChannelId, ChannelSku, LocationId, Sku};
 use crossdock_core::inventory::{
-    Movement, Position, bill_of_materials, hold_skus, is_hold, is_movement, kit_atp, shape,
+    CATALOG_CHANGED, Movement, Position, bill_of_materials, catalog_change_scope, hold_skus,
+    is_hold, is_movement, kit_atp, shape,
 };
 use crossdock_core::json::QUANTITY_ABS_MAX;
 use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent, Timestamp};
@@ -477,6 +478,9 @@ async fn apply_batch(
     let mut movements: Vec<(&StoredEvent, Movement, Option<String>)> = Vec::new();
     // SKUs whose reservations changed.
     let mut held: BTreeSet<Sku> = BTreeSet::new();
+    // SKUs and channels whose listings a catalog change asks to compute again.
+    let mut recount: BTreeSet<Sku> = BTreeSet::new();
+    let mut recount_channels: BTreeSet<ChannelId> = BTreeSet::new();
     for e in batch {
         let kind = e.event.kind();
         if is_movement(kind) {
@@ -497,12 +501,30 @@ async fn apply_batch(
             }
         } else if is_hold(kind) {
             held.extend(data(e).as_ref().map(hold_skus).unwrap_or_default());
+        } else if kind == CATALOG_CHANGED
+            && let Some(value) = data(e)
+        {
+            let (skus, channels) = catalog_change_scope(&value);
+            recount.extend(skus);
+            recount_channels.extend(channels);
         }
     }
-    if movements.is_empty() && held.is_empty() {
+    if movements.is_empty() && held.is_empty() && recount.is_empty() && recount_channels.is_empty()
+    {
         return Ok(writes);
     }
     let catalog = state.catalog.get_fresh(&state.store).await?;
+    // Every SKU listed on a changed channel is counted again.
+    for channel in &recount_channels {
+        let listings = &catalog.snapshot.listings;
+        let start = listings.partition_point(|(c, _, _)| c < channel);
+        recount.extend(
+            listings[start..]
+                .iter()
+                .take_while(|(c, _, _)| c == channel)
+                .map(|(_, _, sku)| sku.clone()),
+        );
+    }
     // What is held for orders where the log says it changed: read again where known (what is
     // read for the first time comes with it).
     let known_held: Vec<Sku> = held
@@ -558,7 +580,25 @@ async fn apply_batch(
             }
         }
     }
-    if changed.is_empty() && held.is_empty() {
+    // A SKU nothing is known of yet (no position, itself or through its components) is not
+    // shown as zero on its channels: unknown is not none, and a catalog set up before the first
+    // counts must not empty the listings.
+    if !recount.is_empty() {
+        let stocked: Vec<Sku> = recount
+            .iter()
+            .flat_map(|sku| catalog.stocked(sku))
+            .collect();
+        memory.load(&state.store, &stocked, version).await?;
+        recount.retain(|sku| {
+            catalog.stocked(sku).iter().any(|s| {
+                memory
+                    .skus
+                    .get(s)
+                    .is_some_and(|known| !known.positions.is_empty())
+            })
+        });
+    }
+    if changed.is_empty() && held.is_empty() && recount.is_empty() {
         return Ok(writes);
     }
     // A shipment of an order consumes what the order held there: the position's reserved drops
@@ -600,7 +640,13 @@ async fn apply_batch(
     // Recompute every listing whose number depends on a changed SKU.
     // In key order: the store writes the rows one after another, and neighbours share pages.
     let mut affected: Vec<Sku> = catalog
-        .affected(changed.iter().map(|(sku, _)| sku.clone()).chain(held))
+        .affected(
+            changed
+                .iter()
+                .map(|(sku, _)| sku.clone())
+                .chain(held)
+                .chain(recount),
+        )
         .into_iter()
         .collect();
     affected.sort_unstable();
@@ -954,6 +1000,51 @@ pub async fn replay_dead_letter(
             DropOutcome::NotDead => DeadLetterReplay::Store(ReplayOutcome::NotDead),
         },
     )
+}
+
+/// The source of the events crossdock records when its catalog changes what listings show.
+pub const CATALOG_SOURCE: &str = "/crossdock/catalog";
+
+/// Records that the catalog changed what these SKUs' or channels' listings may show, so that
+/// the engine computes them again (a new listing gets its first value then). A failure is
+/// logged: those listings then wait for their SKU's next movement.
+pub async fn catalog_changed(state: &AppState, skus: &[Sku], channels: &[ChannelId]) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if skus.is_empty() && channels.is_empty() {
+        return;
+    }
+    let now = state.clock.now();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = serde_json::json!({
+        "skus": skus.iter().map(Sku::as_str).collect::<Vec<_>>(),
+        "channels": channels.iter().map(ChannelId::as_str).collect::<Vec<_>>(),
+    });
+    let event = NewEvent::new(
+        &format!("changed-{}-{n}", now.unix_micros()),
+        CATALOG_SOURCE,
+        CATALOG_CHANGED,
+        None,
+    )
+    .map(|e| e.with_time(now));
+    let appended = match (event, serde_json::value::to_raw_value(&data)) {
+        (Ok(event), Ok(raw)) => state
+            .store
+            .append(vec![event.with_data(EventData::Json(raw))], now)
+            .await
+            .map_err(|e| e.to_string()),
+        (Err(e), _) => Err(e.detail),
+        (_, Err(e)) => Err(e.to_string()),
+    };
+    match appended {
+        Ok(outcome) => {
+            if let Some((_, last)) = outcome.seq_range() {
+                crate::ingest::advance_head(state, last);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the catalog change was not recorded; its listings wait for their next movement");
+        }
+    }
 }
 
 /// The source of the events crossdock records for its own reservations.

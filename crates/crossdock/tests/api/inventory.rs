@@ -30,6 +30,7 @@ crate::backend_tests!(
     a_shipment_of_an_order_converts_its_reservation,
     batches_applied_while_the_one_before_commits_agree_with_the_live_engine,
     a_listing_moved_to_another_sku_and_back_shows_its_sku_again,
+    catalog_changes_reach_the_channels_without_a_movement,
 );
 
 /// A channel that records every quantity it is sent, per listing. While `held`, deliveries wait
@@ -1253,5 +1254,66 @@ async fn a_listing_moved_to_another_sku_and_back_shows_its_sku_again(db: TestDb)
             .iter()
             .all(|c| c["channel_sku"] != "shop-mug"),
         "{saucer}"
+    );
+}
+
+/// A listing added for stocked goods, and a channel's policy changed, reach the channel without
+/// waiting for the stock to move; a listing of goods nothing is known of yet is not shown as
+/// zero; the event that carries the change is crossdock's own.
+async fn catalog_changes_reach_the_channels_without_a_movement(db: TestDb) {
+    let channel = Arc::new(FakeChannel::default());
+    let app = spawn(db, None, &channel).await;
+    catalog(&app, json!({}), 0).await;
+    stock(&app, "MUG", "wh-1", 10).await;
+    ok(
+        &app,
+        "/v1/channels/shop/listings/shop-mug-blue",
+        json!({"sku": "MUG"}),
+    )
+    .await;
+    app.eventually("the new listing is told", || async {
+        channel.sent("shop-mug-blue").last() == Some(&10)
+    })
+    .await;
+    ok(
+        &app,
+        "/v1/channels/shop",
+        json!({"kind": "shopify", "locations": ["wh-1", "wh-2"], "policy": {"buffer": 3}}),
+    )
+    .await;
+    app.eventually("the new policy is told", || async {
+        channel.sent("shop-mug").last() == Some(&7)
+            && channel.sent("shop-mug-blue").last() == Some(&7)
+    })
+    .await;
+    ok(&app, "/v1/items/CUP", json!({})).await;
+    ok(
+        &app,
+        "/v1/channels/shop/listings/shop-cup",
+        json!({"sku": "CUP"}),
+    )
+    .await;
+    settled(&app).await;
+    let (_, cup) = app.get("/v1/inventory/CUP").await;
+    assert_eq!(cup["channels"], json!([]), "{cup}");
+    assert!(channel.sent("shop-cup").is_empty());
+    let (status, problem) = app
+        .post_json(
+            "/v1/events",
+            &json!([movement(
+                "erp",
+                "x-1",
+                "inventory.catalog_changed",
+                json!({"skus": ["MUG"]})
+            )]),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("recorded by crossdock itself"),
+        "{problem}"
     );
 }
