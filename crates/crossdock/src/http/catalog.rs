@@ -592,14 +592,9 @@ pub(super) async fn list_listings(
     if !catalog.snapshot.channels.contains_key(&id) {
         return Err(Problem::not_found(format!("there is no channel {id}")));
     }
-    // The snapshot's listings are sorted by channel and channel SKU.
-    let all = &catalog.snapshot.listings;
-    let start = all.partition_point(|(channel, channel_sku, _)| {
-        (channel, channel_sku.as_str()) <= (&id, after)
-    });
-    let listed: Vec<&(ChannelId, ChannelSku, Sku)> = all[start..]
+    let listed: Vec<&(ChannelId, ChannelSku, Sku)> = catalog
+        .channel_listings(&id, after)
         .iter()
-        .take_while(|(channel, _, _)| *channel == id)
         .take(limit + 1)
         .collect();
     let (listed, next_after) = page(listed, limit, |(_, channel_sku, _)| channel_sku.to_string());

@@ -136,6 +136,19 @@ impl CatalogIndex {
         }
     }
 
+    /// A channel's listings whose channel SKU sorts after `after` ("" for all), in order.
+    pub fn channel_listings(
+        &self,
+        channel: &ChannelId,
+        after: &str,
+    ) -> &[(ChannelId, ChannelSku, Sku)] {
+        let all = &self.snapshot.listings;
+        let start = all
+            .partition_point(|(c, channel_sku, _)| (c, channel_sku.as_str()) <= (channel, after));
+        let len = all[start..].partition_point(|(c, _, _)| c == channel);
+        &all[start..start + len]
+    }
+
     /// The stocked SKUs whose positions determine `sku`'s availability.
     pub fn stocked(&self, sku: &Sku) -> Vec<Sku> {
         if !self.snapshot.kits.contains_key(sku) {
@@ -516,12 +529,10 @@ async fn apply_batch(
     let catalog = state.catalog.get_fresh(&state.store).await?;
     // Every SKU listed on a changed channel is counted again.
     for channel in &recount_channels {
-        let listings = &catalog.snapshot.listings;
-        let start = listings.partition_point(|(c, _, _)| c < channel);
         recount.extend(
-            listings[start..]
+            catalog
+                .channel_listings(channel, "")
                 .iter()
-                .take_while(|(c, _, _)| c == channel)
                 .map(|(_, _, sku)| sku.clone()),
         );
     }
@@ -584,19 +595,19 @@ async fn apply_batch(
     // shown as zero on its channels: unknown is not none, and a catalog set up before the first
     // counts must not empty the listings.
     if !recount.is_empty() {
-        let stocked: Vec<Sku> = recount
+        let stocked: Vec<(Sku, Vec<Sku>)> = recount
             .iter()
-            .flat_map(|sku| catalog.stocked(sku))
+            .map(|sku| (sku.clone(), catalog.stocked(sku)))
             .collect();
-        memory.load(&state.store, &stocked, version).await?;
-        recount.retain(|sku| {
-            catalog.stocked(sku).iter().any(|s| {
-                memory
-                    .skus
-                    .get(s)
-                    .is_some_and(|known| !known.positions.is_empty())
-            })
-        });
+        memory
+            .load(&state.store, stocked.iter().flat_map(|(_, s)| s), version)
+            .await?;
+        let known = |s: &Sku| memory.skus.get(s).is_some_and(|k| !k.positions.is_empty());
+        recount = stocked
+            .into_iter()
+            .filter(|(_, components)| components.iter().any(known))
+            .map(|(sku, _)| sku)
+            .collect();
     }
     if changed.is_empty() && held.is_empty() && recount.is_empty() {
         return Ok(writes);
@@ -630,8 +641,12 @@ async fn apply_batch(
             };
             let take = (*left).min(line.quantity);
             *left -= take;
-            if let Some(known) = memory.skus.get_mut(&line.sku) {
-                known.position_mut(&line.location).reserved -= take;
+            if let Some((_, p)) = memory
+                .skus
+                .get_mut(&line.sku)
+                .and_then(|k| k.positions.iter_mut().find(|(l, _)| *l == line.location))
+            {
+                p.reserved -= take;
             }
             conversion.line.quantity = take;
             writes.converted.push(conversion);
@@ -1002,6 +1017,14 @@ pub async fn replay_dead_letter(
     )
 }
 
+/// An id for an event crossdock records itself: its kind, the time and a count kept by this
+/// process, so two recorded in the same microsecond differ.
+fn own_event_id(prefix: &str, now: Timestamp) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", now.unix_micros())
+}
+
 /// The source of the events crossdock records when its catalog changes what listings show.
 pub const CATALOG_SOURCE: &str = "/crossdock/catalog";
 
@@ -1009,18 +1032,16 @@ pub const CATALOG_SOURCE: &str = "/crossdock/catalog";
 /// the engine computes them again (a new listing gets its first value then). A failure is
 /// logged: those listings then wait for their SKU's next movement.
 pub async fn catalog_changed(state: &AppState, skus: &[Sku], channels: &[ChannelId]) {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if skus.is_empty() && channels.is_empty() {
         return;
     }
     let now = state.clock.now();
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data = serde_json::json!({
         "skus": skus.iter().map(Sku::as_str).collect::<Vec<_>>(),
         "channels": channels.iter().map(ChannelId::as_str).collect::<Vec<_>>(),
     });
     let event = NewEvent::new(
-        &format!("changed-{}-{n}", now.unix_micros()),
+        &own_event_id("changed", now),
         CATALOG_SOURCE,
         CATALOG_CHANGED,
         None,
@@ -1230,10 +1251,8 @@ fn hold_event(
     correlation_id: Option<&str>,
     now: Timestamp,
 ) -> Result<NewEvent, HoldError> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let suffix = kind.trim_start_matches("inventory.");
-    let id = format!("{suffix}-{}-{n}-{order_id}", now.unix_micros());
+    let id = format!("{}-{order_id}", own_event_id(suffix, now));
     let mut event = NewEvent::new(&id, HOLD_SOURCE, kind, None)
         .map_err(|e| HoldError::Invalid(vec![FieldError::new("/order_id", e.detail)]))?
         .with_subject(order_id)
