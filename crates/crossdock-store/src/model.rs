@@ -584,12 +584,42 @@ pub type ReservationEvent = Box<dyn FnOnce(&[ReservationLine]) -> crossdock_core
 
 /// A request to hold stock for an order: all lines or none.
 pub struct ReserveRequest {
-    pub order_id: String,
-    /// Stocked SKUs only (kits expanded by the caller); lines of the same position are added up.
-    pub lines: Vec<ReservationLine>,
+    pub(crate) order_id: String,
+    /// Merged by position and in position order ([`merge_lines`]).
+    pub(crate) lines: Vec<ReservationLine>,
     /// Appended in the same transaction when the reservation is made.
-    pub event: ReservationEvent,
-    pub now: Timestamp,
+    pub(crate) event: crossdock_core::NewEvent,
+    pub(crate) now: Timestamp,
+}
+
+impl ReserveRequest {
+    /// A request for these lines (stocked SKUs only, kits expanded by the caller; lines of the
+    /// same position are added up). Its event is built here, from the merged lines, so that the
+    /// single writer only stores it.
+    pub fn new(
+        order_id: String,
+        lines: Vec<ReservationLine>,
+        now: Timestamp,
+        event: impl FnOnce(&[ReservationLine]) -> crossdock_core::NewEvent,
+    ) -> Self {
+        let lines = merge_lines(lines);
+        let event = event(&lines);
+        ReserveRequest {
+            order_id,
+            lines,
+            event,
+            now,
+        }
+    }
+
+    pub fn order_id(&self) -> &str {
+        &self.order_id
+    }
+
+    /// The lines, merged by position.
+    pub fn lines(&self) -> &[ReservationLine] {
+        &self.lines
+    }
 }
 
 impl std::fmt::Debug for ReserveRequest {

@@ -1583,6 +1583,8 @@ fn writer_loop(
     checkpointer: &checkpoint::Checkpointer,
 ) {
     let mut shutdown: Option<oneshot::Sender<()>> = None;
+    // Reservations in the last group: more than one means callers reserve concurrently.
+    let mut reservers = 0;
     while shutdown.is_none() {
         let Some(first) = next_message(&mut rx) else {
             break;
@@ -1596,9 +1598,23 @@ fn writer_loop(
             }
             WriterMessage::Shutdown(done) => shutdown = Some(done),
         }
-        // Take whatever else is already waiting, up to the group bound.
+        // Take whatever else is already waiting, up to the group bound. While reservations come
+        // from several callers at once, wait a moment for the ones answered by the last commit:
+        // otherwise the callers settle into two half groups that take turns, each paying for a
+        // commit.
+        let linger_until = (reservers > 1).then(|| std::time::Instant::now() + RESERVATION_GATHER);
         while weight < group_max && shutdown.is_none() {
-            match rx.try_recv() {
+            let next = match (rx.try_recv(), linger_until) {
+                (Err(mpsc::error::TryRecvError::Empty), Some(until)) => {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    match poll_for(&mut rx, left.min(RESERVATION_LINGER)) {
+                        Ok(Some(message)) => Ok(message),
+                        _ => break,
+                    }
+                }
+                (next, _) => next,
+            };
+            match next {
                 Ok(WriterMessage::Job(job)) => {
                     weight += job.weight();
                     jobs.push(job);
@@ -1608,6 +1624,7 @@ fn writer_loop(
             }
         }
         if !jobs.is_empty() {
+            reservers = jobs.iter_mut().filter_map(|job| job.reservation()).count();
             run_group(conn, jobs);
             checkpointer.between_groups(conn);
         }
@@ -1630,16 +1647,36 @@ fn writer_loop(
 /// wake-up per commit, which costs more than this on a busy virtual machine.
 const WRITER_LINGER: std::time::Duration = std::time::Duration::from_micros(300);
 
-fn next_message(rx: &mut mpsc::Receiver<WriterMessage>) -> Option<WriterMessage> {
+/// How long a group of reservations waits for one more (see `writer_loop`): about what a
+/// caller takes to send its next reservation once answered.
+const RESERVATION_LINGER: std::time::Duration = std::time::Duration::from_micros(40);
+
+/// The longest a group of reservations is gathered for, however steadily they arrive.
+const RESERVATION_GATHER: std::time::Duration = std::time::Duration::from_micros(400);
+
+/// The next message if one arrives within `within`, without sleeping; `Err` when every sender
+/// is gone.
+fn poll_for(
+    rx: &mut mpsc::Receiver<WriterMessage>,
+    within: std::time::Duration,
+) -> std::result::Result<Option<WriterMessage>, mpsc::error::TryRecvError> {
     let started = std::time::Instant::now();
-    while started.elapsed() < WRITER_LINGER {
+    while started.elapsed() < within {
         match rx.try_recv() {
-            Ok(message) => return Some(message),
-            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Ok(message) => return Ok(Some(message)),
             Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+            Err(closed) => return Err(closed),
         }
     }
-    rx.blocking_recv()
+    Ok(None)
+}
+
+fn next_message(rx: &mut mpsc::Receiver<WriterMessage>) -> Option<WriterMessage> {
+    match poll_for(rx, WRITER_LINGER) {
+        Ok(Some(message)) => Some(message),
+        Ok(None) => rx.blocking_recv(),
+        Err(_) => None,
+    }
 }
 
 /// Runs a statement from the statement cache: savepoints are opened and closed for every job.

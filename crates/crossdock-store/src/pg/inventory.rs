@@ -12,7 +12,7 @@ use super::{PgStore, append_in, drop_dead_in, enqueue_rows, pgerr};
 use crate::model::{
     AvailabilityDue, AvailabilityRow, CatalogSnapshot, Conversion, Divergence, DropOutcome,
     DueListing, FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent,
-    ReservationLine, ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
+    ReservationLine, ReserveOutcome, ReserveRequest, Shortfall,
 };
 use crate::{EnqueueResult, Result, StoreError};
 
@@ -910,7 +910,7 @@ pub(super) async fn reserve_in(
     if !held.is_empty() {
         return Ok(ReserveOutcome::AlreadyReserved(held));
     }
-    let lines = merge_lines(r.lines);
+    let lines = r.lines;
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     let locations: Vec<&str> = lines.iter().map(|l| l.location.as_str()).collect();
     let quantities: Vec<i64> = lines.iter().map(|l| l.quantity).collect();
@@ -942,8 +942,7 @@ pub(super) async fn reserve_in(
     .execute(&mut **tx)
     .await
     .map_err(pgerr("record reservation"))?;
-    let event = (r.event)(&lines);
-    let outcome = append_in(tx, std::slice::from_ref(&event), r.now).await?;
+    let outcome = append_in(tx, std::slice::from_ref(&r.event), r.now).await?;
     let seq = outcome.seq_range().map_or(0, |(_, last)| last);
     Ok(ReserveOutcome::Reserved { seq, lines })
 }

@@ -17,7 +17,7 @@ use super::{
 use crate::model::{
     AvailabilityDue, AvailabilityRow, CatalogSnapshot, Conversion, Divergence, DropOutcome,
     DueListing, FeedBuilder, InventoryWrites, PositionKey, Reservation, ReservationEvent,
-    ReservationLine, ReserveOutcome, ReserveRequest, Shortfall, merge_lines,
+    ReservationLine, ReserveOutcome, ReserveRequest, Shortfall,
 };
 use crate::{EnqueueResult, Result, StoreError};
 
@@ -370,7 +370,7 @@ fn record_hold(
     conn: &Connection,
     order_id: &str,
     lines: &[ReservationLine],
-    event: ReservationEvent,
+    event: &crossdock_core::NewEvent,
     now: Timestamp,
 ) -> Result<i64> {
     let mut insert = conn
@@ -389,13 +389,12 @@ fn record_hold(
             ])
             .map_err(db("record reservation"))?;
     }
-    let event = event(lines);
-    let outcome = append_rows(conn, std::slice::from_ref(&event), now)?;
+    let outcome = append_rows(conn, std::slice::from_ref(event), now)?;
     Ok(outcome.seq_range().map_or(0, |(_, last)| last))
 }
 
 /// Decides one request against what is available to promise (`atp` of a position, read on first
-/// need): the merged lines to hold, or the outcome that holds nothing.
+/// need): the lines to hold, or the outcome that holds nothing.
 fn decide(
     conn: &Connection,
     order_id: &str,
@@ -406,7 +405,6 @@ fn decide(
     if !held.is_empty() {
         return Ok(Err(ReserveOutcome::AlreadyReserved(held)));
     }
-    let lines = merge_lines(lines);
     let mut short = Vec::new();
     for line in &lines {
         let available = atp(conn, line)?;
@@ -434,7 +432,7 @@ pub(super) fn reserve_rows(conn: &Connection, r: ReserveRequest) -> Result<Reser
     for line in &lines {
         add_reserved(conn, &line.sku, &line.location, line.quantity)?;
     }
-    let seq = record_hold(conn, &r.order_id, &lines, r.event, r.now)?;
+    let seq = record_hold(conn, &r.order_id, &lines, &r.event, r.now)?;
     Ok(ReserveOutcome::Reserved { seq, lines })
 }
 
@@ -484,7 +482,7 @@ fn reserve_all(conn: &Connection, requests: Vec<ReserveRequest>) -> Result<Vec<R
         add_reserved(conn, sku, location, *quantity)?;
     }
     for (i, order_id, lines, event, now) in holds {
-        let seq = record_hold(conn, &order_id, &lines, event, now)?;
+        let seq = record_hold(conn, &order_id, &lines, &event, now)?;
         outcomes[i] = Some(ReserveOutcome::Reserved { seq, lines });
     }
     outcomes

@@ -505,13 +505,12 @@ pub(super) async fn hold(
                     None,
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let order_id = id.clone();
-                let request = ReserveRequest {
-                    order_id: id,
-                    lines: vec![line],
-                    event: Box::new(move |lines| with_lines(event, &order_id, lines)),
-                    now: Timestamp::from_unix_micros(1_800_000_000_000_000),
-                };
+                let request = ReserveRequest::new(
+                    id.clone(),
+                    vec![line],
+                    Timestamp::from_unix_micros(1_800_000_000_000_000),
+                    |lines| with_lines(event, &id, lines),
+                );
                 if let ReserveOutcome::Reserved { .. } = store.reserve(request).await? {
                     held += 1;
                 }

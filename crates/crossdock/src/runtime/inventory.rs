@@ -1189,13 +1189,12 @@ pub fn hold_request(
         correlation_id,
         state.clock.now(),
     )?;
-    let order = order_id.to_owned();
-    Ok(ReserveRequest {
-        order_id: order_id.to_owned(),
-        lines: stocked,
-        event: Box::new(move |lines| with_lines(event, &order, lines)),
-        now: state.clock.now(),
-    })
+    Ok(ReserveRequest::new(
+        order_id.to_owned(),
+        stocked,
+        state.clock.now(),
+        |lines| with_lines(event, order_id, lines),
+    ))
 }
 
 /// Releases everything an order holds. Returns the lines released (none: it held nothing).
