@@ -116,7 +116,9 @@ impl AppBuilder {
         let head = store.head_seq().await?;
         let mut consumers: Vec<Arc<dyn LogConsumer>> = vec![
             Arc::new(SourceActivity),
-            Arc::new(crate::runtime::inventory::InventoryProjection::default()),
+            Arc::new(crate::runtime::inventory::InventoryProjection::for_store(
+                &store,
+            )),
             Arc::new(crate::runtime::orders::OrderSagas),
         ];
         for sub in &config.subscriptions {

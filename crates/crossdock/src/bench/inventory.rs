@@ -212,8 +212,11 @@ fn events(n: usize, skus: usize, seed: u64, prefix: &str) -> anyhow::Result<Vec<
 pub(super) async fn project(state: &Arc<AppState>) -> anyhow::Result<(f64, usize)> {
     let head = state.store.head_seq().await?;
     let started = Instant::now();
-    let applied =
-        consumer::catch_up(state.clone(), Arc::new(InventoryProjection::default())).await?;
+    let applied = consumer::catch_up(
+        state.clone(),
+        Arc::new(InventoryProjection::for_store(&state.store)),
+    )
+    .await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
         applied as i64 >= head,
