@@ -611,15 +611,6 @@ impl ReserveRequest {
             now,
         }
     }
-
-    pub fn order_id(&self) -> &str {
-        &self.order_id
-    }
-
-    /// The lines, merged by position.
-    pub fn lines(&self) -> &[ReservationLine] {
-        &self.lines
-    }
 }
 
 impl std::fmt::Debug for ReserveRequest {
