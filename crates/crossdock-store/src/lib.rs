@@ -464,6 +464,19 @@ impl Store {
         written
     }
 
+    /// Creates or replaces many listings of one channel in one transaction: all of them, or
+    /// none (`Refused`, each problem pointing at its entry). `None`: no such channel.
+    pub async fn listings_put(
+        &self,
+        channel: ChannelId,
+        listings: Vec<(ChannelSku, Listing)>,
+        now: Timestamp,
+    ) -> Result<Option<BulkWrite>> {
+        let written = dispatch!(self.listings_put(channel, listings, now));
+        self.catalog_written();
+        written
+    }
+
     pub async fn listing_get(
         &self,
         channel: &ChannelId,

@@ -418,6 +418,17 @@ pub enum CatalogWrite {
     ParentMissing,
 }
 
+/// The problem with a listing of a SKU that is not an item, at `pointer`.
+pub(crate) fn not_an_item(
+    pointer: String,
+    sku: &crossdock_core::catalog::Sku,
+) -> crossdock_core::FieldError {
+    crossdock_core::FieldError::new(
+        pointer,
+        format!("{sku} is not an item; create it first (PUT /v1/items/{{sku}})"),
+    )
+}
+
 /// The outcome of writing many items at once: all of them, or none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BulkWrite {

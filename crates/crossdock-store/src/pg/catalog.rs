@@ -13,7 +13,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::inventory::bump_catalog;
 use super::{PgStore, pgerr};
-use crate::model::{BulkWrite, CatalogWrite};
+use crate::model::{BulkWrite, CatalogWrite, not_an_item};
+
+const CHANNEL_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)";
 use crate::{Result, StoreError};
 
 const LOCK_CATALOG: i64 = 0x0C05_5D0C_0000_0003;
@@ -359,6 +361,57 @@ impl PgStore {
         crate::catalog_rows::channel(kind, &policy, increase_hold_ms, locations).map(Some)
     }
 
+    pub(crate) async fn listings_put(
+        &self,
+        channel: ChannelId,
+        listings: Vec<(ChannelSku, Listing)>,
+        now: Timestamp,
+    ) -> Result<Option<BulkWrite>> {
+        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
+        lock(&mut tx).await?;
+        if !exists(&mut tx, CHANNEL_EXISTS, &[channel.as_str()]).await? {
+            return Ok(None);
+        }
+        let skus: Vec<&str> = listings.iter().map(|(_, l)| l.sku.as_str()).collect();
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT sku FROM items WHERE sku = ANY($1::text[])")
+                .bind(&skus)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(pgerr("look up items"))?;
+        let known: BTreeSet<&str> = known.iter().map(String::as_str).collect();
+        let errors: Vec<FieldError> = listings
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, l))| !known.contains(l.sku.as_str()))
+            .map(|(i, (_, l))| not_an_item(format!("/{i}/sku"), &l.sku))
+            .collect();
+        if !errors.is_empty() {
+            return Ok(Some(BulkWrite::Refused(errors)));
+        }
+        let channel_skus: Vec<&str> = listings.iter().map(|(c, _)| c.as_str()).collect();
+        let inserted: Vec<bool> = sqlx::query_scalar(
+            "INSERT INTO listings (channel, channel_sku, sku, updated_at) \
+             SELECT $1, c, s, $4 FROM UNNEST($2::text[], $3::text[]) AS t(c, s) \
+             ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = EXCLUDED.sku, updated_at = EXCLUDED.updated_at \
+             RETURNING (xmax = 0)",
+        )
+        .bind(channel.as_str())
+        .bind(&channel_skus)
+        .bind(&skus)
+        .bind(now.unix_micros())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pgerr("write listings"))?;
+        bump_catalog(&mut tx).await?;
+        tx.commit().await.map_err(pgerr("commit listings"))?;
+        let created = inserted.iter().filter(|i| **i).count();
+        Ok(Some(BulkWrite::Written {
+            created,
+            updated: inserted.len() - created,
+        }))
+    }
+
     pub(crate) async fn listing_put(
         &self,
         channel: ChannelId,
@@ -368,13 +421,7 @@ impl PgStore {
     ) -> Result<CatalogWrite> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         lock(&mut tx).await?;
-        if !exists(
-            &mut tx,
-            "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)",
-            &[channel.as_str()],
-        )
-        .await?
-        {
+        if !exists(&mut tx, CHANNEL_EXISTS, &[channel.as_str()]).await? {
             return Ok(CatalogWrite::ParentMissing);
         }
         if !exists(
@@ -384,12 +431,9 @@ impl PgStore {
         )
         .await?
         {
-            return Ok(CatalogWrite::Refused(vec![FieldError::new(
-                "/sku",
-                format!(
-                    "{} is not an item; create it first (PUT /v1/items/{{sku}})",
-                    listing.sku
-                ),
+            return Ok(CatalogWrite::Refused(vec![not_an_item(
+                "/sku".into(),
+                &listing.sku,
             )]));
         }
         let inserted: bool = sqlx::query_scalar(

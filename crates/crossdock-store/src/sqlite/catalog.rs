@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::inventory::bump_catalog;
 use super::{SqliteStore, db};
-use crate::model::{BulkWrite, CatalogWrite};
+use crate::model::{BulkWrite, CatalogWrite, not_an_item};
 use crate::{Result, StoreError};
 
 fn item_exists(conn: &Connection, sku: &str) -> Result<bool> {
@@ -310,10 +310,7 @@ impl SqliteStore {
                 return Ok(CatalogWrite::ParentMissing);
             }
             if !item_exists(conn, listing.sku.as_str())? {
-                return Ok(CatalogWrite::Refused(vec![FieldError::new(
-                    "/sku",
-                    format!("{} is not an item; create it first (PUT /v1/items/{{sku}})", listing.sku),
-                )]));
+                return Ok(CatalogWrite::Refused(vec![not_an_item("/sku".into(), &listing.sku)]));
             }
             let existed: bool = conn
                 .query_row(
@@ -330,6 +327,52 @@ impl SqliteStore {
             .map_err(db("write listing"))?;
             bump_catalog(conn)?;
             Ok(if existed { CatalogWrite::Updated } else { CatalogWrite::Created })
+        })
+        .await
+    }
+
+    pub(crate) async fn listings_put(
+        &self,
+        channel: ChannelId,
+        listings: Vec<(ChannelSku, Listing)>,
+        now: Timestamp,
+    ) -> Result<Option<BulkWrite>> {
+        self.write(listings.len().max(1), move |conn| {
+            let channel_known: bool = conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM channels WHERE id = ?1)", [channel.as_str()], |r| r.get(0))
+                .map_err(db("look up channel"))?;
+            if !channel_known {
+                return Ok(None);
+            }
+            let mut errors = Vec::new();
+            for (i, (_, listing)) in listings.iter().enumerate() {
+                if !item_exists(conn, listing.sku.as_str())? {
+                    errors.push(not_an_item(format!("/{i}/sku"), &listing.sku));
+                }
+            }
+            if !errors.is_empty() {
+                return Ok(Some(BulkWrite::Refused(errors)));
+            }
+            let (mut created, mut updated) = (0, 0);
+            for (channel_sku, listing) in &listings {
+                let existed: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM listings WHERE channel = ?1 AND channel_sku = ?2)")
+                    .and_then(|mut s| s.query_row([channel.as_str(), channel_sku.as_str()], |r| r.get(0)))
+                    .map_err(db("look up listing"))?;
+                conn.prepare_cached(
+                    "INSERT INTO listings (channel, channel_sku, sku, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = excluded.sku, updated_at = excluded.updated_at",
+                )
+                .and_then(|mut s| s.execute(params![channel.as_str(), channel_sku.as_str(), listing.sku.as_str(), now.unix_micros()]))
+                .map_err(db("write listing"))?;
+                if existed {
+                    updated += 1;
+                } else {
+                    created += 1;
+                }
+            }
+            bump_catalog(conn)?;
+            Ok(Some(BulkWrite::Written { created, updated }))
         })
         .await
     }

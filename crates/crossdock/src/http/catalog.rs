@@ -181,6 +181,58 @@ pub(super) struct BulkView {
     updated: usize,
 }
 
+/// The entries of a bulk write: an array of 1 to [`BULK_ITEMS_MAX`] `what`.
+fn bulk_entries<'a>(value: &'a Value, what: &str) -> Result<&'a [Value], Problem> {
+    let Some(entries) = value.as_array() else {
+        return Err(refused(vec![FieldError::new(
+            "/",
+            format!("must be an array of {what}"),
+        )]));
+    };
+    if entries.is_empty() || entries.len() > BULK_ITEMS_MAX {
+        return Err(refused(vec![FieldError::new(
+            "/",
+            format!(
+                "must hold 1 to {BULK_ITEMS_MAX} {what}, not {}",
+                entries.len()
+            ),
+        )]));
+    }
+    Ok(entries)
+}
+
+/// Takes the member `name` that keys a bulk entry out of it (the rest is the entry's body),
+/// parsed; a missing, malformed or repeated key is an error at `{at}/{name}`.
+fn take_key<K: Ord + Clone + std::fmt::Display>(
+    fields: &mut Value,
+    at: &str,
+    name: &str,
+    parse: impl Fn(&str) -> Result<K, String>,
+    seen: &mut std::collections::BTreeSet<K>,
+    errors: &mut Vec<FieldError>,
+) -> Option<K> {
+    let pointer = format!("{at}/{name}");
+    let key = fields
+        .as_object_mut()
+        .and_then(|o| o.remove(name))
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let key = match key.as_deref().map(parse) {
+        Some(Ok(key)) => key,
+        Some(Err(why)) => {
+            errors.push(FieldError::new(pointer, why));
+            return None;
+        }
+        None => {
+            errors.push(FieldError::new(pointer, "is required (a string)"));
+            return None;
+        }
+    };
+    if !seen.insert(key.clone()) {
+        errors.push(FieldError::new(pointer, format!("{key} appears twice")));
+    }
+    Some(key)
+}
+
 /// Creates or replaces up to 10,000 items in one transaction: all of them, or none. Each entry
 /// is an item with its `sku`; kits may name components defined in the same request.
 #[utoipa::path(put, path = "/v1/items", tag = "catalog",
@@ -197,51 +249,14 @@ pub(super) async fn put_items(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let value = body_json(body)?;
-    let Some(entries) = value.as_array() else {
-        return Err(refused(vec![FieldError::new(
-            "/",
-            "must be an array of items",
-        )]));
-    };
-    if entries.is_empty() || entries.len() > BULK_ITEMS_MAX {
-        return Err(refused(vec![FieldError::new(
-            "/",
-            format!(
-                "must hold 1 to {BULK_ITEMS_MAX} items, not {}",
-                entries.len()
-            ),
-        )]));
-    }
+    let entries = bulk_entries(&value, "items")?;
     let mut errors = Vec::new();
     let mut items = Vec::with_capacity(entries.len());
     let mut seen = std::collections::BTreeSet::new();
     for (i, entry) in entries.iter().enumerate() {
         let at = format!("/{i}");
         let mut fields = entry.clone();
-        let sku = fields
-            .as_object_mut()
-            .and_then(|o| o.remove("sku"))
-            .and_then(|v| v.as_str().map(str::to_owned));
-        let sku = match sku.as_deref().map(Sku::parse) {
-            Some(Ok(sku)) => Some(sku),
-            Some(Err(why)) => {
-                errors.push(FieldError::new(format!("{at}/sku"), why));
-                None
-            }
-            None => {
-                errors.push(FieldError::new(
-                    format!("{at}/sku"),
-                    "is required (a string)",
-                ));
-                None
-            }
-        };
-        if let Some(sku) = sku.as_ref().filter(|s| !seen.insert((*s).clone())) {
-            errors.push(FieldError::new(
-                format!("{at}/sku"),
-                format!("{sku} appears twice"),
-            ));
-        }
+        let sku = take_key(&mut fields, &at, "sku", Sku::parse, &mut seen, &mut errors);
         let item = Item::from_json(&fields, &at, &mut errors);
         if let (Some(sku), Some(item)) = (sku, item) {
             items.push((sku, item));
@@ -613,6 +628,73 @@ pub(super) async fn list_listings(
             next_after,
         },
     ))
+}
+
+/// Creates or replaces up to 10,000 listings of a channel in one transaction: all of them, or
+/// none. Each entry maps a `channel_sku` to our `sku`.
+#[utoipa::path(put, path = "/v1/channels/{id}/listings", tag = "catalog",
+    params(("id" = String, Path, description = "The channel id")),
+    request_body(content = Vec<Object>, description = "`[{\"channel_sku\", \"sku\"}]`"),
+    responses(
+        (status = 200, description = "Every listing written", body = BulkView),
+        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such channel", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "An entry is invalid; nothing was written", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn put_listings(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = visible_channel(&caller, &id)?;
+    let value = body_json(body)?;
+    let entries = bulk_entries(&value, "listings")?;
+    let mut errors = Vec::new();
+    let mut listings = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("/{i}");
+        let mut fields = entry.clone();
+        let channel_sku = take_key(
+            &mut fields,
+            &at,
+            "channel_sku",
+            ChannelSku::parse,
+            &mut seen,
+            &mut errors,
+        );
+        let listing = Listing::from_json(&fields, &at, &mut errors);
+        if let (Some(channel_sku), Some(listing)) = (channel_sku, listing) {
+            listings.push((channel_sku, listing));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(refused(errors));
+    }
+    let count = listings.len();
+    let skus: Vec<Sku> = listings
+        .iter()
+        .map(|(_, l)| l.sku.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    match state
+        .store
+        .listings_put(id.clone(), listings, state.clock.now())
+        .await?
+    {
+        None => Err(Problem::not_found(format!("there is no channel {id}"))),
+        Some(BulkWrite::Refused(errors)) => Err(refused(errors)),
+        Some(BulkWrite::Written { created, updated }) => {
+            // Each listing shows its SKU's number from now on.
+            engine::catalog_changed(&state, &skus, &[]).await;
+            let target = format!("{id}: {count} listings");
+            audit(&state, &caller, &ctx, "listings.put", &target, "ok").await;
+            Ok(json(StatusCode::OK, &BulkView { created, updated }))
+        }
+    }
 }
 
 /// Maps a channel's SKU to ours.

@@ -131,7 +131,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(catalog::put_location, catalog::get_location))
         .routes(routes!(catalog::list_channels))
         .routes(routes!(catalog::put_channel, catalog::get_channel))
-        .routes(routes!(catalog::list_listings))
+        .routes(routes!(catalog::list_listings, catalog::put_listings))
         .routes(routes!(
             catalog::put_listing,
             catalog::get_listing,

@@ -152,6 +152,7 @@ pub const POLICIES: &[RoutePolicy] = &[
     put("/v1/channels/{id}", Scope::CatalogWrite),
     read("/v1/channels/{id}", Scope::InventoryRead),
     read("/v1/channels/{id}/listings", Scope::InventoryRead),
+    put("/v1/channels/{id}/listings", Scope::CatalogWrite),
     put(
         "/v1/channels/{id}/listings/{channel_sku}",
         Scope::CatalogWrite,

@@ -2,11 +2,12 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, create_key, put, read};
+use crate::helpers::{TestApp, create_key, pointers, put, read};
 
 crate::backend_tests!(
     items_and_kits_are_written_read_and_checked,
     a_bulk_write_is_all_or_nothing,
+    listings_in_bulk_are_all_or_nothing,
     locations_channels_and_listings_refer_only_to_what_exists,
     a_key_bound_to_a_channel_finds_no_other_channel,
     bad_quantities_and_identifiers_are_named_and_change_nothing,
@@ -117,13 +118,7 @@ async fn a_bulk_write_is_all_or_nothing(db: crossdock_store::testkit::TestDb) {
     ]);
     let (status, problem) = put(&app, "/v1/items", &bad).await;
     assert_eq!(status, 422);
-    let pointers: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
-    assert_eq!(pointers, vec!["/1/description", "/3/sku"]);
+    assert_eq!(pointers(&problem), vec!["/1/description", "/3/sku"]);
     let (status, _) = app.get("/v1/items/PLATE").await;
     assert_eq!(status, 404, "nothing of a refused batch is written");
     let (status, problem) = put(
@@ -134,6 +129,72 @@ async fn a_bulk_write_is_all_or_nothing(db: crossdock_store::testkit::TestDb) {
     .await;
     assert_eq!(status, 422);
     assert_eq!(problem["errors"][0]["pointer"], "/0/components/0/sku");
+}
+
+async fn listings_in_bulk_are_all_or_nothing(db: crossdock_store::testkit::TestDb) {
+    let app = TestApp::spawn(db).await;
+    let listings = json!([
+        {"channel_sku": "web-cup", "sku": "CUP"},
+        {"channel_sku": "web-saucer", "sku": "SAUCER"}
+    ]);
+    let (status, problem) = put(&app, "/v1/channels/web/listings", &listings).await;
+    assert_eq!(status, 404, "{problem}");
+    put(
+        &app,
+        "/v1/items",
+        &json!([{"sku": "CUP"}, {"sku": "SAUCER"}]),
+    )
+    .await;
+    put(
+        &app,
+        "/v1/locations/east",
+        &json!({"name": "East DC", "kind": "warehouse", "authority": "/wms/east"}),
+    )
+    .await;
+    let (status, _) = put(
+        &app,
+        "/v1/channels/web",
+        &json!({"kind": "shopify", "locations": ["east"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = put(&app, "/v1/channels/web/listings", &listings).await;
+    assert_eq!((status, body), (200, json!({"created": 2, "updated": 0})));
+    let bad = json!([
+        {"channel_sku": "web-plate", "sku": "PLATE"},
+        {"channel_sku": "web-cup", "sku": "SAUCER"},
+        {"channel_sku": "web-cup", "sku": "CUP"},
+        {"sku": "CUP"},
+        {"channel_sku": "web-mug", "sku": "CUP", "price": 3}
+    ]);
+    let (status, problem) = put(&app, "/v1/channels/web/listings", &bad).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        pointers(&problem),
+        vec!["/2/channel_sku", "/3/channel_sku", "/4/price"]
+    );
+    // The shape is right, but a SKU is not an item: nothing is written either.
+    let unknown = json!([
+        {"channel_sku": "web-cup", "sku": "SAUCER"},
+        {"channel_sku": "web-plate", "sku": "PLATE"}
+    ]);
+    let (status, problem) = put(&app, "/v1/channels/web/listings", &unknown).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "/1/sku", "{problem}");
+    let (_, cup) = app.get("/v1/channels/web/listings/web-cup").await;
+    assert_eq!(cup["sku"], "CUP", "nothing of a refused batch is written");
+    let (status, _) = app.get("/v1/channels/web/listings/web-plate").await;
+    assert_eq!(status, 404);
+    let remap = json!([
+        {"channel_sku": "web-cup", "sku": "SAUCER"},
+        {"channel_sku": "web-bowl", "sku": "CUP"}
+    ]);
+    let (status, body) = put(&app, "/v1/channels/web/listings", &remap).await;
+    assert_eq!((status, body), (200, json!({"created": 1, "updated": 1})));
+    let (_, cup) = app.get("/v1/channels/web/listings/web-cup").await;
+    assert_eq!(cup["sku"], "SAUCER");
+    let (status, problem) = put(&app, "/v1/channels/web/listings", &json!([])).await;
+    assert_eq!(status, 422, "{problem}");
 }
 
 async fn locations_channels_and_listings_refer_only_to_what_exists(

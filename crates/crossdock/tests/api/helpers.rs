@@ -204,6 +204,19 @@ pub async fn create_key(
         .expose()
 }
 
+/// The pointers of a problem's errors, in order.
+pub fn pointers(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["pointer"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn put(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
     let response = app
         .client

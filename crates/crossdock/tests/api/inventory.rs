@@ -14,7 +14,7 @@ use crossdock_store::testkit::TestDb;
 use crossdock_store::{ClaimedAction, ReserveOutcome};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, put, test_config};
+use crate::helpers::{TestApp, pointers, put, test_config};
 
 crate::backend_tests!(
     events_become_positions_and_channel_updates,
@@ -803,14 +803,9 @@ async fn bad_inventory_input_is_refused_whole(db: TestDb) {
         )
         .await;
     assert_eq!(status, 422, "{problem}");
-    let pointers: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
+    let named = pointers(&problem);
     assert!(
-        pointers.contains(&"/lines/0/sku") && pointers.contains(&"/lines/1/location"),
+        named.contains(&"/lines/0/sku") && named.contains(&"/lines/1/location"),
         "{problem}"
     );
     let (status, problem) = app
@@ -1284,6 +1279,18 @@ async fn catalog_changes_reach_the_channels_without_a_movement(db: TestDb) {
     app.eventually("the new policy is told", || async {
         channel.sent("shop-mug").last() == Some(&7)
             && channel.sent("shop-mug-blue").last() == Some(&7)
+    })
+    .await;
+    // Listings written in bulk are told too.
+    let (status, body) = put(
+        &app,
+        "/v1/channels/shop/listings",
+        &json!([{"channel_sku": "shop-mug-green", "sku": "MUG"}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.eventually("the bulk listing is told", || async {
+        channel.sent("shop-mug-green").last() == Some(&7)
     })
     .await;
     ok(&app, "/v1/items/CUP", json!({})).await;
