@@ -459,9 +459,15 @@ impl Store {
         listing: Listing,
         now: Timestamp,
     ) -> Result<CatalogWrite> {
-        let written = dispatch!(self.listing_put(channel, channel_sku, listing, now));
+        let listings = vec![(channel_sku, listing)];
+        let written = dispatch!(self.listings_put(channel, listings, now, |_| "/sku".to_owned()));
         self.catalog_written();
-        written
+        Ok(match written? {
+            None => CatalogWrite::ParentMissing,
+            Some(BulkWrite::Refused(errors)) => CatalogWrite::Refused(errors),
+            Some(BulkWrite::Written { created: 1, .. }) => CatalogWrite::Created,
+            Some(BulkWrite::Written { .. }) => CatalogWrite::Updated,
+        })
     }
 
     /// Creates or replaces many listings of one channel in one transaction: all of them, or
@@ -472,7 +478,7 @@ impl Store {
         listings: Vec<(ChannelSku, Listing)>,
         now: Timestamp,
     ) -> Result<Option<BulkWrite>> {
-        let written = dispatch!(self.listings_put(channel, listings, now));
+        let written = dispatch!(self.listings_put(channel, listings, now, |i| format!("/{i}/sku")));
         self.catalog_written();
         written
     }

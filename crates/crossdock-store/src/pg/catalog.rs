@@ -14,8 +14,6 @@ use sqlx::{Postgres, Transaction};
 use super::inventory::bump_catalog;
 use super::{PgStore, pgerr};
 use crate::model::{BulkWrite, CatalogWrite, not_an_item};
-
-const CHANNEL_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)";
 use crate::{Result, StoreError};
 
 const LOCK_CATALOG: i64 = 0x0C05_5D0C_0000_0003;
@@ -361,15 +359,23 @@ impl PgStore {
         crate::catalog_rows::channel(kind, &policy, increase_hold_ms, locations).map(Some)
     }
 
+    /// Listings of one channel, all or none; `at(i)` points at the `i`th one's SKU in a problem.
     pub(crate) async fn listings_put(
         &self,
         channel: ChannelId,
         listings: Vec<(ChannelSku, Listing)>,
         now: Timestamp,
+        at: fn(usize) -> String,
     ) -> Result<Option<BulkWrite>> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         lock(&mut tx).await?;
-        if !exists(&mut tx, CHANNEL_EXISTS, &[channel.as_str()]).await? {
+        if !exists(
+            &mut tx,
+            "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)",
+            &[channel.as_str()],
+        )
+        .await?
+        {
             return Ok(None);
         }
         let skus: Vec<&str> = listings.iter().map(|(_, l)| l.sku.as_str()).collect();
@@ -384,7 +390,7 @@ impl PgStore {
             .iter()
             .enumerate()
             .filter(|(_, (_, l))| !known.contains(l.sku.as_str()))
-            .map(|(i, (_, l))| not_an_item(format!("/{i}/sku"), &l.sku))
+            .map(|(i, (_, l))| not_an_item(at(i), &l.sku))
             .collect();
         if !errors.is_empty() {
             return Ok(Some(BulkWrite::Refused(errors)));
@@ -410,51 +416,6 @@ impl PgStore {
             created,
             updated: inserted.len() - created,
         }))
-    }
-
-    pub(crate) async fn listing_put(
-        &self,
-        channel: ChannelId,
-        channel_sku: ChannelSku,
-        listing: Listing,
-        now: Timestamp,
-    ) -> Result<CatalogWrite> {
-        let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
-        lock(&mut tx).await?;
-        if !exists(&mut tx, CHANNEL_EXISTS, &[channel.as_str()]).await? {
-            return Ok(CatalogWrite::ParentMissing);
-        }
-        if !exists(
-            &mut tx,
-            "SELECT EXISTS (SELECT 1 FROM items WHERE sku = $1)",
-            &[listing.sku.as_str()],
-        )
-        .await?
-        {
-            return Ok(CatalogWrite::Refused(vec![not_an_item(
-                "/sku".into(),
-                &listing.sku,
-            )]));
-        }
-        let inserted: bool = sqlx::query_scalar(
-            "INSERT INTO listings (channel, channel_sku, sku, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = EXCLUDED.sku, updated_at = EXCLUDED.updated_at \
-             RETURNING (xmax = 0)",
-        )
-        .bind(channel.as_str())
-        .bind(channel_sku.as_str())
-        .bind(listing.sku.as_str())
-        .bind(now.unix_micros())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pgerr("write listing"))?;
-        bump_catalog(&mut tx).await?;
-        tx.commit().await.map_err(pgerr("commit listing"))?;
-        Ok(if inserted {
-            CatalogWrite::Created
-        } else {
-            CatalogWrite::Updated
-        })
     }
 
     pub(crate) async fn listing_get(

@@ -295,47 +295,13 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn listing_put(
-        &self,
-        channel: ChannelId,
-        channel_sku: ChannelSku,
-        listing: Listing,
-        now: Timestamp,
-    ) -> Result<CatalogWrite> {
-        self.write(1, move |conn| {
-            let channel_known: bool = conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM channels WHERE id = ?1)", [channel.as_str()], |r| r.get(0))
-                .map_err(db("look up channel"))?;
-            if !channel_known {
-                return Ok(CatalogWrite::ParentMissing);
-            }
-            if !item_exists(conn, listing.sku.as_str())? {
-                return Ok(CatalogWrite::Refused(vec![not_an_item("/sku".into(), &listing.sku)]));
-            }
-            let existed: bool = conn
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM listings WHERE channel = ?1 AND channel_sku = ?2)",
-                    [channel.as_str(), channel_sku.as_str()],
-                    |r| r.get(0),
-                )
-                .map_err(db("look up listing"))?;
-            conn.execute(
-                "INSERT INTO listings (channel, channel_sku, sku, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = excluded.sku, updated_at = excluded.updated_at",
-                params![channel.as_str(), channel_sku.as_str(), listing.sku.as_str(), now.unix_micros()],
-            )
-            .map_err(db("write listing"))?;
-            bump_catalog(conn)?;
-            Ok(if existed { CatalogWrite::Updated } else { CatalogWrite::Created })
-        })
-        .await
-    }
-
+    /// Listings of one channel, all or none; `at(i)` points at the `i`th one's SKU in a problem.
     pub(crate) async fn listings_put(
         &self,
         channel: ChannelId,
         listings: Vec<(ChannelSku, Listing)>,
         now: Timestamp,
+        at: fn(usize) -> String,
     ) -> Result<Option<BulkWrite>> {
         self.write(listings.len().max(1), move |conn| {
             let channel_known: bool = conn
@@ -347,7 +313,7 @@ impl SqliteStore {
             let mut errors = Vec::new();
             for (i, (_, listing)) in listings.iter().enumerate() {
                 if !item_exists(conn, listing.sku.as_str())? {
-                    errors.push(not_an_item(format!("/{i}/sku"), &listing.sku));
+                    errors.push(not_an_item(at(i), &listing.sku));
                 }
             }
             if !errors.is_empty() {
