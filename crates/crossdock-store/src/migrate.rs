@@ -55,6 +55,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "conversions",
         sql: include_str!("../migrations/sqlite/0009_conversions.sql"),
     },
+    Migration {
+        version: 10,
+        name: "listing_due",
+        sql: include_str!("../migrations/sqlite/0010_listing_due.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[

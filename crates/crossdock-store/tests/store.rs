@@ -43,6 +43,7 @@ store_tests!(
     the_inbox_keeps_raw_bytes_and_their_fate,
     a_projection_batch_applies_once_even_when_runners_race,
     a_listing_value_follows_its_sku_when_remapped,
+    due_listings_keep_their_place_and_stop_being_due_once_queued,
     a_rebuilt_projection_equals_the_live_one,
     positions_can_be_found_by_time,
     enqueue_is_idempotent_and_coalescing_keeps_the_newest,
@@ -1729,4 +1730,101 @@ async fn a_listing_value_follows_its_sku_when_remapped(db: &TestDb) {
     assert_eq!(cup.len(), 1, "{cup:?}");
     assert_eq!(cup[0].channel_sku.as_str(), "shop-mug");
     assert_eq!(cup[0].available, 9);
+}
+
+/// A listing that changes again while it waits at the same rank keeps its place among the due
+/// listings (oldest first); one handed to the outbox is not due, nor one that changes back to
+/// what was handed over; one that changes after that is due again.
+async fn due_listings_keep_their_place_and_stop_being_due_once_queued(db: &TestDb) {
+    use crossdock_core::catalog::{ChannelId, ChannelSku, Sku};
+    let store = db.open().await;
+    let name = Projection::Inventory.consumer_name();
+    let shop = ChannelId::parse("shop").unwrap();
+    let change = |listing: &str, available: i64| AvailabilityChange {
+        channel: shop.clone(),
+        channel_sku: ChannelSku::parse(listing).unwrap(),
+        sku: Sku::parse(listing).unwrap(),
+        available,
+        hold_until: at(0),
+    };
+    let mut position = 0;
+    let mut write = async |store: &Store, listing: &str, available: i64, when: i64| {
+        store
+            .append(events("/inv", position..position + 1), at(when))
+            .await
+            .unwrap();
+        let from = i64::try_from(position).unwrap();
+        position += 1;
+        let writes = InventoryWrites {
+            new_from_seq: from + 1,
+            availability: vec![change(listing, available)],
+            ..InventoryWrites::default()
+        };
+        store
+            .commit_projection(
+                name,
+                from,
+                from + 1,
+                ProjectionWrites::Inventory(Box::new(writes)),
+                at(when),
+            )
+            .await
+            .unwrap();
+    };
+    let due = async |store: &Store, when: i64| -> Vec<(String, i64)> {
+        store
+            .availability_due(&shop, "webhook:crm", 10, at(when))
+            .await
+            .unwrap()
+            .listings
+            .into_iter()
+            .map(|l| (l.channel_sku.as_str().to_owned(), l.available))
+            .collect()
+    };
+    write(&store, "A", 5, 1).await;
+    write(&store, "B", 5, 2).await;
+    write(&store, "A", 4, 3).await;
+    assert_eq!(due(&store, 4).await, [("A".into(), 4), ("B".into(), 5)]);
+    // A zero-out goes first, whenever it came.
+    write(&store, "B", 0, 5).await;
+    assert_eq!(due(&store, 6).await, [("B".into(), 0), ("A".into(), 4)]);
+
+    let fed = store
+        .feed_availability(
+            &shop,
+            "webhook:crm",
+            10,
+            at(7),
+            4,
+            Box::new(|listings| {
+                Ok(NewAction {
+                    target: "webhook:crm".into(),
+                    idempotency_key: "shop-batch-1".into(),
+                    coalesce_key: None,
+                    priority: 0,
+                    payload: format!("{}", listings.len()),
+                    not_before: at(7),
+                    correlation_id: None,
+                    causation_id: None,
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fed.listings.len(), 2);
+    assert_eq!(due(&store, 8).await, [], "handed over");
+    let claimed = store.claim(claim_request(10, 10, at(8))).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert!(
+        store
+            .ack(claimed[0].id, claimed[0].attempt, at(8))
+            .await
+            .unwrap()
+    );
+    assert_eq!(due(&store, 9).await, []);
+    write(&store, "A", 6, 10).await;
+    write(&store, "A", 4, 11).await;
+    assert_eq!(due(&store, 12).await, [], "back to what was handed over");
+    write(&store, "A", 3, 13).await;
+    assert_eq!(due(&store, 14).await, [("A".into(), 3)]);
 }

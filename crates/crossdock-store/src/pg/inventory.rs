@@ -189,14 +189,17 @@ pub(super) async fn write_inventory(
             .iter()
             .map(|a| a.hold_until.unix_micros())
             .collect();
-        // Written as a first value (at once; a zero-out first), then an increase over what the
-        // channel last acknowledged waits the channel's hold.
+        // Written as a first value (at once; a zero-out first; a listing due already at the same
+        // rank keeps its place), then an increase over what the channel last acknowledged waits
+        // the channel's hold.
         sqlx::query(
             "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
              SELECT c, cs, s, a, 1, CASE WHEN a = 0 THEN 0 ELSE 1 END, $5, $5 \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS t(c, cs, s, a) \
              ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = EXCLUDED.sku, available = EXCLUDED.available, \
-             version = channel_availability.version + 1, rank = EXCLUDED.rank, due_at = EXCLUDED.due_at, \
+             version = channel_availability.version + 1, rank = EXCLUDED.rank, \
+             due_at = CASE WHEN channel_availability.queued IS DISTINCT FROM channel_availability.available \
+             AND channel_availability.rank = EXCLUDED.rank THEN channel_availability.due_at ELSE EXCLUDED.due_at END, \
              updated_at = EXCLUDED.updated_at",
         )
         .bind(&channels)

@@ -108,6 +108,24 @@ fn positions_in(conn: &Connection, skus: &[Sku]) -> Result<BTreeMap<PositionKey,
     Ok(out)
 }
 
+/// A listing's rank for its new value `?4`: 0 zero-out, 2 increase over what the channel last
+/// acknowledged, 1 otherwise (a decrease, or nothing acknowledged yet).
+macro_rules! listing_rank {
+    () => {
+        "CASE WHEN ?4 = 0 THEN 0 WHEN ?4 > published THEN 2 ELSE 1 END"
+    };
+}
+
+/// When a listing with the new value `?4` falls due (`?5` the channel's hold from now, `?6`
+/// now): never, when `?4` is what was queued last; an increase after its hold; a listing due
+/// already at the same rank keeps its place; any other at once.
+macro_rules! listing_due_at {
+    () => {
+        "CASE WHEN queued IS ?4 THEN NULL WHEN ?4 <> 0 AND ?4 > published THEN ?5 \
+         WHEN due_at IS NOT NULL AND rank = (CASE WHEN ?4 = 0 THEN 0 ELSE 1 END) THEN due_at ELSE ?6 END"
+    };
+}
+
 /// Writes an inventory batch inside the projection's transaction.
 pub(super) fn write_inventory(
     conn: &Connection,
@@ -192,36 +210,59 @@ pub(super) fn write_inventory(
         .map_err(db("record divergence"))?;
     }
     // Most listings exist and keep their SKU: updated without touching the SKU column, the SKU
-    // index is left alone. A new listing, or one mapped to another SKU, is upserted. Both
-    // statements take the same parameters. The order an update goes in is decided against what
-    // the channel last acknowledged: a zero-out or a decrease (or a first value, nothing being
-    // known of what the channel shows) at once, an increase after the channel's hold.
+    // index is left alone; most of those are due already at the same rank (a catch-up changes
+    // each listing batch after batch before the channel is sent anything), and keep their place
+    // in the due index without touching it. A new listing, or one mapped to another SKU, is
+    // upserted. The order an update goes in is decided against what the channel last
+    // acknowledged: a zero-out or a decrease (or a first value, nothing being known of what the
+    // channel shows) at once, an increase after the channel's hold.
+    let mut again = conn
+        .prepare_cached(concat!(
+            "UPDATE channel_availability SET available = ?4, version = version + 1, updated_at = ?5 \
+             WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3 AND due_at IS NOT NULL \
+             AND queued IS NOT ?4 AND rank < 2 AND rank = ",
+            listing_rank!(),
+        ))
+        .map_err(db("write availability"))?;
     let mut update = conn
-        .prepare_cached(
-            "UPDATE channel_availability SET available = ?4, version = version + 1, \
-             rank = CASE WHEN ?4 = 0 THEN 0 WHEN ?4 > published THEN 2 ELSE 1 END, \
-             due_at = CASE WHEN ?4 <> 0 AND ?4 > published THEN ?5 ELSE ?6 END, updated_at = ?6 \
-             WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3",
-        )
+        .prepare_cached(concat!(
+            "UPDATE channel_availability SET available = ?4, version = version + 1, rank = ",
+            listing_rank!(),
+            ", due_at = ",
+            listing_due_at!(),
+            ", updated_at = ?6 WHERE channel = ?1 AND channel_sku = ?2 AND sku = ?3",
+        ))
         .map_err(db("write availability"))?;
     let mut upsert = conn
-        .prepare_cached(
+        .prepare_cached(concat!(
             "INSERT INTO channel_availability (channel, channel_sku, sku, available, version, rank, due_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, 1, CASE WHEN ?4 = 0 THEN 0 ELSE 1 END, ?6, ?6) \
              ON CONFLICT (channel, channel_sku) DO UPDATE SET sku = excluded.sku, available = excluded.available, \
-             version = version + 1, \
-             rank = CASE WHEN ?4 = 0 THEN 0 WHEN ?4 > published THEN 2 ELSE 1 END, \
-             due_at = CASE WHEN ?4 <> 0 AND ?4 > published THEN ?5 ELSE ?6 END, updated_at = ?6",
-        )
+             version = version + 1, rank = ",
+            listing_rank!(),
+            ", due_at = ",
+            listing_due_at!(),
+            ", updated_at = ?6",
+        ))
         .map_err(db("write availability"))?;
     for a in &w.availability {
+        let (channel, channel_sku, sku) =
+            (a.channel.as_str(), a.channel_sku.as_str(), a.sku.as_str());
+        let now = now.unix_micros();
+        if again
+            .execute(params![channel, channel_sku, sku, a.available, now])
+            .map_err(db("write availability"))?
+            > 0
+        {
+            continue;
+        }
         let values = params![
-            a.channel.as_str(),
-            a.channel_sku.as_str(),
-            a.sku.as_str(),
+            channel,
+            channel_sku,
+            sku,
             a.available,
             a.hold_until.unix_micros(),
-            now.unix_micros()
+            now
         ];
         if update.execute(values).map_err(db("write availability"))? == 0 {
             upsert.execute(values).map_err(db("write availability"))?;
@@ -843,7 +884,7 @@ impl SqliteStore {
                 .prepare_cached(
                     "UPDATE channel_availability SET published = ?3, published_at = ?4, \
                      rank = CASE WHEN available = 0 THEN 0 WHEN available < ?3 THEN 1 ELSE 2 END, \
-                     due_at = CASE WHEN available > ?3 AND rank < 2 THEN ?5 ELSE due_at END \
+                     due_at = CASE WHEN due_at IS NOT NULL AND available > ?3 AND rank < 2 THEN ?5 ELSE due_at END \
                      WHERE channel = ?1 AND channel_sku = ?2",
                 )
                 .map_err(db("record published quantity"))?;
@@ -891,17 +932,27 @@ impl SqliteStore {
             }
             let action = match enqueue_rows(conn, &[build(&due.listings)?], now)?.first() {
                 Some(EnqueueResult::Queued { id, .. }) => *id,
-                _ => return Err(StoreError::Invalid("the channel batch was already queued".into())),
+                _ => {
+                    return Err(StoreError::Invalid(
+                        "the channel batch was already queued".into(),
+                    ));
+                }
             };
             let mut mark = conn
                 .prepare_cached(
-                    "UPDATE channel_availability SET queued = ?3, queued_action = ?4 WHERE channel = ?1 \
-                     AND channel_sku = ?2",
+                    "UPDATE channel_availability SET queued = ?3, queued_action = ?4, \
+                     due_at = CASE WHEN ?3 IS available THEN NULL ELSE due_at END \
+                     WHERE channel = ?1 AND channel_sku = ?2",
                 )
                 .map_err(db("mark listing queued"))?;
             for l in &due.listings {
-                mark.execute(params![channel.as_str(), l.channel_sku.as_str(), l.available, action])
-                    .map_err(db("mark listing queued"))?;
+                mark.execute(params![
+                    channel.as_str(),
+                    l.channel_sku.as_str(),
+                    l.available,
+                    action
+                ])
+                .map_err(db("mark listing queued"))?;
             }
             Ok(due)
         })
@@ -919,9 +970,10 @@ impl SqliteStore {
             let outcome = drop_dead_row(conn, id, &reason, now)?;
             if outcome == DropOutcome::Dropped {
                 conn.prepare_cached(
-                    "UPDATE channel_availability SET queued = NULL, queued_action = NULL WHERE queued_action = ?1",
+                    "UPDATE channel_availability SET queued = NULL, queued_action = NULL, due_at = coalesce(due_at, ?2) \
+                     WHERE queued_action = ?1",
                 )
-                .and_then(|mut s| s.execute([id]))
+                .and_then(|mut s| s.execute(params![id, now.unix_micros()]))
                 .map_err(db("mark listings due again"))?;
             }
             Ok(outcome)
@@ -980,7 +1032,7 @@ fn due_listings(
     let mut stmt = conn
         .prepare_cached(
             "SELECT channel_sku, sku, available, published, rank, version FROM channel_availability \
-             WHERE channel = ?1 AND queued IS NOT available AND due_at <= ?2 \
+             WHERE channel = ?1 AND due_at IS NOT NULL AND due_at <= ?2 \
              AND (queued_action IS NULL OR queued_action NOT IN (SELECT id FROM outbox WHERE target = ?4 \
              AND status IN ('pending', 'in_flight'))) ORDER BY rank, due_at LIMIT ?3",
         )
@@ -1020,7 +1072,7 @@ fn due_listings(
     }
     let next_due: Option<i64> = conn
         .prepare_cached(
-            "SELECT min(due_at) FROM channel_availability WHERE channel = ?1 AND queued IS NOT available \
+            "SELECT min(due_at) FROM channel_availability WHERE channel = ?1 AND due_at IS NOT NULL \
              AND rank = 2 AND due_at > ?2",
         )
         .and_then(|mut s| s.query_row(params![channel.as_str(), now.unix_micros()], |r| r.get(0)))

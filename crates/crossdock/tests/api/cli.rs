@@ -108,7 +108,16 @@ async fn migrate_applies_the_schema_once(db: TestDb) {
     assert!(out.contains("applied migration 1 (foundation)"), "{out}");
     let (ok, out, _) = crossdock(&db, &["migrate"]);
     assert!(ok);
-    assert!(out.contains("schema is current (version 9)"), "{out}");
+    // Each backend numbers its own schema steps.
+    let version = if db.url.starts_with("postgres") {
+        9
+    } else {
+        10
+    };
+    assert!(
+        out.contains(&format!("schema is current (version {version})")),
+        "{out}"
+    );
 }
 
 async fn dlq_commands_list_replay_and_drop(db: TestDb) {
