@@ -132,58 +132,60 @@ pub(super) fn write_inventory(
     w: &InventoryWrites,
     now: Timestamp,
 ) -> Result<()> {
+    // Positions that exist (all but a new one) are updated in place: one lookup instead of an
+    // insert that conflicts and then updates.
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE inventory_positions SET count_seq = ?3, count_as_of = ?4, count_value = ?5, alloc_seq = ?6, \
+             alloc_as_of = ?7, alloc_value = ?8, on_hand = ?9, updated_at = ?10 WHERE sku = ?1 AND location = ?2",
+        )
+        .map_err(db("write position"))?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO inventory_positions (sku, location, count_seq, count_as_of, count_value, alloc_seq, \
+             alloc_as_of, alloc_value, on_hand, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(db("write position"))?;
+    let mut counted = conn
+        .prepare_cached("DELETE FROM inventory_deltas WHERE sku = ?1 AND location = ?2 AND at <= ?3")
+        .map_err(db("write deltas"))?;
+    let mut delta = conn
+        .prepare_cached(
+            "INSERT INTO inventory_deltas (sku, location, seq, at, quantity, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT DO NOTHING",
+        )
+        .map_err(db("write deltas"))?;
     for p in &w.positions {
-        let (sku, location) = &p.key;
+        let (sku, location) = (p.key.0.as_str(), p.key.1.as_str());
         let count = p.count;
         let alloc = p.allocated;
-        conn.prepare_cached(
-            "INSERT INTO inventory_positions (sku, location, count_seq, count_as_of, count_value, alloc_seq, \
-             alloc_as_of, alloc_value, on_hand, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-             ON CONFLICT (sku, location) DO UPDATE SET count_seq = excluded.count_seq, count_as_of = excluded.count_as_of, \
-             count_value = excluded.count_value, alloc_seq = excluded.alloc_seq, alloc_as_of = excluded.alloc_as_of, \
-             alloc_value = excluded.alloc_value, on_hand = excluded.on_hand, updated_at = excluded.updated_at",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                sku.as_str(),
-                location.as_str(),
-                count.map(|c| c.seq),
-                count.map(|c| c.as_of.unix_micros()),
-                count.map(|c| c.value),
-                alloc.map(|a| a.seq),
-                alloc.map(|a| a.as_of.unix_micros()),
-                alloc.map(|a| a.value),
-                p.on_hand,
-                now.unix_micros()
-            ])
-        })
-        .map_err(db("write position"))?;
+        let values = params![
+            sku,
+            location,
+            count.map(|c| c.seq),
+            count.map(|c| c.as_of.unix_micros()),
+            count.map(|c| c.value),
+            alloc.map(|a| a.seq),
+            alloc.map(|a| a.as_of.unix_micros()),
+            alloc.map(|a| a.value),
+            p.on_hand,
+            now.unix_micros()
+        ];
+        if update.execute(values).map_err(db("write position"))? == 0 {
+            insert.execute(values).map_err(db("write position"))?;
+        }
         // Deltas a count of this batch includes go; deltas of this batch come; the rest stay as
         // they are (a delta older than a count was never kept).
         if let Some(count) = count.filter(|c| c.seq >= w.new_from_seq) {
-            conn.prepare_cached(
-                "DELETE FROM inventory_deltas WHERE sku = ?1 AND location = ?2 AND at <= ?3",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    sku.as_str(),
-                    location.as_str(),
-                    count.as_of.unix_micros()
-                ])
-            })
-            .map_err(db("write deltas"))?;
+            counted
+                .execute(params![sku, location, count.as_of.unix_micros()])
+                .map_err(db("write deltas"))?;
         }
-        let mut insert = conn
-            .prepare_cached(
-                "INSERT INTO inventory_deltas (sku, location, seq, at, quantity, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .map_err(db("write deltas"))?;
         for d in &p.new_deltas {
-            insert
+            delta
                 .execute(params![
-                    sku.as_str(),
-                    location.as_str(),
+                    sku,
+                    location,
                     d.seq,
                     d.at.unix_micros(),
                     d.quantity,
