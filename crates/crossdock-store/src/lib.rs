@@ -380,11 +380,21 @@ impl Store {
     }
 
     // ---- catalog ----
+    //
+    // A catalog write that changes what listings show takes the event recording that change
+    // (`recorded`): it is appended to the log in the write's own transaction, when the write
+    // takes effect, so the engine learns of every such write even across a crash.
 
     /// Creates or replaces an item; refused (changing nothing) for an unknown component or a kit
     /// cycle.
-    pub async fn item_put(&self, sku: Sku, item: Item, now: Timestamp) -> Result<CatalogWrite> {
-        match self.items_put(vec![(sku, item)], now).await? {
+    pub async fn item_put(
+        &self,
+        sku: Sku,
+        item: Item,
+        now: Timestamp,
+        recorded: Option<NewEvent>,
+    ) -> Result<CatalogWrite> {
+        match self.items_put(vec![(sku, item)], now, recorded).await? {
             BulkWrite::Written { created: 1, .. } => Ok(CatalogWrite::Created),
             BulkWrite::Written { .. } => Ok(CatalogWrite::Updated),
             // A single item's problems point into its own body, not into a batch.
@@ -404,8 +414,13 @@ impl Store {
 
     /// Creates or replaces many items in one transaction: all of them, or none. Kits may name
     /// components defined in the same batch.
-    pub async fn items_put(&self, items: Vec<(Sku, Item)>, now: Timestamp) -> Result<BulkWrite> {
-        let written = dispatch!(self.items_put(items, now));
+    pub async fn items_put(
+        &self,
+        items: Vec<(Sku, Item)>,
+        now: Timestamp,
+        recorded: Option<NewEvent>,
+    ) -> Result<BulkWrite> {
+        let written = dispatch!(self.items_put(items, now, recorded));
         self.catalog_written();
         written
     }
@@ -440,8 +455,9 @@ impl Store {
         id: ChannelId,
         channel: Channel,
         now: Timestamp,
+        recorded: Option<NewEvent>,
     ) -> Result<CatalogWrite> {
-        let written = dispatch!(self.channel_put(id, channel, now));
+        let written = dispatch!(self.channel_put(id, channel, now, recorded));
         self.catalog_written();
         written
     }
@@ -458,9 +474,11 @@ impl Store {
         channel_sku: ChannelSku,
         listing: Listing,
         now: Timestamp,
+        recorded: Option<NewEvent>,
     ) -> Result<CatalogWrite> {
         let listings = vec![(channel_sku, listing)];
-        let written = dispatch!(self.listings_put(channel, listings, now, |_| "/sku".to_owned()));
+        let at = |_| "/sku".to_owned();
+        let written = dispatch!(self.listings_put(channel, listings, now, at, recorded));
         self.catalog_written();
         Ok(match written? {
             None => CatalogWrite::ParentMissing,
@@ -477,8 +495,10 @@ impl Store {
         channel: ChannelId,
         listings: Vec<(ChannelSku, Listing)>,
         now: Timestamp,
+        recorded: Option<NewEvent>,
     ) -> Result<Option<BulkWrite>> {
-        let written = dispatch!(self.listings_put(channel, listings, now, |i| format!("/{i}/sku")));
+        let at = |i| format!("/{i}/sku");
+        let written = dispatch!(self.listings_put(channel, listings, now, at, recorded));
         self.catalog_written();
         written
     }

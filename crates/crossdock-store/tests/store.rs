@@ -44,6 +44,7 @@ store_tests!(
     a_projection_batch_applies_once_even_when_runners_race,
     a_listing_value_follows_its_sku_when_remapped,
     due_listings_keep_their_place_and_stop_being_due_once_queued,
+    a_catalog_write_records_its_change_with_it_or_not_at_all,
     a_rebuilt_projection_equals_the_live_one,
     positions_can_be_found_by_time,
     enqueue_is_idempotent_and_coalescing_keeps_the_newest,
@@ -1827,4 +1828,119 @@ async fn due_listings_keep_their_place_and_stop_being_due_once_queued(db: &TestD
     assert_eq!(due(&store, 12).await, [], "back to what was handed over");
     write(&store, "A", 3, 13).await;
     assert_eq!(due(&store, 14).await, [("A".into(), 3)]);
+}
+
+/// A catalog write appends the event recording its change in its own transaction: in the log
+/// when the write took effect, absent when it was refused.
+async fn a_catalog_write_records_its_change_with_it_or_not_at_all(db: &TestDb) {
+    use crossdock_core::catalog::{
+        Channel, ChannelId, ChannelSku, Item, Listing, LocationId, OrderPolicy, Policy, Sku,
+    };
+    let store = db.open().await;
+    let change = |id: &str| Some(event("/crossdock/catalog", id));
+    let ids = async |store: &Store| -> Vec<String> {
+        let events = store.read_events(0, 100).await.unwrap();
+        events.iter().map(|e| e.event.id().to_owned()).collect()
+    };
+    let mug = Sku::parse("MUG").unwrap();
+    let item = Item {
+        description: None,
+        unit: "each".into(),
+        components: Vec::new(),
+    };
+    let shop = ChannelId::parse("shop").unwrap();
+    let listing = || {
+        vec![(
+            ChannelSku::parse("shop-mug").unwrap(),
+            Listing { sku: mug.clone() },
+        )]
+    };
+    let listed = store
+        .listings_put(shop.clone(), listing(), at(0), change("no-channel"))
+        .await
+        .unwrap();
+    assert_eq!(listed, None, "no such channel");
+    let channel = Channel {
+        kind: "shopify".into(),
+        locations: vec![LocationId::parse("nowhere").unwrap()],
+        policy: Policy::default(),
+        increase_hold_ms: 0,
+        orders: OrderPolicy::default(),
+    };
+    let refused = store
+        .channel_put(shop.clone(), channel.clone(), at(0), change("no-location"))
+        .await
+        .unwrap();
+    assert!(matches!(refused, CatalogWrite::Refused(_)), "{refused:?}");
+    let kit = Item {
+        components: vec![crossdock_core::catalog::Component {
+            sku: Sku::parse("NOT-AN-ITEM").unwrap(),
+            quantity: 1,
+        }],
+        ..item.clone()
+    };
+    let refused = store
+        .items_put(vec![(mug.clone(), kit)], at(0), change("unknown-component"))
+        .await
+        .unwrap();
+    assert!(matches!(refused, BulkWrite::Refused(_)), "{refused:?}");
+    assert_eq!(
+        ids(&store).await,
+        Vec::<String>::new(),
+        "nothing refused is recorded"
+    );
+
+    let written = store
+        .items_put(vec![(mug.clone(), item)], at(1), change("item"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(written, BulkWrite::Written { created: 1, .. }),
+        "{written:?}"
+    );
+    let _ = store
+        .location_put(
+            LocationId::parse("wh").unwrap(),
+            crossdock_core::catalog::Location {
+                name: "Warehouse".into(),
+                kind: crossdock_core::catalog::LocationKind::Warehouse,
+                authority: "/wms".into(),
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+    let channel = Channel {
+        locations: vec![LocationId::parse("wh").unwrap()],
+        ..channel
+    };
+    let written = store
+        .channel_put(shop.clone(), channel, at(2), change("channel"))
+        .await
+        .unwrap();
+    assert_eq!(written, CatalogWrite::Created);
+    let listed = store
+        .listings_put(shop.clone(), listing(), at(3), change("listings"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(listed, Some(BulkWrite::Written { created: 1, .. })),
+        "{listed:?}"
+    );
+    let written = store
+        .listing_put(
+            shop,
+            ChannelSku::parse("shop-mug-2").unwrap(),
+            Listing { sku: mug },
+            at(4),
+            change("listing"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, CatalogWrite::Created);
+    assert_eq!(
+        ids(&store).await,
+        ["item", "channel", "listings", "listing"],
+        "each write that took effect, in order"
+    );
 }

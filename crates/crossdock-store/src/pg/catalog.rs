@@ -3,16 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use crossdock_core::FieldError;
 use crossdock_core::Timestamp;
 use crossdock_core::catalog::{
     Channel, ChannelId, ChannelSku, Component, Item, Kits, Listing, Location, LocationId, Sku,
     check_items,
 };
+use crossdock_core::{FieldError, NewEvent};
 use sqlx::{Postgres, Transaction};
 
 use super::inventory::bump_catalog;
-use super::{PgStore, pgerr};
+use super::{PgStore, append_in, pgerr};
 use crate::model::{BulkWrite, CatalogWrite, not_an_item};
 use crate::{Result, StoreError};
 
@@ -80,6 +80,20 @@ async fn reachable_kits(
     Ok(kits)
 }
 
+/// Marks the catalog changed and records the change in the log (`recorded`), both in the
+/// write's own transaction: the engine learns of every catalog write that took effect.
+async fn catalog_changed(
+    tx: &mut Transaction<'static, Postgres>,
+    recorded: Option<&NewEvent>,
+    now: Timestamp,
+) -> Result<()> {
+    bump_catalog(tx).await?;
+    if let Some(event) = recorded {
+        append_in(tx, std::slice::from_ref(event), now).await?;
+    }
+    Ok(())
+}
+
 impl PgStore {
     async fn bump(&self) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
@@ -91,6 +105,7 @@ impl PgStore {
         &self,
         items: Vec<(Sku, Item)>,
         now: Timestamp,
+        recorded: Option<NewEvent>,
     ) -> Result<BulkWrite> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         lock(&mut tx).await?;
@@ -149,7 +164,7 @@ impl PgStore {
                 .map_err(pgerr("write kit"))?;
             }
         }
-        bump_catalog(&mut tx).await?;
+        catalog_changed(&mut tx, recorded.as_ref(), now).await?;
         tx.commit().await.map_err(pgerr("commit items"))?;
         Ok(BulkWrite::Written { created, updated })
     }
@@ -278,6 +293,7 @@ impl PgStore {
         id: ChannelId,
         c: Channel,
         now: Timestamp,
+        recorded: Option<NewEvent>,
     ) -> Result<CatalogWrite> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         lock(&mut tx).await?;
@@ -330,7 +346,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(pgerr("write channel"))?;
-        bump_catalog(&mut tx).await?;
+        catalog_changed(&mut tx, recorded.as_ref(), now).await?;
         tx.commit().await.map_err(pgerr("commit channel"))?;
         Ok(if inserted {
             CatalogWrite::Created
@@ -366,6 +382,7 @@ impl PgStore {
         listings: Vec<(ChannelSku, Listing)>,
         now: Timestamp,
         at: fn(usize) -> String,
+        recorded: Option<NewEvent>,
     ) -> Result<Option<BulkWrite>> {
         let mut tx = self.pool.begin().await.map_err(pgerr("begin"))?;
         lock(&mut tx).await?;
@@ -409,7 +426,7 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(pgerr("write listings"))?;
-        bump_catalog(&mut tx).await?;
+        catalog_changed(&mut tx, recorded.as_ref(), now).await?;
         tx.commit().await.map_err(pgerr("commit listings"))?;
         let created = inserted.iter().filter(|i| **i).count();
         Ok(Some(BulkWrite::Written {

@@ -3,16 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use crossdock_core::FieldError;
 use crossdock_core::Timestamp;
 use crossdock_core::catalog::{
     Channel, ChannelId, ChannelSku, Component, Item, Kits, Listing, Location, LocationId, Sku,
     check_items,
 };
+use crossdock_core::{FieldError, NewEvent};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::inventory::bump_catalog;
-use super::{SqliteStore, db};
+use super::{SqliteStore, append_rows, db};
 use crate::model::{BulkWrite, CatalogWrite, not_an_item};
 use crate::{Result, StoreError};
 
@@ -62,11 +62,22 @@ fn reachable_kits(conn: &Connection, batch: &[(Sku, Item)]) -> Result<Kits> {
     Ok(kits)
 }
 
+/// Marks the catalog changed and records the change in the log (`recorded`), both in the
+/// write's own transaction: the engine learns of every catalog write that took effect.
+fn catalog_changed(conn: &Connection, recorded: Option<&NewEvent>, now: Timestamp) -> Result<()> {
+    bump_catalog(conn)?;
+    if let Some(event) = recorded {
+        append_rows(conn, std::slice::from_ref(event), now)?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub(crate) async fn items_put(
         &self,
         items: Vec<(Sku, Item)>,
         now: Timestamp,
+        recorded: Option<NewEvent>,
     ) -> Result<BulkWrite> {
         let result = self
             .write(items.len().max(1), move |conn| {
@@ -109,7 +120,7 @@ impl SqliteStore {
                         .map_err(db("write kit"))?;
                     }
                 }
-                bump_catalog(conn)?;
+                catalog_changed(conn, recorded.as_ref(), now)?;
                 Ok(BulkWrite::Written { created, updated })
             })
             .await;
@@ -223,6 +234,7 @@ impl SqliteStore {
         id: ChannelId,
         c: Channel,
         now: Timestamp,
+        recorded: Option<NewEvent>,
     ) -> Result<CatalogWrite> {
         self.write(1, move |conn| {
             let mut errors = Vec::new();
@@ -260,7 +272,7 @@ impl SqliteStore {
                 )
                 .map_err(db("write channel"))?;
             }
-            bump_catalog(conn)?;
+            catalog_changed(conn, recorded.as_ref(), now)?;
             Ok(if existed { CatalogWrite::Updated } else { CatalogWrite::Created })
         })
         .await
@@ -302,6 +314,7 @@ impl SqliteStore {
         listings: Vec<(ChannelSku, Listing)>,
         now: Timestamp,
         at: fn(usize) -> String,
+        recorded: Option<NewEvent>,
     ) -> Result<Option<BulkWrite>> {
         self.write(listings.len().max(1), move |conn| {
             let channel_known: bool = conn
@@ -337,7 +350,7 @@ impl SqliteStore {
                     created += 1;
                 }
             }
-            bump_catalog(conn)?;
+            catalog_changed(conn, recorded.as_ref(), now)?;
             Ok(Some(BulkWrite::Written { created, updated }))
         })
         .await

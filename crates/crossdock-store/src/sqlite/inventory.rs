@@ -147,7 +147,9 @@ pub(super) fn write_inventory(
         )
         .map_err(db("write position"))?;
     let mut counted = conn
-        .prepare_cached("DELETE FROM inventory_deltas WHERE sku = ?1 AND location = ?2 AND at <= ?3")
+        .prepare_cached(
+            "DELETE FROM inventory_deltas WHERE sku = ?1 AND location = ?2 AND at <= ?3",
+        )
         .map_err(db("write deltas"))?;
     let mut delta = conn
         .prepare_cached(

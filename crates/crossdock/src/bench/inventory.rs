@@ -29,6 +29,8 @@ pub(super) const AUTHORITY: &str = "/bench/erp";
 pub(super) const LOCATIONS: [&str; 3] = ["wh-east", "wh-west", "3pl-central"];
 pub(super) const CHANNELS: [&str; 3] = ["shopify", "amazon", "edi"];
 const RESERVERS: usize = 64;
+/// Listings written by one bulk PUT while the catalog is loaded.
+const LISTINGS_PER_PUT: usize = 5000;
 
 /// A channel that takes every update at once, noting when each listing's first update was
 /// queued and when it arrived, so the latency figure measures crossdock.
@@ -130,7 +132,7 @@ pub(super) async fn catalog(store: &Store, skus: usize, channels: usize) -> anyh
                     .map_err(anyhow::Error::msg)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        store.items_put(items, now).await?;
+        store.items_put(items, now, None).await?;
     }
 
     let policies = [
@@ -157,28 +159,26 @@ pub(super) async fn catalog(store: &Store, skus: usize, channels: usize) -> anyh
             orders: OrderPolicy::default(),
         };
         let channel_id = ChannelId::parse(id).map_err(anyhow::Error::msg)?;
-        store.channel_put(channel_id.clone(), channel, now).await?;
-        // Listings one by one from many tasks, as a connector would write them.
-        let mut tasks = JoinSet::new();
-        for worker in 0..32 {
-            let (store, channel_id) = (store.clone(), channel_id.clone());
-            tasks.spawn(async move {
-                for i in (worker..skus).step_by(32) {
-                    let s = sku(i);
+        store
+            .channel_put(channel_id.clone(), channel, now, None)
+            .await?;
+        // Listings in bulk, as a connector's first synchronisation writes them.
+        for chunk in (0..skus).collect::<Vec<_>>().chunks(LISTINGS_PER_PUT) {
+            let listings = chunk
+                .iter()
+                .map(|i| {
+                    let s = sku(*i);
                     let listing = Listing {
                         sku: Sku::parse(&s).map_err(anyhow::Error::msg)?,
                     };
                     let channel_sku =
                         ChannelSku::parse(&format!("{id}-{s}")).map_err(anyhow::Error::msg)?;
-                    store
-                        .listing_put(channel_id.clone(), channel_sku, listing, now)
-                        .await?;
-                }
-                Ok::<_, anyhow::Error>(())
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done??;
+                    Ok((channel_sku, listing))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            store
+                .listings_put(channel_id.clone(), listings, now, None)
+                .await?;
         }
     }
     Ok(())
@@ -635,7 +635,10 @@ pub(super) async fn memory(args: &BenchArgs, run_dir: &std::path::Path) -> anyho
     };
     let now = Timestamp::from_unix_micros(1_800_000_000_000_000);
     let shop = ChannelId::parse("shopify").map_err(anyhow::Error::msg)?;
-    state.store.channel_put(shop.clone(), channel, now).await?;
+    state
+        .store
+        .channel_put(shop.clone(), channel, now, None)
+        .await?;
     let as_of = now.to_string();
     let mut batch = Vec::with_capacity(3000);
     for i in 0..skus {

@@ -162,15 +162,17 @@ pub(super) async fn put_item(
     let value = body_json(body)?;
     let mut errors = Vec::new();
     let item = Item::from_json(&value, "", &mut errors).ok_or_else(|| refused(errors))?;
+    let now = state.clock.now();
+    // A kit's components may have changed, or a kit may have become a plain item.
+    let change = engine::catalog_change(std::slice::from_ref(&sku), &[], now);
     let outcome = state
         .store
-        .item_put(sku.clone(), item.clone(), state.clock.now())
+        .item_put(sku.clone(), item.clone(), now, change)
         .await?;
     if let CatalogWrite::Refused(errors) = outcome {
         return Err(refused(errors));
     }
-    // A kit's components may have changed, or a kit may have become a plain item.
-    engine::catalog_changed(&state, std::slice::from_ref(&sku), &[]).await;
+    engine::catalog_recorded(&state).await;
     audit(&state, &caller, &ctx, "item.put", sku.as_str(), "ok").await;
     Ok(json(written(&outcome), &ItemView::of(&sku, item)))
 }
@@ -273,9 +275,11 @@ pub(super) async fn put_items(
         .filter(|(sku, item)| !item.components.is_empty() || known.snapshot.kits.contains_key(sku))
         .map(|(sku, _)| sku.clone())
         .collect();
-    match state.store.items_put(items, state.clock.now()).await? {
+    let now = state.clock.now();
+    let change = engine::catalog_change(&kits, &[], now);
+    match state.store.items_put(items, now, change).await? {
         BulkWrite::Written { created, updated } => {
-            engine::catalog_changed(&state, &kits, &[]).await;
+            engine::catalog_recorded(&state).await;
             audit(
                 &state,
                 &caller,
@@ -510,15 +514,17 @@ pub(super) async fn put_channel(
     let value = body_json(body)?;
     let mut errors = Vec::new();
     let channel = Channel::from_json(&value, "", &mut errors).ok_or_else(|| refused(errors))?;
+    let now = state.clock.now();
+    // Its locations or policy may have changed what every one of its listings shows.
+    let change = engine::catalog_change(&[], std::slice::from_ref(&id), now);
     let outcome = state
         .store
-        .channel_put(id.clone(), channel.clone(), state.clock.now())
+        .channel_put(id.clone(), channel.clone(), now, change)
         .await?;
     if let CatalogWrite::Refused(errors) = outcome {
         return Err(refused(errors));
     }
-    // Its locations or policy may have changed what every one of its listings shows.
-    engine::catalog_changed(&state, &[], std::slice::from_ref(&id)).await;
+    engine::catalog_recorded(&state).await;
     audit(&state, &caller, &ctx, "channel.put", id.as_str(), "ok").await;
     Ok(json(written(&outcome), &ChannelView::of(&id, channel)))
 }
@@ -680,16 +686,18 @@ pub(super) async fn put_listings(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let now = state.clock.now();
+    // Each listing shows its SKU's number from now on.
+    let change = engine::catalog_change(&skus, &[], now);
     match state
         .store
-        .listings_put(id.clone(), listings, state.clock.now())
+        .listings_put(id.clone(), listings, now, change)
         .await?
     {
         None => Err(Problem::not_found(format!("there is no channel {id}"))),
         Some(BulkWrite::Refused(errors)) => Err(refused(errors)),
         Some(BulkWrite::Written { created, updated }) => {
-            // Each listing shows its SKU's number from now on.
-            engine::catalog_changed(&state, &skus, &[]).await;
+            engine::catalog_recorded(&state).await;
             let target = format!("{id}: {count} listings");
             audit(&state, &caller, &ctx, "listings.put", &target, "ok").await;
             Ok(json(StatusCode::OK, &BulkView { created, updated }))
@@ -722,13 +730,17 @@ pub(super) async fn put_listing(
     let value = body_json(body)?;
     let mut errors = Vec::new();
     let listing = Listing::from_json(&value, "", &mut errors).ok_or_else(|| refused(errors))?;
+    let now = state.clock.now();
+    // The listing shows its SKU's number from now on.
+    let change = engine::catalog_change(std::slice::from_ref(&listing.sku), &[], now);
     let outcome = state
         .store
         .listing_put(
             id.clone(),
             channel_sku.clone(),
             listing.clone(),
-            state.clock.now(),
+            now,
+            change,
         )
         .await?;
     match outcome {
@@ -738,8 +750,7 @@ pub(super) async fn put_listing(
         }
         _ => {}
     }
-    // The listing shows its SKU's number from now on.
-    engine::catalog_changed(&state, std::slice::from_ref(&listing.sku), &[]).await;
+    engine::catalog_recorded(&state).await;
     let target = format!("{id}/{channel_sku}");
     audit(&state, &caller, &ctx, "listing.put", &target, "ok").await;
     let view = ListingView {

@@ -1047,14 +1047,14 @@ fn own_event_id(prefix: &str, now: Timestamp) -> String {
 /// The source of the events crossdock records when its catalog changes what listings show.
 pub const CATALOG_SOURCE: &str = "/crossdock/catalog";
 
-/// Records that the catalog changed what these SKUs' or channels' listings may show, so that
-/// the engine computes them again (a new listing gets its first value then). A failure is
-/// logged: those listings then wait for their SKU's next movement.
-pub async fn catalog_changed(state: &AppState, skus: &[Sku], channels: &[ChannelId]) {
+/// The event recording that the catalog changed what these SKUs' or channels' listings may
+/// show, so that the engine computes them again (a new listing gets its first value then). The
+/// store appends it in the catalog write's own transaction; `None` when there is nothing to
+/// compute again.
+pub fn catalog_change(skus: &[Sku], channels: &[ChannelId], now: Timestamp) -> Option<NewEvent> {
     if skus.is_empty() && channels.is_empty() {
-        return;
+        return None;
     }
-    let now = state.clock.now();
     let data = serde_json::json!({
         "skus": skus.iter().map(Sku::as_str).collect::<Vec<_>>(),
         "channels": channels.iter().map(ChannelId::as_str).collect::<Vec<_>>(),
@@ -1064,26 +1064,27 @@ pub async fn catalog_changed(state: &AppState, skus: &[Sku], channels: &[Channel
         CATALOG_SOURCE,
         CATALOG_CHANGED,
         None,
-    )
-    .map(|e| e.with_time(now));
-    let appended = match (event, serde_json::value::to_raw_value(&data)) {
-        (Ok(event), Ok(raw)) => state
-            .store
-            .append(vec![event.with_data(EventData::Json(raw))], now)
-            .await
-            .map_err(|e| e.to_string()),
-        (Err(e), _) => Err(e.detail),
-        (_, Err(e)) => Err(e.to_string()),
-    };
-    match appended {
-        Ok(outcome) => {
-            if let Some((_, last)) = outcome.seq_range() {
-                crate::ingest::advance_head(state, last);
-            }
+    );
+    match (event, serde_json::value::to_raw_value(&data)) {
+        (Ok(event), Ok(raw)) => Some(event.with_time(now).with_data(EventData::Json(raw))),
+        // Neither can fail for SKUs and channel ids, which are valid by construction.
+        (Err(e), _) => {
+            tracing::error!(error = %e.detail, "the catalog change event could not be built");
+            None
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "the catalog change was not recorded; its listings wait for their next movement");
+        (_, Err(e)) => {
+            tracing::error!(error = %e, "the catalog change event could not be built");
+            None
         }
+    }
+}
+
+/// Wakes the engine after a catalog write recorded its change in the log.
+pub async fn catalog_recorded(state: &AppState) {
+    match state.store.head_seq().await {
+        Ok(seq) => crate::ingest::advance_head(state, seq),
+        // The engine still finds the event at its next poll.
+        Err(e) => tracing::debug!(error = %e, "the log head could not be read"),
     }
 }
 
