@@ -85,24 +85,15 @@ struct Committing {
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
 }
 
-/// The batch after a full one, being read while that one is applied.
-struct ReadAhead {
-    /// The log position it is read after.
-    from: i64,
-    task: tokio::task::JoinHandle<Result<Vec<StoredEvent>, StoreError>>,
-}
-
 /// A consumer following the log. A consumer that [runs ahead](LogConsumer::runs_ahead) has its
 /// next batch read and applied while the one before it commits (the writer and the consumer's
 /// own work then overlap); the commits still follow one another, each moving the position from
-/// where the one before left it. After a full batch (a backlog) the next one is read while that
-/// one is applied.
+/// where the one before left it.
 pub struct Follower {
     state: Arc<AppState>,
     consumer: Arc<dyn LogConsumer>,
     batch_max: usize,
     committing: Option<Committing>,
-    read_ahead: Option<ReadAhead>,
 }
 
 impl Follower {
@@ -113,39 +104,7 @@ impl Follower {
             consumer,
             batch_max,
             committing: None,
-            read_ahead: None,
         }
-    }
-
-    /// The batch after `from`: the one read ahead, if it was read after `from` (one that failed
-    /// is read again), or read now.
-    async fn read(&mut self, from: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        if let Some(ahead) = self.read_ahead.take() {
-            if ahead.from == from {
-                if let Ok(Ok(batch)) = ahead.task.await {
-                    return Ok(batch);
-                }
-            } else {
-                ahead.task.abort();
-            }
-        }
-        self.state.store.read_events(from, self.batch_max).await
-    }
-
-    /// Starts reading the batch after a full one: more are waiting.
-    fn read_next(&mut self, batch: &[StoredEvent]) {
-        let Some(last) = batch.last().map(|e| e.seq) else {
-            return;
-        };
-        if batch.len() < self.batch_max {
-            return;
-        }
-        let store = self.state.store.clone();
-        let max = self.batch_max;
-        self.read_ahead = Some(ReadAhead {
-            from: last,
-            task: tokio::spawn(async move { store.read_events(last, max).await }),
-        });
     }
 
     /// Takes one step: applies the next batch, if any, and commits it — or leaves it committing
@@ -162,7 +121,7 @@ impl Follower {
                     .await?
             }
         };
-        let batch = match self.read(from).await {
+        let batch = match self.state.store.read_events(from, self.batch_max).await {
             Ok(batch) => batch,
             Err(e) => {
                 self.settle().await?;
@@ -175,7 +134,6 @@ impl Follower {
                 None => Ok(None),
             };
         };
-        self.read_next(&batch);
         let applied = self.consumer.apply(&self.state, from, &batch).await;
         let (committed, moved) = match self.settle_checked().await {
             Ok(outcome) => outcome,
