@@ -143,6 +143,9 @@ mod tests {
     use super::SQLITE;
     use rusqlite::Connection;
 
+    /// A listing row as the test reads it: channel SKU, available, queued, rank, due, version.
+    type ListingRow = (String, i64, Option<i64>, i64, Option<i64>, i64);
+
     fn migrated_to(conn: &Connection, version: i64) {
         for m in SQLITE.iter().filter(|m| m.version <= version) {
             conn.execute_batch(m.sql).unwrap();
@@ -173,7 +176,7 @@ mod tests {
                  ORDER BY channel_sku",
             )
             .unwrap();
-        let rows: Vec<(String, i64, Option<i64>, i64, Option<i64>, i64)> = stmt
+        let rows: Vec<ListingRow> = stmt
             .query_map([], |r| {
                 Ok((
                     r.get(0)?,
