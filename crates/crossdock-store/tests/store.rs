@@ -1687,12 +1687,34 @@ async fn racing_posting_runs_never_post_a_line_twice(db: &TestDb) {
     assert_eq!(in_batches, 200);
 }
 
+/// Commits one listing value as the inventory projection's next batch, after an event appended
+/// for it, at `when`.
+async fn commit_listing_value(store: &Store, change: AvailabilityChange, when: Timestamp) {
+    let from = store.head_seq().await.unwrap();
+    let n = usize::try_from(from).unwrap();
+    store.append(events("/inv", n..n + 1), when).await.unwrap();
+    let writes = InventoryWrites {
+        new_from_seq: from + 1,
+        availability: vec![change],
+        ..InventoryWrites::default()
+    };
+    store
+        .commit_projection(
+            Projection::Inventory.consumer_name(),
+            from,
+            from + 1,
+            ProjectionWrites::Inventory(Box::new(writes)),
+            when,
+        )
+        .await
+        .unwrap();
+}
+
 /// What a listing should show is kept per channel listing: written, changed in place, and when
 /// the listing is mapped to another SKU found under that SKU only.
 async fn a_listing_value_follows_its_sku_when_remapped(db: &TestDb) {
     use crossdock_core::catalog::{ChannelId, ChannelSku, Sku};
     let store = db.open().await;
-    let name = Projection::Inventory.consumer_name();
     let change = |sku: &str, available: i64| AvailabilityChange {
         channel: ChannelId::parse("shop").unwrap(),
         channel_sku: ChannelSku::parse("shop-mug").unwrap(),
@@ -1700,24 +1722,8 @@ async fn a_listing_value_follows_its_sku_when_remapped(db: &TestDb) {
         available,
         hold_until: at(0),
     };
-    for (i, (sku, available)) in [("MUG", 5), ("MUG", 3), ("CUP", 9)].into_iter().enumerate() {
-        store.append(events("/inv", i..i + 1), at(0)).await.unwrap();
-        let position = i64::try_from(i).unwrap();
-        let writes = InventoryWrites {
-            new_from_seq: position + 1,
-            availability: vec![change(sku, available)],
-            ..InventoryWrites::default()
-        };
-        store
-            .commit_projection(
-                name,
-                position,
-                position + 1,
-                ProjectionWrites::Inventory(Box::new(writes)),
-                at(1),
-            )
-            .await
-            .unwrap();
+    for (sku, available) in [("MUG", 5), ("MUG", 3), ("CUP", 9)] {
+        commit_listing_value(&store, change(sku, available), at(1)).await;
     }
     let mug = store
         .channel_availability(vec![Sku::parse("MUG").unwrap()])
@@ -1739,7 +1745,6 @@ async fn a_listing_value_follows_its_sku_when_remapped(db: &TestDb) {
 async fn due_listings_keep_their_place_and_stop_being_due_once_queued(db: &TestDb) {
     use crossdock_core::catalog::{ChannelId, ChannelSku, Sku};
     let store = db.open().await;
-    let name = Projection::Inventory.consumer_name();
     let shop = ChannelId::parse("shop").unwrap();
     let change = |listing: &str, available: i64| AvailabilityChange {
         channel: shop.clone(),
@@ -1748,29 +1753,8 @@ async fn due_listings_keep_their_place_and_stop_being_due_once_queued(db: &TestD
         available,
         hold_until: at(0),
     };
-    let mut position = 0;
-    let mut write = async |store: &Store, listing: &str, available: i64, when: i64| {
-        store
-            .append(events("/inv", position..position + 1), at(when))
-            .await
-            .unwrap();
-        let from = i64::try_from(position).unwrap();
-        position += 1;
-        let writes = InventoryWrites {
-            new_from_seq: from + 1,
-            availability: vec![change(listing, available)],
-            ..InventoryWrites::default()
-        };
-        store
-            .commit_projection(
-                name,
-                from,
-                from + 1,
-                ProjectionWrites::Inventory(Box::new(writes)),
-                at(when),
-            )
-            .await
-            .unwrap();
+    let write = async |store: &Store, listing: &str, available: i64, when: i64| {
+        commit_listing_value(store, change(listing, available), at(when)).await;
     };
     let due = async |store: &Store, when: i64| -> Vec<(String, i64)> {
         store

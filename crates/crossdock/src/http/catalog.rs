@@ -183,8 +183,19 @@ pub(super) struct BulkView {
     updated: usize,
 }
 
-/// The entries of a bulk write: an array of 1 to [`BULK_ITEMS_MAX`] `what`.
-fn bulk_entries<'a>(value: &'a Value, what: &str) -> Result<&'a [Value], Problem> {
+/// Reads a bulk request: an array of 1 to [`BULK_ITEMS_MAX`] entries, each keyed by its member
+/// `key` (parsed, and unique in the request) with the rest of it read by `body`. Every problem
+/// is reported at its entry (`/{i}/...`); nothing is returned unless all entries are valid.
+fn bulk_entries<K, T>(
+    value: &Value,
+    what: &str,
+    key: &str,
+    parse_key: impl Fn(&str) -> Result<K, String>,
+    body: impl Fn(&Value, &str, &mut Vec<FieldError>) -> Option<T>,
+) -> Result<Vec<(K, T)>, Problem>
+where
+    K: Ord + Clone + std::fmt::Display,
+{
     let Some(entries) = value.as_array() else {
         return Err(refused(vec![FieldError::new(
             "/",
@@ -200,7 +211,22 @@ fn bulk_entries<'a>(value: &'a Value, what: &str) -> Result<&'a [Value], Problem
             ),
         )]));
     }
-    Ok(entries)
+    let mut errors = Vec::new();
+    let mut read = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("/{i}");
+        let mut fields = entry.clone();
+        let id = take_key(&mut fields, &at, key, &parse_key, &mut seen, &mut errors);
+        let entry = body(&fields, &at, &mut errors);
+        if let (Some(id), Some(entry)) = (id, entry) {
+            read.push((id, entry));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(refused(errors));
+    }
+    Ok(read)
 }
 
 /// Takes the member `name` that keys a bulk entry out of it (the rest is the entry's body),
@@ -251,22 +277,7 @@ pub(super) async fn put_items(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let value = body_json(body)?;
-    let entries = bulk_entries(&value, "items")?;
-    let mut errors = Vec::new();
-    let mut items = Vec::with_capacity(entries.len());
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let at = format!("/{i}");
-        let mut fields = entry.clone();
-        let sku = take_key(&mut fields, &at, "sku", Sku::parse, &mut seen, &mut errors);
-        let item = Item::from_json(&fields, &at, &mut errors);
-        if let (Some(sku), Some(item)) = (sku, item) {
-            items.push((sku, item));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(refused(errors));
-    }
+    let items = bulk_entries(&value, "items", "sku", Sku::parse, Item::from_json)?;
     let count = items.len();
     // Kits, and items that were kits: their numbers change with their components.
     let known = state.catalog.get(&state.store).await?;
@@ -656,29 +667,13 @@ pub(super) async fn put_listings(
 ) -> Result<Response, Problem> {
     let id = visible_channel(&caller, &id)?;
     let value = body_json(body)?;
-    let entries = bulk_entries(&value, "listings")?;
-    let mut errors = Vec::new();
-    let mut listings = Vec::with_capacity(entries.len());
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let at = format!("/{i}");
-        let mut fields = entry.clone();
-        let channel_sku = take_key(
-            &mut fields,
-            &at,
-            "channel_sku",
-            ChannelSku::parse,
-            &mut seen,
-            &mut errors,
-        );
-        let listing = Listing::from_json(&fields, &at, &mut errors);
-        if let (Some(channel_sku), Some(listing)) = (channel_sku, listing) {
-            listings.push((channel_sku, listing));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(refused(errors));
-    }
+    let listings = bulk_entries(
+        &value,
+        "listings",
+        "channel_sku",
+        ChannelSku::parse,
+        Listing::from_json,
+    )?;
     let count = listings.len();
     let skus: Vec<Sku> = listings
         .iter()

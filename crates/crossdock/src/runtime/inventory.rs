@@ -1064,19 +1064,16 @@ pub fn catalog_change(skus: &[Sku], channels: &[ChannelId], now: Timestamp) -> O
         CATALOG_SOURCE,
         CATALOG_CHANGED,
         None,
-    );
-    match (event, serde_json::value::to_raw_value(&data)) {
-        (Ok(event), Ok(raw)) => Some(event.with_time(now).with_data(EventData::Json(raw))),
-        // Neither can fail for SKUs and channel ids, which are valid by construction.
-        (Err(e), _) => {
-            tracing::error!(error = %e.detail, "the catalog change event could not be built");
-            None
-        }
-        (_, Err(e)) => {
-            tracing::error!(error = %e, "the catalog change event could not be built");
-            None
-        }
-    }
+    )
+    .map_err(|e| e.detail)
+    .and_then(|event| {
+        let raw = serde_json::value::to_raw_value(&data).map_err(|e| e.to_string())?;
+        Ok(event.with_time(now).with_data(EventData::Json(raw)))
+    });
+    // Neither can fail for SKUs and channel ids, which are valid by construction.
+    event
+        .inspect_err(|e| tracing::error!(error = %e, "the catalog change event could not be built"))
+        .ok()
 }
 
 /// Wakes the engine after a catalog write recorded its change in the log.
