@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,9 +22,23 @@ pub const CHANNEL_LOCATIONS_MAX: usize = 100;
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $what:literal, $len_max:expr, $allowed:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// Shared, not copied: the engine hands the same identifier to many rows and listings,
+        /// and a clone is a reference count.
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d).map(|text| $name(text.into()))
+            }
+        }
 
         impl $name {
             /// Accepts an identifier, or says what is wrong with it.
@@ -41,7 +56,7 @@ macro_rules! identifier {
                 if let Some(c) = text.chars().find(|c| !allowed(*c)) {
                     return Err(format!("a {} must not contain {:?}", $what, c));
                 }
-                Ok($name(text.to_owned()))
+                Ok($name(text.into()))
             }
 
             pub fn as_str(&self) -> &str {

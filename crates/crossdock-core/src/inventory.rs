@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::catalog::{LocationId, Policy, Sku};
 use crate::event::FieldError;
-use crate::json::{Fields, QUANTITY_ABS_MAX};
+use crate::json::{Fields, QUANTITY_ABS_MAX, text_problem};
 use crate::time::Timestamp;
 
 /// What an inventory event does to the ledger, as parsed from its `data`.
@@ -166,6 +167,38 @@ fn time_at(f: &mut Fields<'_>, name: &'static str) -> Option<Timestamp> {
     }
 }
 
+/// Every member a movement's `data` may have, borrowed from its text. Read by
+/// [`Movement::read`]; a text with an escape, a member no movement has or one named twice is
+/// refused here and left to [`Movement::parse`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Members<'a> {
+    #[serde(default)]
+    sku: Option<&'a str>,
+    #[serde(default)]
+    location: Option<&'a str>,
+    #[serde(default)]
+    from: Option<&'a str>,
+    #[serde(default)]
+    to: Option<&'a str>,
+    #[serde(default)]
+    quantity: Option<i64>,
+    #[serde(default)]
+    delta: Option<i64>,
+    #[serde(default)]
+    reason: Option<&'a str>,
+    #[serde(default)]
+    on_hand: Option<i64>,
+    #[serde(default)]
+    allocated: Option<i64>,
+    #[serde(default)]
+    as_of: Option<&'a str>,
+    #[serde(default)]
+    reference: Option<&'a str>,
+    #[serde(default)]
+    order_id: Option<&'a str>,
+}
+
 impl Movement {
     /// Parses the `data` of an inventory event of type `kind`; problems point under `at`.
     pub fn parse(
@@ -298,6 +331,132 @@ impl Movement {
         }
     }
 
+    /// Reads a movement from the text of its `data`, with the order a movement names (`order_id`,
+    /// for a shipment of an order): what [`Movement::parse`] reads, `None` where it finds a
+    /// problem. Most texts are read straight into their members; anything unusual (a null, a
+    /// member that does not belong, a problem) goes through [`Movement::parse`], which decides.
+    pub fn read(kind: &str, text: &str) -> Option<(Movement, Option<String>)> {
+        if let Some(read) = Self::read_members(kind, text) {
+            return Some(read);
+        }
+        let value: Value = serde_json::from_str(text).ok()?;
+        let movement = Movement::parse(kind, Some(&value), "", &mut Vec::new())?;
+        let order = value
+            .get("order_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Some((movement, order))
+    }
+
+    /// The quick way of [`Movement::read`]: `Some` only for data that [`Movement::parse`]
+    /// accepts as the same movement.
+    fn read_members(kind: &str, text: &str) -> Option<(Movement, Option<String>)> {
+        // A JSON array would fill the members in order: only an object is read here. A null
+        // reads as an absent member here, and the full parse refuses it where the member does
+        // not belong: a text with one is left to it.
+        if !text.trim_start().starts_with('{') || text.contains("null") {
+            return None;
+        }
+        let m: Members<'_> = serde_json::from_str(text).ok()?;
+        fn string(t: Option<&str>, len_max: usize) -> Option<&str> {
+            t.filter(|t| text_problem(t, len_max).is_none())
+        }
+        let sku = || Sku::parse(string(m.sku, 128)?).ok();
+        let location = |t: Option<&str>| LocationId::parse(string(t, 64)?).ok();
+        let time = || Timestamp::parse_rfc3339(string(m.as_of, 64)?).ok();
+        let within = |n: Option<i64>, min: i64| n.filter(|n| (min..=QUANTITY_ABS_MAX).contains(n));
+        // Optional members are either absent or valid; any other member must be absent.
+        if m.reference.is_some() && string(m.reference, 256).is_none() {
+            return None;
+        }
+        let shipment = matches!(
+            kind,
+            "inventory.received" | "inventory.shipped" | "inventory.returned"
+        );
+        if m.order_id.is_some() && !(shipment && string(m.order_id, 256).is_some()) {
+            return None;
+        }
+        let present = [
+            ("location", m.location.is_some()),
+            ("from", m.from.is_some()),
+            ("to", m.to.is_some()),
+            ("quantity", m.quantity.is_some()),
+            ("delta", m.delta.is_some()),
+            ("reason", m.reason.is_some()),
+            ("on_hand", m.on_hand.is_some()),
+            ("allocated", m.allocated.is_some()),
+            ("as_of", m.as_of.is_some()),
+        ];
+        let members: &[&str] = match kind {
+            _ if shipment => &["location", "quantity"],
+            "inventory.adjusted" => &["location", "delta", "reason"],
+            "inventory.counted" => &["location", "on_hand", "as_of"],
+            "inventory.allocated" => &["location", "allocated", "as_of"],
+            "inventory.transferred" => &["from", "to", "quantity"],
+            _ => return None,
+        };
+        if present
+            .iter()
+            .any(|(name, here)| *here != members.contains(name))
+        {
+            return None;
+        }
+        let movement = match kind {
+            "inventory.received" | "inventory.shipped" | "inventory.returned" => {
+                let (sku, location, quantity) =
+                    (sku()?, location(m.location)?, within(m.quantity, 1)?);
+                match kind {
+                    "inventory.received" => Movement::Received {
+                        sku,
+                        location,
+                        quantity,
+                    },
+                    "inventory.shipped" => Movement::Shipped {
+                        sku,
+                        location,
+                        quantity,
+                    },
+                    _ => Movement::Returned {
+                        sku,
+                        location,
+                        quantity,
+                    },
+                }
+            }
+            "inventory.adjusted" => Movement::Adjusted {
+                sku: sku()?,
+                location: location(m.location)?,
+                delta: m.delta.filter(|d| *d != 0 && d.abs() <= QUANTITY_ABS_MAX)?,
+                reason: string(m.reason, 256)?.to_owned(),
+            },
+            "inventory.counted" => Movement::Counted {
+                sku: sku()?,
+                location: location(m.location)?,
+                on_hand: within(m.on_hand, 0)?,
+                as_of: time()?,
+            },
+            "inventory.allocated" => Movement::Allocated {
+                sku: sku()?,
+                location: location(m.location)?,
+                allocated: within(m.allocated, 0)?,
+                as_of: time()?,
+            },
+            _ => {
+                let (from, to) = (location(m.from)?, location(m.to)?);
+                if from == to {
+                    return None;
+                }
+                Movement::Transferred {
+                    sku: sku()?,
+                    from,
+                    to,
+                    quantity: within(m.quantity, 1)?,
+                }
+            }
+        };
+        Some((movement, m.order_id.map(str::to_owned)))
+    }
+
     /// The CloudEvents type the movement is recorded as.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -368,6 +527,19 @@ impl Movement {
         }
     }
 
+    /// The SKU the movement is about.
+    pub fn sku(&self) -> &Sku {
+        match self {
+            Movement::Received { sku, .. }
+            | Movement::Adjusted { sku, .. }
+            | Movement::Counted { sku, .. }
+            | Movement::Allocated { sku, .. }
+            | Movement::Shipped { sku, .. }
+            | Movement::Returned { sku, .. }
+            | Movement::Transferred { sku, .. } => sku,
+        }
+    }
+
     /// The SKU and every location the movement touches.
     pub fn touches(&self) -> (&Sku, Vec<&LocationId>) {
         match self {
@@ -389,9 +561,14 @@ impl Movement {
         }
     }
 
-    /// The changes to positions: `(location, entry)`. `at` orders deltas against counts (the
-    /// event's own time, or when crossdock recorded it); `seq` identifies the event.
-    pub fn entries(&self, seq: i64, at: Timestamp) -> Vec<(&LocationId, Entry)> {
+    /// The changes to positions: `(location, entry)`, one per location it touches. `at` orders
+    /// deltas against counts (the event's own time, or when crossdock recorded it); `seq`
+    /// identifies the event.
+    pub fn entries(
+        &self,
+        seq: i64,
+        at: Timestamp,
+    ) -> impl Iterator<Item = (&LocationId, Entry)> + use<'_> {
         let delta = |quantity: i64, kind: DeltaKind| {
             Entry::Delta(Delta {
                 seq,
@@ -400,56 +577,43 @@ impl Movement {
                 kind,
             })
         };
-        match self {
+        let snapshot = |value: i64, as_of: Timestamp| Snapshot { seq, as_of, value };
+        let (first, second) = match self {
             Movement::Received {
                 location, quantity, ..
-            } => vec![(location, delta(*quantity, DeltaKind::Received))],
+            } => ((location, delta(*quantity, DeltaKind::Received)), None),
             Movement::Adjusted {
                 location, delta: d, ..
-            } => vec![(location, delta(*d, DeltaKind::Adjusted))],
+            } => ((location, delta(*d, DeltaKind::Adjusted)), None),
             Movement::Shipped {
                 location, quantity, ..
-            } => vec![(location, delta(-*quantity, DeltaKind::Shipped))],
+            } => ((location, delta(-*quantity, DeltaKind::Shipped)), None),
             Movement::Returned {
                 location, quantity, ..
-            } => vec![(location, delta(*quantity, DeltaKind::Returned))],
+            } => ((location, delta(*quantity, DeltaKind::Returned)), None),
             Movement::Transferred {
                 from, to, quantity, ..
-            } => vec![
+            } => (
                 (from, delta(-*quantity, DeltaKind::TransferredOut)),
-                (to, delta(*quantity, DeltaKind::TransferredIn)),
-            ],
+                Some((to, delta(*quantity, DeltaKind::TransferredIn))),
+            ),
             Movement::Counted {
                 location,
                 on_hand,
                 as_of,
                 ..
-            } => {
-                vec![(
-                    location,
-                    Entry::Count(Snapshot {
-                        seq,
-                        as_of: *as_of,
-                        value: *on_hand,
-                    }),
-                )]
-            }
+            } => ((location, Entry::Count(snapshot(*on_hand, *as_of))), None),
             Movement::Allocated {
                 location,
                 allocated,
                 as_of,
                 ..
-            } => {
-                vec![(
-                    location,
-                    Entry::Allocation(Snapshot {
-                        seq,
-                        as_of: *as_of,
-                        value: *allocated,
-                    }),
-                )]
-            }
-        }
+            } => (
+                (location, Entry::Allocation(snapshot(*allocated, *as_of))),
+                None,
+            ),
+        };
+        std::iter::once(first).chain(second)
     }
 }
 
@@ -599,9 +763,20 @@ pub struct PolicyStep {
 /// minimum to show ("end when": below it, 0), then the maximum.
 pub fn shape(policy: &Policy, atp: i64) -> (i64, Vec<PolicyStep>) {
     let mut steps = Vec::new();
+    let value = shape_each(policy, atp, |step| steps.push(step));
+    (value, steps)
+}
+
+/// The number [`shape`] gives, without the steps (the engine computes it for every listing a
+/// batch changes).
+pub fn shaped(policy: &Policy, atp: i64) -> i64 {
+    shape_each(policy, atp, |_| {})
+}
+
+fn shape_each(policy: &Policy, atp: i64, mut record: impl FnMut(PolicyStep)) -> i64 {
     let mut value = atp.max(0);
     let mut step = |rule: &'static str, setting: i64, after: i64, value: &mut i64| {
-        steps.push(PolicyStep {
+        record(PolicyStep {
             rule,
             setting,
             before: *value,
@@ -629,7 +804,7 @@ pub fn shape(policy: &Policy, atp: i64) -> (i64, Vec<PolicyStep>) {
         let after = value.min(max);
         step("max", max, after, &mut value);
     }
-    (value, steps)
+    value
 }
 
 /// The stocked items one unit of `sku` consumes: itself if it is stocked, or its components
@@ -740,6 +915,126 @@ mod tests {
             );
             assert!(errors.is_empty(), "{errors:?}");
             assert_eq!(back.as_ref(), Some(&movement));
+            let text = movement.to_data().to_string();
+            assert_eq!(
+                Movement::read_members(movement.kind(), &text),
+                Some((movement.clone(), None)),
+                "the quick way reads {text}"
+            );
+        }
+        let shipped =
+            r#"{"sku":"SKU-1","location":"WH-A","quantity":2,"order_id":"SO-9","reference":"P-1"}"#;
+        assert_eq!(
+            Movement::read("inventory.shipped", shipped).map(|(_, order)| order),
+            Some(Some("SO-9".to_owned()))
+        );
+        // An array would fill the members in order; only the full parse reads it (and refuses it).
+        let array = r#"["SKU-1","WH-A",null,null,7]"#;
+        assert_eq!(Movement::read_members("inventory.received", array), None);
+        assert_eq!(Movement::read("inventory.received", array), None);
+        // An escape is read the long way, to the same movement.
+        let escaped = r#"{"sku":"SKU\u002d1","location":"WH-A","quantity":2}"#;
+        assert_eq!(Movement::read_members("inventory.received", escaped), None);
+        assert_eq!(
+            Movement::read("inventory.received", escaped).map(|(m, _)| m),
+            Some(Movement::Received {
+                sku,
+                location: a,
+                quantity: 2
+            })
+        );
+    }
+
+    /// A member of a movement's data, as a random text might hold it: valid, invalid, null, or a
+    /// member no movement has.
+    fn arb_member() -> impl Strategy<Value = (&'static str, Value)> {
+        let names = prop::sample::select(vec![
+            "sku",
+            "location",
+            "from",
+            "to",
+            "quantity",
+            "delta",
+            "reason",
+            "on_hand",
+            "allocated",
+            "as_of",
+            "reference",
+            "order_id",
+            "bogus",
+        ]);
+        let values = prop::sample::select(vec![
+            json!("SKU-1"),
+            json!("WH-A"),
+            json!("WH-B"),
+            json!("2026-11-26T10:00:00Z"),
+            json!("2026-13-40"),
+            json!(""),
+            json!("   "),
+            json!(" WH-A"),
+            json!("bad\u{7}text"),
+            json!("x".repeat(129)),
+            json!("a b"),
+            json!(0),
+            json!(1),
+            json!(-2),
+            json!(7),
+            json!(9_007_199_254_740_992_i64),
+            json!(9_007_199_254_740_993_i64),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(2.0),
+            json!(true),
+            json!(null),
+            json!([1]),
+            json!({"a": 1}),
+        ]);
+        (names, values)
+    }
+
+    proptest! {
+        // Many cases: one member out of place among thousands of texts is what it looks for.
+        #![proptest_config(ProptestConfig::with_cases(8192))]
+
+        /// Whatever the text, the quick way reads nothing that the full parse would not read as
+        /// the same movement; and `read` gives what the full parse gives.
+        #[test]
+        fn the_quick_read_agrees_with_the_full_parse(
+            kind in prop::sample::select(vec![
+                "inventory.received", "inventory.shipped", "inventory.returned",
+                "inventory.adjusted", "inventory.counted", "inventory.allocated",
+                "inventory.transferred", "inventory.reserved",
+            ]),
+            valid in any::<bool>(),
+            members in proptest::collection::vec(arb_member(), 0..4),
+            array in any::<bool>(),
+        ) {
+            // Most texts start from the members the kind needs, so that the quick way is taken
+            // and one changed member decides.
+            let base = match kind {
+                "inventory.adjusted" => json!({"sku": "SKU-1", "location": "WH-A", "delta": -2, "reason": "AU"}),
+                "inventory.counted" => json!({"sku": "SKU-1", "location": "WH-A", "on_hand": 7, "as_of": "2026-11-26T10:00:00Z"}),
+                "inventory.allocated" => json!({"sku": "SKU-1", "location": "WH-A", "allocated": 1, "as_of": "2026-11-26T10:00:00Z"}),
+                "inventory.transferred" => json!({"sku": "SKU-1", "from": "WH-A", "to": "WH-B", "quantity": 7}),
+                _ => json!({"sku": "SKU-1", "location": "WH-A", "quantity": 7}),
+            };
+            let mut object = match base {
+                Value::Object(o) if valid => o,
+                _ => serde_json::Map::new(),
+            };
+            object.extend(members.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            let text = if array {
+                Value::Array(object.values().cloned().collect()).to_string()
+            } else {
+                Value::Object(object).to_string()
+            };
+            let value: Value = serde_json::from_str(&text).unwrap();
+            let full = Movement::parse(kind, Some(&value), "", &mut Vec::new());
+            if let Some((quick, order)) = Movement::read_members(kind, &text) {
+                prop_assert_eq!(Some(&quick), full.as_ref(), "{}", text);
+                prop_assert_eq!(order.as_deref(), value.get("order_id").and_then(Value::as_str));
+            }
+            prop_assert_eq!(Movement::read(kind, &text).map(|(m, _)| m), full, "{}", text);
         }
     }
 
@@ -826,6 +1121,13 @@ mod tests {
         );
         assert_eq!(shape(&fixed, 40).0, 10);
         assert_eq!(shape(&Policy::default(), -3).0, 0);
+        for atp in [-3, 0, 4, 13, 21, 40, 101] {
+            for p in [&policy, &fixed] {
+                let (value, steps) = shape(p, atp);
+                assert_eq!(shaped(p, atp), value, "the number alone is the same");
+                assert_eq!(steps.last().map_or(atp.max(0), |s| s.after), value);
+            }
+        }
     }
 
     #[test]

@@ -64,16 +64,13 @@ impl<'a> Fields<'a> {
             self.problem(name, format!("must be a string, not {}", kind(value)));
             return None;
         };
-        if text.trim().is_empty() {
-            self.problem(name, "must not be empty");
-        } else if text.chars().count() > len_max {
-            self.problem(name, format!("must be at most {len_max} characters"));
-        } else if text.chars().any(char::is_control) {
-            self.problem(name, "must not contain control characters");
-        } else {
-            return Some(text.to_owned());
+        match text_problem(text, len_max) {
+            Some(problem) => {
+                self.problem(name, problem);
+                None
+            }
+            None => Some(text.to_owned()),
         }
-        None
     }
 
     /// A boolean member.
@@ -167,6 +164,20 @@ impl<'a> Fields<'a> {
                     .push(FieldError::new(format!("{}/{name}", self.at), detail));
             }
         }
+    }
+}
+
+/// What is wrong with a string member's text, if anything: it must hold 1 to `len_max`
+/// characters, not all spaces, none of them control characters.
+pub fn text_problem(text: &str, len_max: usize) -> Option<String> {
+    if text.trim().is_empty() {
+        Some("must not be empty".to_owned())
+    } else if text.chars().count() > len_max {
+        Some(format!("must be at most {len_max} characters"))
+    } else if text.chars().any(char::is_control) {
+        Some("must not contain control characters".to_owned())
+    } else {
+        None
     }
 }
 

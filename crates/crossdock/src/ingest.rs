@@ -250,7 +250,7 @@ pub async fn check_movements(
         return Ok(errors);
     }
     let catalog = state.catalog.get(&state.store).await?;
-    let skus: Vec<Sku> = parsed.iter().map(|(_, m)| m.touches().0.clone()).collect();
+    let skus: Vec<Sku> = parsed.iter().map(|(_, m)| m.sku().clone()).collect();
     let known = state.store.items_known(skus).await?;
     for (at, movement) in parsed {
         let (sku, locations) = movement.touches();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use crossdock_core::catalog::{Channel, ChannelId, ChannelSku, LocationId, Sku};
 use crossdock_core::inventory::{
     CATALOG_CHANGED, Movement, Position, bill_of_materials, catalog_change_scope, hold_skus,
-    is_hold, is_movement, kit_atp, shape,
+    is_hold, is_movement, kit_atp, shaped,
 };
 use crossdock_core::json::QUANTITY_ABS_MAX;
 use crossdock_core::{EventData, FieldError, NewEvent, StoredEvent, Timestamp};
@@ -116,7 +116,7 @@ impl CatalogIndex {
     /// What a listing of `sku` on `channel` may show, from the given positions.
     pub fn available(&self, channel: &Channel, sku: &Sku, positions: &impl Positions) -> i64 {
         let atp = self.channel_atp(channel, sku, positions);
-        shape(&channel.policy, atp).0
+        shaped(&channel.policy, atp)
     }
 
     /// The ATP of `sku` over a channel's locations (through its components, for a kit).
@@ -322,6 +322,9 @@ struct Known {
     /// trusted: every listing of the SKU is written again.
     shown: Vec<(ChannelId, ChannelSku, i64)>,
     catalog: i64,
+    /// Where in `positions` the batch being applied changed a position (emptied when its
+    /// writes are made).
+    changed: Vec<usize>,
 }
 
 impl Known {
@@ -498,7 +501,8 @@ async fn apply_batch(
             .and_then(|d| serde_json::from_str(d.as_text()).ok())
     };
     // Each movement with the order it ships, if it names one.
-    let mut movements: Vec<(&StoredEvent, Movement, Option<String>)> = Vec::new();
+    let mut movements: Vec<(&StoredEvent, Movement, Option<String>)> =
+        Vec::with_capacity(batch.len());
     // SKUs whose reservations changed.
     let mut held: BTreeSet<Sku> = BTreeSet::new();
     // SKUs and channels whose listings a catalog change asks to compute again.
@@ -509,17 +513,12 @@ async fn apply_batch(
         if is_movement(kind) {
             // Events are validated when they arrive; one that is not (written by an older
             // version, say) is skipped here.
-            let mut errors = Vec::new();
-            let value = data(e);
-            if let Some(m) = Movement::parse(kind, value.as_ref(), "/data", &mut errors) {
-                let order = match &m {
-                    Movement::Shipped { .. } => value
-                        .as_ref()
-                        .and_then(|v| v.get("order_id"))
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned),
-                    _ => None,
-                };
+            if let Some((m, order)) = e
+                .event
+                .data()
+                .and_then(|d| Movement::read(kind, d.as_text()))
+            {
+                let order = order.filter(|_| matches!(m, Movement::Shipped { .. }));
                 movements.push((e, m, order));
             }
         } else if is_hold(kind) {
@@ -555,15 +554,15 @@ async fn apply_batch(
         .collect();
     memory.reread_reservations(&state.store, known_held).await?;
     let version = catalog.snapshot.version;
-    let touched = movements.iter().map(|(_, m, _)| m.touches().0).chain(&held);
+    let touched = movements.iter().map(|(_, m, _)| m.sku()).chain(&held);
     memory.load(&state.store, touched, version).await?;
-    // The SKUs whose positions the batch changed, with where those positions are in `positions`.
-    let mut changed: HashMap<Sku, Vec<usize>, KeyHash> = HashMap::default();
+    // The SKUs whose positions the batch changed (which ones: `Known::changed`).
+    let mut changed: Vec<Sku> = Vec::new();
     let mut shipped_orders: Vec<Conversion> = Vec::new();
     for (event, movement, order) in &movements {
         let at = event.event.time().unwrap_or(event.recorded_at);
         let source = event.event.source();
-        let sku: &Sku = movement.touches().0;
+        let sku: &Sku = movement.sku();
         for (location, entry) in movement.entries(event.seq, at) {
             let refused = match catalog.snapshot.locations.get(location) {
                 None => Some(format!("{location} is not a location")),
@@ -599,12 +598,11 @@ async fn apply_batch(
                         },
                     });
                 }
-                match changed.get_mut(sku) {
-                    Some(positions) if positions.contains(&at) => {}
-                    Some(positions) => positions.push(at),
-                    None => {
-                        changed.insert(sku.clone(), vec![at]);
-                    }
+                if known.changed.is_empty() {
+                    changed.push(sku.clone());
+                }
+                if !known.changed.contains(&at) {
+                    known.changed.push(at);
                 }
             }
         }
@@ -673,7 +671,7 @@ async fn apply_batch(
     // Recompute every listing whose number depends on a changed SKU.
     // In key order: the store writes the rows one after another, and neighbours share pages.
     let mut affected: Vec<Sku> = catalog
-        .affected(changed.keys().cloned().chain(held).chain(recount))
+        .affected(changed.iter().cloned().chain(held).chain(recount))
         .into_iter()
         .collect();
     affected.sort_unstable();
@@ -687,6 +685,12 @@ async fn apply_batch(
         .load(&state.store, affected.iter().chain(&needed), version)
         .await?;
     let now = state.clock.now();
+    writes.availability.reserve(
+        affected
+            .iter()
+            .map(|sku| catalog.listings.get(sku).map_or(0, Vec::len))
+            .sum(),
+    );
     // Each listing's channel and what it should show (a kit from its components' positions).
     let mut values: Vec<Option<(&Channel, i64)>> = Vec::new();
     for sku in &affected {
@@ -739,12 +743,13 @@ async fn apply_batch(
         }
     }
     // In key order, SKU by SKU.
-    let mut changed: Vec<(Sku, Vec<usize>)> = changed.into_iter().collect();
-    changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for (sku, at) in changed {
-        let Some(known) = memory.skus.get(&sku) else {
+    changed.sort_unstable();
+    writes.positions.reserve(changed.len());
+    for sku in changed {
+        let Some(known) = memory.skus.get_mut(&sku) else {
             continue;
         };
+        let at = std::mem::take(&mut known.changed);
         let mut positions: Vec<&(LocationId, Position)> =
             at.iter().filter_map(|i| known.positions.get(*i)).collect();
         positions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
