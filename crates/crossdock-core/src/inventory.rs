@@ -705,11 +705,16 @@ impl Position {
         match entry {
             Entry::Delta(d) => {
                 // A delta at or before the latest count is already part of it.
-                if self.count.is_some_and(|c| d.at <= c.as_of) || self.deltas.contains_key(&d.seq) {
+                if self.count.is_some_and(|c| d.at <= c.as_of) {
                     return false;
                 }
-                self.deltas.insert(d.seq, d);
-                true
+                match self.deltas.entry(d.seq) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(d);
+                        true
+                    }
+                    std::collections::btree_map::Entry::Occupied(_) => false,
+                }
             }
             Entry::Count(c) => {
                 if self.count.is_some_and(|current| !c.newer_than(&current)) {

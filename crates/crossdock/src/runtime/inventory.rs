@@ -70,6 +70,15 @@ pub struct CatalogIndex {
 impl CatalogIndex {
     fn build(mut snapshot: CatalogSnapshot) -> CatalogIndex {
         snapshot.listings.sort_unstable();
+        // A channel's locations as the catalog's own ids: positions compare them without reading
+        // their text.
+        for channel in snapshot.channels.values_mut() {
+            for location in &mut channel.locations {
+                if let Some((id, _)) = snapshot.locations.get_key_value(location) {
+                    *location = id.clone();
+                }
+            }
+        }
         let mut listings: HashMap<Sku, Vec<(ChannelId, ChannelSku)>, KeyHash> = HashMap::default();
         for (channel, channel_sku, sku) in &snapshot.listings {
             listings
@@ -96,6 +105,15 @@ impl CatalogIndex {
             listed,
             parents,
         }
+    }
+
+    /// The catalog's own copy of a location id, when it has the location (compared without
+    /// reading its text).
+    pub fn location_id(&self, location: LocationId) -> LocationId {
+        self.snapshot
+            .locations
+            .get_key_value(&location)
+            .map_or(location, |(id, _)| id.clone())
     }
 
     /// The SKUs whose availability depends on these: themselves and every kit above them.
@@ -368,8 +386,8 @@ impl Memory {
     async fn load<'a>(
         &mut self,
         store: &Store,
+        catalog: &CatalogIndex,
         skus: impl IntoIterator<Item = &'a Sku>,
-        catalog: i64,
     ) -> Result<(), StoreError> {
         let missing: HashSet<&Sku, KeyHash> = skus
             .into_iter()
@@ -385,13 +403,15 @@ impl Memory {
         )?;
         for sku in missing {
             self.skus.entry(sku).or_insert_with(|| Known {
-                catalog,
+                catalog: catalog.snapshot.version,
                 ..Known::default()
             });
         }
         for ((sku, location), position) in positions {
             if let Some(known) = self.skus.get_mut(&sku) {
-                known.positions.push((location, position));
+                known
+                    .positions
+                    .push((catalog.location_id(location), position));
             }
         }
         for row in rows {
@@ -486,6 +506,80 @@ impl LogConsumer for InventoryProjection {
     }
 }
 
+/// What applying a batch's movements changed.
+#[derive(Default)]
+struct Applied {
+    /// The SKUs whose positions changed (which ones: `Known::changed`).
+    changed: Vec<Sku>,
+    /// Movements at a location that is not one, or from a source that is not its authority.
+    divergences: Vec<Divergence>,
+    /// Shipments that name an order, for converting what the order held.
+    shipped_orders: Vec<Conversion>,
+}
+
+impl Applied {
+    /// Applies one movement to the positions of its SKU; `false`, with nothing done, when the
+    /// SKU is not known yet.
+    fn movement(
+        &mut self,
+        catalog: &CatalogIndex,
+        skus: &mut HashMap<Sku, Known, KeyHash>,
+        (event, movement, order): &(&StoredEvent, Movement, Option<String>),
+    ) -> bool {
+        let sku = movement.sku();
+        let Some(known) = skus.get_mut(sku) else {
+            return false;
+        };
+        let at = event.event.time().unwrap_or(event.recorded_at);
+        let source = event.event.source();
+        for (location, entry) in movement.entries(event.seq, at) {
+            // The catalog's own identifier: positions compare it without reading its text.
+            let location = match catalog.snapshot.locations.get_key_value(location) {
+                Some((id, l)) if l.is_authoritative(source) => id,
+                found => {
+                    let reason = match found {
+                        None => format!("{location} is not a location"),
+                        Some((_, l)) => format!(
+                            "{source} is not the authority for {location} ({})",
+                            l.authority
+                        ),
+                    };
+                    self.divergences.push(Divergence {
+                        seq: event.seq,
+                        sku: sku.clone(),
+                        location: location.clone(),
+                        source: source.to_owned(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let at = known.position_at(location);
+            if !known.positions[at].1.apply(entry) {
+                continue;
+            }
+            if let (Some(order), Movement::Shipped { quantity, .. }) = (order, movement) {
+                self.shipped_orders.push(Conversion {
+                    seq: event.seq,
+                    order_id: order.clone(),
+                    line: ReservationLine {
+                        sku: sku.clone(),
+                        location: location.clone(),
+                        quantity: *quantity,
+                    },
+                });
+            }
+            if known.changed.is_empty() {
+                self.changed.push(sku.clone());
+            }
+            if !known.changed.contains(&at) {
+                known.changed.push(at);
+            }
+        }
+        true
+    }
+}
+
 async fn apply_batch(
     state: &AppState,
     memory: &mut Memory,
@@ -553,60 +647,29 @@ async fn apply_batch(
         .cloned()
         .collect();
     memory.reread_reservations(&state.store, known_held).await?;
-    let version = catalog.snapshot.version;
-    let touched = movements.iter().map(|(_, m, _)| m.sku()).chain(&held);
-    memory.load(&state.store, touched, version).await?;
-    // The SKUs whose positions the batch changed (which ones: `Known::changed`).
-    let mut changed: Vec<Sku> = Vec::new();
-    let mut shipped_orders: Vec<Conversion> = Vec::new();
-    for (event, movement, order) in &movements {
-        let at = event.event.time().unwrap_or(event.recorded_at);
-        let source = event.event.source();
-        let sku: &Sku = movement.sku();
-        for (location, entry) in movement.entries(event.seq, at) {
-            let refused = match catalog.snapshot.locations.get(location) {
-                None => Some(format!("{location} is not a location")),
-                Some(l) if !l.is_authoritative(source) => Some(format!(
-                    "{source} is not the authority for {location} ({})",
-                    l.authority
-                )),
-                Some(_) => None,
-            };
-            if let Some(reason) = refused {
-                writes.divergences.push(Divergence {
-                    seq: event.seq,
-                    sku: sku.clone(),
-                    location: location.clone(),
-                    source: source.to_owned(),
-                    reason,
-                });
-                continue;
-            }
-            let Some(known) = memory.skus.get_mut(sku) else {
-                continue;
-            };
-            let at = known.position_at(location);
-            if known.positions[at].1.apply(entry) {
-                if let (Some(order), Movement::Shipped { quantity, .. }) = (order, movement) {
-                    shipped_orders.push(Conversion {
-                        seq: event.seq,
-                        order_id: order.clone(),
-                        line: ReservationLine {
-                            sku: sku.clone(),
-                            location: location.clone(),
-                            quantity: *quantity,
-                        },
-                    });
-                }
-                if known.changed.is_empty() {
-                    changed.push(sku.clone());
-                }
-                if !known.changed.contains(&at) {
-                    known.changed.push(at);
-                }
-            }
+    memory.load(&state.store, &catalog, &held).await?;
+    // Movements of the SKUs known already are applied as they come; the SKUs the others name
+    // are read first (in any order, the positions come out the same).
+    let mut applied = Applied::default();
+    let mut unknown: Vec<&(&StoredEvent, Movement, Option<String>)> = Vec::new();
+    for movement in &movements {
+        if !applied.movement(&catalog, &mut memory.skus, movement) {
+            unknown.push(movement);
         }
     }
+    if !unknown.is_empty() {
+        let skus = unknown.iter().map(|(_, m, _)| m.sku());
+        memory.load(&state.store, &catalog, skus).await?;
+        for movement in unknown {
+            applied.movement(&catalog, &mut memory.skus, movement);
+        }
+    }
+    let Applied {
+        changed,
+        divergences,
+        mut shipped_orders,
+    } = applied;
+    writes.divergences = divergences;
     // A SKU nothing is known of yet (no position, itself or through its components) is not
     // shown as zero on its channels: unknown is not none, and a catalog set up before the first
     // counts must not empty the listings.
@@ -616,7 +679,7 @@ async fn apply_batch(
             .map(|sku| (sku.clone(), catalog.stocked(sku)))
             .collect();
         memory
-            .load(&state.store, stocked.iter().flat_map(|(_, s)| s), version)
+            .load(&state.store, &catalog, stocked.iter().flat_map(|(_, s)| s))
             .await?;
         let known = |s: &Sku| memory.skus.get(s).is_some_and(|k| !k.positions.is_empty());
         recount = stocked
@@ -632,6 +695,8 @@ async fn apply_batch(
     // with its on hand, in the same commit, so the units are never counted twice or not at all.
     // A shipment applied before (a rebuild) has consumed it already.
     if !shipped_orders.is_empty() {
+        // In the log's order, whichever order they were applied in.
+        shipped_orders.sort_unstable_by_key(|c| c.seq);
         let before = state
             .store
             .conversions_recorded(shipped_orders.iter().map(|c| c.seq).collect())
@@ -682,8 +747,9 @@ async fn apply_batch(
         .flat_map(|sku| catalog.stocked(sku))
         .collect();
     memory
-        .load(&state.store, affected.iter().chain(&needed), version)
+        .load(&state.store, &catalog, affected.iter().chain(&needed))
         .await?;
+    let version = catalog.snapshot.version;
     let now = state.clock.now();
     writes.availability.reserve(
         affected
@@ -691,28 +757,54 @@ async fn apply_batch(
             .map(|sku| catalog.listings.get(sku).map_or(0, Vec::len))
             .sum(),
     );
-    // Each listing's channel and what it should show (a kit from its components' positions).
+    writes.positions.reserve(changed.len());
+    // SKU by SKU in key order: the positions the batch changed, then each listing's channel and
+    // what it should show (a kit from its components' positions).
     let mut values: Vec<Option<(&Channel, i64)>> = Vec::new();
     for sku in &affected {
-        let Some(listings) = catalog.listings.get(sku) else {
-            continue;
-        };
-        values.clear();
+        let listings = catalog.listings.get(sku);
         let kit = catalog.snapshot.kits.contains_key(sku);
-        let own = memory.skus.get(sku).map_or(&[][..], |k| &k.positions[..]);
-        for (channel_id, _) in listings {
-            values.push(catalog.snapshot.channels.get(channel_id).map(|channel| {
-                let available = if kit {
+        values.clear();
+        let value = |channel_id: &ChannelId, positions: &dyn Fn(&Channel) -> i64| {
+            catalog
+                .snapshot
+                .channels
+                .get(channel_id)
+                .map(|channel| (channel, positions(channel)))
+        };
+        if kit {
+            for (channel_id, _) in listings.into_iter().flatten() {
+                values.push(value(channel_id, &|channel| {
                     catalog.available(channel, sku, &memory.skus)
-                } else {
-                    catalog.available(channel, sku, &OwnPositions(own))
-                };
-                (channel, available)
-            }));
+                }));
+            }
         }
         let Some(known) = memory.skus.get_mut(sku) else {
             continue;
         };
+        if !known.changed.is_empty() {
+            let mut at = std::mem::take(&mut known.changed);
+            at.sort_unstable_by(|a, b| known.positions[*a].0.cmp(&known.positions[*b].0));
+            for i in at {
+                let (location, position) = &known.positions[i];
+                writes.positions.push(PositionWrite::of(
+                    (sku.clone(), location.clone()),
+                    position,
+                    writes.new_from_seq,
+                ));
+            }
+        }
+        let Some(listings) = listings else {
+            continue;
+        };
+        if !kit {
+            let own = OwnPositions(&known.positions);
+            for (channel_id, _) in listings {
+                values.push(value(channel_id, &|channel| {
+                    catalog.available(channel, sku, &own)
+                }));
+            }
+        }
         let trusted = known.catalog == version;
         if !trusted {
             known.shown.clear();
@@ -740,25 +832,6 @@ async fn apply_batch(
                 available,
                 hold_until: now.plus_millis(channel.increase_hold_ms),
             });
-        }
-    }
-    // In key order, SKU by SKU.
-    changed.sort_unstable();
-    writes.positions.reserve(changed.len());
-    for sku in changed {
-        let Some(known) = memory.skus.get_mut(&sku) else {
-            continue;
-        };
-        let at = std::mem::take(&mut known.changed);
-        let mut positions: Vec<&(LocationId, Position)> =
-            at.iter().filter_map(|i| known.positions.get(*i)).collect();
-        positions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (location, position) in positions {
-            writes.positions.push(PositionWrite::of(
-                (sku.clone(), location.clone()),
-                position,
-                writes.new_from_seq,
-            ));
         }
     }
     Ok(writes)
