@@ -361,8 +361,9 @@ impl Movement {
         fn string(t: Option<&str>, len_max: usize) -> Option<&str> {
             t.filter(|t| text_problem(t, len_max).is_none())
         }
-        let sku = || Sku::parse(string(m.sku, 128)?).ok();
-        let location = |t: Option<&str>| LocationId::parse(string(t, 64)?).ok();
+        // An identifier that parses is a valid string member too (the full parse checks both).
+        let sku = || Sku::parse(m.sku?).ok();
+        let location = |t: Option<&str>| LocationId::parse(t?).ok();
         let time = || Timestamp::parse_rfc3339(string(m.as_of, 64)?).ok();
         let within = |n: Option<i64>, min: i64| n.filter(|n| (min..=QUANTITY_ABS_MAX).contains(n));
         // Optional members are either absent or valid; any other member must be absent.

@@ -116,18 +116,24 @@ impl CatalogIndex {
             .map_or(location, |(id, _)| id.clone())
     }
 
-    /// The SKUs whose availability depends on these: themselves and every kit above them.
-    pub fn affected(&self, skus: impl IntoIterator<Item = Sku>) -> HashSet<Sku, KeyHash> {
-        let mut out = HashSet::default();
-        let mut todo: Vec<Sku> = skus.into_iter().collect();
-        while let Some(sku) = todo.pop() {
-            let kits = self.parents.get(&sku);
-            if out.insert(sku)
-                && let Some(kits) = kits
-            {
-                todo.extend(kits.iter().cloned());
+    /// The SKUs whose availability depends on these: themselves and every kit above them, in
+    /// key order, each once.
+    pub fn affected(&self, skus: impl IntoIterator<Item = Sku>) -> Vec<Sku> {
+        let mut out: Vec<Sku> = skus.into_iter().collect();
+        let mut kits: HashSet<&Sku, KeyHash> = HashSet::default();
+        let mut todo: Vec<&Sku> = out
+            .iter()
+            .filter_map(|sku| self.parents.get(sku))
+            .flatten()
+            .collect();
+        while let Some(kit) = todo.pop() {
+            if kits.insert(kit) {
+                todo.extend(self.parents.get(kit).into_iter().flatten());
             }
         }
+        out.extend(kits.into_iter().cloned());
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -735,11 +741,7 @@ async fn apply_batch(
     }
     // Recompute every listing whose number depends on a changed SKU.
     // In key order: the store writes the rows one after another, and neighbours share pages.
-    let mut affected: Vec<Sku> = catalog
-        .affected(changed.iter().cloned().chain(held).chain(recount))
-        .into_iter()
-        .collect();
-    affected.sort_unstable();
+    let affected = catalog.affected(changed.iter().cloned().chain(held).chain(recount));
     // A kit's components, whose positions make its number (any other SKU is its own).
     let needed: Vec<Sku> = affected
         .iter()
