@@ -687,13 +687,66 @@ pub enum Entry {
     Allocation(Snapshot),
 }
 
+/// The deltas of a position, in event order, each event's at most once. They arrive mostly in
+/// that order, and are appended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deltas(Vec<Delta>);
+
+impl Deltas {
+    /// Adds a delta unless its event's is there already; whether it was added.
+    pub fn insert(&mut self, delta: Delta) -> bool {
+        if self.0.last().is_none_or(|last| last.seq < delta.seq) {
+            self.0.push(delta);
+            return true;
+        }
+        match self.0.binary_search_by_key(&delta.seq, |d| d.seq) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, delta);
+                true
+            }
+        }
+    }
+
+    /// Keeps the deltas `keep` says yes to.
+    pub fn retain(&mut self, keep: impl FnMut(&Delta) -> bool) {
+        self.0.retain(keep);
+    }
+
+    /// The deltas of the event `seq` and later ones.
+    pub fn since(&self, seq: i64) -> &[Delta] {
+        &self.0[self.0.partition_point(|d| d.seq < seq)..]
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Delta> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Deltas {
+    type Item = &'a Delta;
+    type IntoIter = std::slice::Iter<'a, Delta>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// The ledger of one `(sku, location)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Position {
     /// The latest count.
     pub count: Option<Snapshot>,
     /// Deltas the latest count does not include, by event.
-    pub deltas: BTreeMap<i64, Delta>,
+    pub deltas: Deltas,
     /// The latest warehouse allocation snapshot.
     pub allocated: Option<Snapshot>,
     /// Units held by hub reservations not yet acknowledged by the warehouse.
@@ -709,20 +762,14 @@ impl Position {
                 if self.count.is_some_and(|c| d.at <= c.as_of) {
                     return false;
                 }
-                match self.deltas.entry(d.seq) {
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        slot.insert(d);
-                        true
-                    }
-                    std::collections::btree_map::Entry::Occupied(_) => false,
-                }
+                self.deltas.insert(d)
             }
             Entry::Count(c) => {
                 if self.count.is_some_and(|current| !c.newer_than(&current)) {
                     return false;
                 }
                 self.count = Some(c);
-                self.deltas.retain(|_, d| d.at > c.as_of);
+                self.deltas.retain(|d| d.at > c.as_of);
                 true
             }
             Entry::Allocation(a) => {
@@ -740,7 +787,7 @@ impl Position {
 
     /// The latest count plus every delta after it.
     pub fn on_hand(&self) -> i64 {
-        self.count.map_or(0, |c| c.value) + self.deltas.values().map(|d| d.quantity).sum::<i64>()
+        self.count.map_or(0, |c| c.value) + self.deltas.iter().map(|d| d.quantity).sum::<i64>()
     }
 
     pub fn allocated(&self) -> i64 {
@@ -1095,6 +1142,30 @@ mod tests {
         assert_eq!(p.atp(1), 4);
         p.reserved = 20;
         assert_eq!(p.atp(0), 0);
+    }
+
+    #[test]
+    fn deltas_keep_event_order_and_each_event_once() {
+        let delta = |seq| Delta {
+            seq,
+            at: t(seq),
+            quantity: seq,
+            kind: DeltaKind::Received,
+        };
+        let mut deltas = Deltas::default();
+        for seq in [5, 2, 9, 2, 7, 9, 1] {
+            deltas.insert(delta(seq));
+        }
+        let seqs: Vec<i64> = deltas.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 5, 7, 9]);
+        assert!(!deltas.insert(delta(7)), "an event's delta is there once");
+        assert_eq!(
+            deltas.since(6).iter().map(|d| d.seq).collect::<Vec<_>>(),
+            vec![7, 9]
+        );
+        assert!(deltas.since(10).is_empty());
+        deltas.retain(|d| d.seq % 2 == 1);
+        assert_eq!(deltas.len(), 4);
     }
 
     #[test]

@@ -544,11 +544,7 @@ impl PositionWrite {
             count: position.count,
             allocated: position.allocated,
             on_hand: position.on_hand(),
-            new_deltas: position
-                .deltas
-                .range(new_from_seq..)
-                .map(|(_, d)| *d)
-                .collect(),
+            new_deltas: position.deltas.since(new_from_seq).to_vec(),
         }
     }
 }

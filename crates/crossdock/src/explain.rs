@@ -260,7 +260,7 @@ fn location_explanation(
     reservations: &[&Reservation],
     ids: &BTreeMap<i64, (String, String)>,
 ) -> LocationExplanation {
-    let mut deltas: Vec<_> = p.deltas.values().collect();
+    let mut deltas: Vec<_> = p.deltas.iter().collect();
     deltas.sort_by_key(|d| (d.at, d.seq));
     LocationExplanation {
         location: location.to_string(),
@@ -311,8 +311,8 @@ pub async fn explain(
         .values()
         .flat_map(|p| {
             p.deltas
-                .keys()
-                .copied()
+                .iter()
+                .map(|d| d.seq)
                 .chain(p.count.map(|c| c.seq))
                 .chain(p.allocated.map(|a| a.seq))
         })

@@ -558,7 +558,7 @@ impl PgStore {
             );
             let position = Position {
                 count: snapshot(cs, ca, cv),
-                deltas: BTreeMap::new(),
+                deltas: Default::default(),
                 allocated: snapshot(asq, aa, av),
                 reserved,
             };
@@ -583,7 +583,7 @@ impl PgStore {
                 quantity,
                 kind,
             };
-            out.entry(key).or_default().deltas.insert(seq, delta);
+            out.entry(key).or_default().deltas.insert(delta);
         }
         Ok(out)
     }

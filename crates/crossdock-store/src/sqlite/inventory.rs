@@ -37,7 +37,7 @@ fn snapshot(seq: Option<i64>, as_of: Option<i64>, value: Option<i64>) -> Option<
 fn position_row(r: &Row<'_>) -> rusqlite::Result<(String, Position)> {
     let position = Position {
         count: snapshot(r.get(2)?, r.get(3)?, r.get(4)?),
-        deltas: BTreeMap::new(),
+        deltas: Default::default(),
         allocated: snapshot(r.get(5)?, r.get(6)?, r.get(7)?),
         reserved: r.get(8)?,
     };
@@ -100,10 +100,7 @@ fn positions_in(conn: &Connection, skus: &[Sku]) -> Result<BTreeMap<PositionKey,
             quantity,
             kind,
         };
-        out.entry((sku, location))
-            .or_default()
-            .deltas
-            .insert(seq, delta);
+        out.entry((sku, location)).or_default().deltas.insert(delta);
     }
     Ok(out)
 }
