@@ -224,23 +224,9 @@ impl Movement {
                 let quantity = positive(&mut f, "quantity");
                 let _ = f.string("order_id", false, 256);
                 match (sku, location, quantity) {
-                    (Some(sku), Some(location), Some(quantity)) => Some(match kind {
-                        "inventory.received" => Movement::Received {
-                            sku,
-                            location,
-                            quantity,
-                        },
-                        "inventory.shipped" => Movement::Shipped {
-                            sku,
-                            location,
-                            quantity,
-                        },
-                        _ => Movement::Returned {
-                            sku,
-                            location,
-                            quantity,
-                        },
-                    }),
+                    (Some(sku), Some(location), Some(quantity)) => {
+                        Some(Movement::goods(kind, sku, location, quantity))
+                    }
                     _ => None,
                 }
             }
@@ -331,6 +317,28 @@ impl Movement {
         }
     }
 
+    /// Goods in or out at a location, by the event type: a receipt, a shipment or (any other
+    /// type) a return.
+    fn goods(kind: &str, sku: Sku, location: LocationId, quantity: i64) -> Movement {
+        match kind {
+            "inventory.received" => Movement::Received {
+                sku,
+                location,
+                quantity,
+            },
+            "inventory.shipped" => Movement::Shipped {
+                sku,
+                location,
+                quantity,
+            },
+            _ => Movement::Returned {
+                sku,
+                location,
+                quantity,
+            },
+        }
+    }
+
     /// Reads a movement from the text of its `data`, with the order a movement names (`order_id`,
     /// for a shipment of an order): what [`Movement::parse`] reads, `None` where it finds a
     /// problem. Most texts are read straight into their members; anything unusual (a null, a
@@ -404,25 +412,7 @@ impl Movement {
         }
         let movement = match kind {
             "inventory.received" | "inventory.shipped" | "inventory.returned" => {
-                let (sku, location, quantity) =
-                    (sku()?, location(m.location)?, within(m.quantity, 1)?);
-                match kind {
-                    "inventory.received" => Movement::Received {
-                        sku,
-                        location,
-                        quantity,
-                    },
-                    "inventory.shipped" => Movement::Shipped {
-                        sku,
-                        location,
-                        quantity,
-                    },
-                    _ => Movement::Returned {
-                        sku,
-                        location,
-                        quantity,
-                    },
-                }
+                Movement::goods(kind, sku()?, location(m.location)?, within(m.quantity, 1)?)
             }
             "inventory.adjusted" => Movement::Adjusted {
                 sku: sku()?,

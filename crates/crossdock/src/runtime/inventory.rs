@@ -143,6 +143,23 @@ impl CatalogIndex {
         shaped(&channel.policy, atp)
     }
 
+    /// What each of these listings of `sku` may show, with its channel (`None` for a channel
+    /// the catalog does not have), appended to `out` in the listings' order.
+    fn listing_values<'c>(
+        &'c self,
+        sku: &Sku,
+        listings: &[(ChannelId, ChannelSku)],
+        positions: &impl Positions,
+        out: &mut Vec<Option<(&'c Channel, i64)>>,
+    ) {
+        out.extend(listings.iter().map(|(channel_id, _)| {
+            self.snapshot
+                .channels
+                .get(channel_id)
+                .map(|channel| (channel, self.available(channel, sku, positions)))
+        }));
+    }
+
     /// The ATP of `sku` over a channel's locations (through its components, for a kit).
     pub fn channel_atp(&self, channel: &Channel, sku: &Sku, positions: &impl Positions) -> i64 {
         let atp_of = |component: &Sku| -> i64 {
@@ -767,19 +784,8 @@ async fn apply_batch(
         let listings = catalog.listings.get(sku);
         let kit = catalog.snapshot.kits.contains_key(sku);
         values.clear();
-        let value = |channel_id: &ChannelId, positions: &dyn Fn(&Channel) -> i64| {
-            catalog
-                .snapshot
-                .channels
-                .get(channel_id)
-                .map(|channel| (channel, positions(channel)))
-        };
-        if kit {
-            for (channel_id, _) in listings.into_iter().flatten() {
-                values.push(value(channel_id, &|channel| {
-                    catalog.available(channel, sku, &memory.skus)
-                }));
-            }
+        if kit && let Some(listings) = listings {
+            catalog.listing_values(sku, listings, &memory.skus, &mut values);
         }
         let Some(known) = memory.skus.get_mut(sku) else {
             continue;
@@ -801,11 +807,7 @@ async fn apply_batch(
         };
         if !kit {
             let own = OwnPositions(&known.positions);
-            for (channel_id, _) in listings {
-                values.push(value(channel_id, &|channel| {
-                    catalog.available(channel, sku, &own)
-                }));
-            }
+            catalog.listing_values(sku, listings, &own, &mut values);
         }
         let trusted = known.catalog == version;
         if !trusted {
