@@ -60,6 +60,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "listing_due",
         sql: include_str!("../migrations/sqlite/0010_listing_due.sql"),
     },
+    Migration {
+        version: 11,
+        name: "outbox_status_indexes",
+        sql: include_str!("../migrations/sqlite/0011_outbox_status_indexes.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[

@@ -876,6 +876,31 @@ pub struct OrderQuery {
     pub limit: usize,
 }
 
+impl OrderQuery {
+    /// The `WHERE` clause for the filters this query has: parameter 1 the status, 2 the
+    /// channel, 3 the update time, 5 the deadline, each written by `param` (its number and SQL
+    /// type); a filter not given reads as its parameter being null. Written for the filters
+    /// given, because `(?1 IS NULL OR status = ?1)` is served by no index: the deadline sweep,
+    /// every second, read every order and return there was.
+    pub(crate) fn conditions(&self, param: impl Fn(usize, &str) -> String) -> String {
+        let term = |given: bool, n: usize, ty: &str, condition: &str| {
+            let p = param(n, ty);
+            if given {
+                condition.replace('#', &p)
+            } else {
+                format!("{p} IS NULL")
+            }
+        };
+        [
+            term(self.status.is_some(), 1, "text", "status = #"),
+            term(self.channel.is_some(), 2, "text", "channel = #"),
+            term(self.updated_before.is_some(), 3, "bigint", "updated_at < #"),
+            term(self.due_before.is_some(), 5, "bigint", "until <= #"),
+        ]
+        .join(" AND ")
+    }
+}
+
 /// A line of money to post to the ERP: a shipped order line (a positive amount) or a received
 /// return line (a negative one), recorded once by its key.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -140,6 +140,28 @@ fn sqlite_path(database: &str) -> &str {
         .unwrap_or(database)
 }
 
+// The outbox's queries on its open actions. Each names one status, so that SQLite reads it
+// from that status's partial index (migration 11) and never walks a target's finished actions;
+// a test checks their plans.
+const EXPIRED_LEASES: &str = "SELECT id, attempts, attempts_base, coalesce_key FROM outbox \
+     WHERE target = ?1 AND status = 'in_flight' AND lease_until < ?2";
+const IN_FLIGHT_COUNT: &str =
+    "SELECT count(*) FROM outbox WHERE target = ?1 AND status = 'in_flight'";
+const DUE_ACTIONS: &str = "SELECT id FROM outbox o WHERE target = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
+     AND (coalesce_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.target = o.target \
+     AND b.coalesce_key = o.coalesce_key AND b.status = 'in_flight')) \
+     ORDER BY priority DESC, next_attempt_at, id LIMIT ?3";
+const NEXT_DUE: &str = "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM outbox WHERE target = ?1 \
+     AND status = 'pending' UNION ALL SELECT min(lease_until) FROM outbox WHERE target = ?1 AND status = 'in_flight')";
+const OPEN_COUNTS: &str = "SELECT target, status, count(*) FROM (SELECT target, status FROM outbox \
+     WHERE status = 'pending' UNION ALL SELECT target, status FROM outbox WHERE status = 'in_flight' \
+     UNION ALL SELECT target, status FROM outbox WHERE status = 'dead') GROUP BY target, status ORDER BY target, status";
+const DEAD_LETTERS: &str = concat!(
+    "SELECT ",
+    action_columns!(),
+    " FROM outbox WHERE status = 'dead' AND id > ?1 AND (?2 IS NULL OR target = ?2) ORDER BY id LIMIT ?3"
+);
+
 fn open_connection(path: &str, durability: Durability, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -662,10 +684,7 @@ impl SqliteStore {
             // Leases that ran out belong to a worker that stopped mid-delivery.
             let expired: Vec<(i64, i64, i64, Option<String>)> = {
                 let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id, attempts, attempts_base, coalesce_key FROM outbox \
-                         WHERE target = ?1 AND status = 'in_flight' AND lease_until < ?2",
-                    )
+                    .prepare_cached(EXPIRED_LEASES)
                     .map_err(db("find expired leases"))?;
                 let rows = stmt
                     .query_map(params![target, now_us], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -678,7 +697,7 @@ impl SqliteStore {
                 finish_failure(conn, &target, id, attempts, coalesce_key.as_deref(), error, decision, now, "lease_expired")?;
             }
             let in_flight: i64 = conn
-                .prepare_cached("SELECT count(*) FROM outbox WHERE target = ?1 AND status = 'in_flight'")
+                .prepare_cached(IN_FLIGHT_COUNT)
                 .and_then(|mut s| s.query_row([&target], |r| r.get(0)))
                 .map_err(db("count in-flight actions"))?;
             let room = i64::try_from(in_flight_max).unwrap_or(i64::MAX) - in_flight;
@@ -688,12 +707,7 @@ impl SqliteStore {
             }
             let ids: Vec<i64> = {
                 let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id FROM outbox o WHERE target = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
-                         AND (coalesce_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.target = o.target \
-                         AND b.coalesce_key = o.coalesce_key AND b.status = 'in_flight')) \
-                         ORDER BY priority DESC, next_attempt_at, id LIMIT ?3",
-                    )
+                    .prepare_cached(DUE_ACTIONS)
                     .map_err(db("find due actions"))?;
                 let rows = stmt
                     .query_map(params![target, now_us, take], |r| r.get(0))
@@ -790,10 +804,7 @@ impl SqliteStore {
         let target = target.to_owned();
         self.read(move |conn| {
             let due: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM outbox WHERE target = ?1 AND status = 'pending' \
-                     UNION ALL SELECT min(lease_until) FROM outbox WHERE target = ?1 AND status = 'in_flight')",
-                )
+                .prepare_cached(NEXT_DUE)
                 .and_then(|mut s| s.query_row([&target], |r| r.get(0)))
                 .map_err(db("find next due action"))?;
             Ok(due.map(Timestamp::from_unix_micros))
@@ -804,20 +815,28 @@ impl SqliteStore {
     pub(crate) async fn outbox_counts(&self) -> Result<Vec<OutboxCount>> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT target, status, count(*) FROM outbox WHERE status IN ('pending', 'in_flight', 'dead') \
-                     GROUP BY target, status ORDER BY target, status",
-                )
+                .prepare_cached(OPEN_COUNTS)
                 .map_err(db("count actions"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
                 .map_err(db("count actions"))?;
             let mut counts = Vec::new();
             for row in rows {
                 let (target, status, count) = row.map_err(db("count actions"))?;
-                let status = ActionStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("unknown action status {status}")))?;
-                counts.push(OutboxCount { target, status, count });
+                let status = ActionStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown action status {status}"))
+                })?;
+                counts.push(OutboxCount {
+                    target,
+                    status,
+                    count,
+                });
             }
             Ok(counts)
         })
@@ -913,11 +932,7 @@ impl SqliteStore {
         self.read(move |conn| {
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let mut stmt = conn
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    action_columns!(),
-                    " FROM outbox WHERE status = 'dead' AND id > ?1 AND (?2 IS NULL OR target = ?2) ORDER BY id LIMIT ?3"
-                ))
+                .prepare_cached(DEAD_LETTERS)
                 .map_err(db("list dead letters"))?;
             let rows = stmt
                 .query_map(params![q.after_id, q.target, limit], action_row)
@@ -1865,6 +1880,102 @@ mod tests {
                 0,
                 "prepared again on binding: {sql}"
             );
+        }
+    }
+
+    /// The steps of a statement's query plan, as SQLite describes them.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("plan");
+        // Parameters left unbound: the plan does not depend on their values.
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().expect("plan") {
+            steps.push(row.get(3).expect("plan step"));
+        }
+        steps
+    }
+
+    /// The queries on a target's open actions read them from their status's partial index:
+    /// never the target's finished actions (kept until purged) by its name alone, nor rows by a
+    /// range of ids, each of which would read the row — and its payload's overflow pages — to
+    /// learn its status.
+    #[test]
+    fn open_action_queries_never_walk_finished_actions() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let conn = migrated(&dir);
+        for (name, sql) in [
+            ("expired leases", EXPIRED_LEASES),
+            ("in-flight count", IN_FLIGHT_COUNT),
+            ("due actions", DUE_ACTIONS),
+            ("next due time", NEXT_DUE),
+            ("open counts", OPEN_COUNTS),
+            ("dead letters", DEAD_LETTERS),
+            ("a channel's open actions", inventory::OPEN_ACTIONS),
+            ("a channel's due listings", inventory::DUE_LISTINGS),
+        ] {
+            let steps = plan(&conn, sql);
+            let reads: Vec<&String> = steps
+                .iter()
+                .filter(|step| {
+                    let mut words = step.split_whitespace();
+                    matches!(words.next(), Some("SEARCH" | "SCAN"))
+                        && matches!(words.next(), Some("outbox" | "o" | "b"))
+                })
+                .collect();
+            assert!(
+                !reads.is_empty(),
+                "{name}: no read of the outbox in {steps:?}"
+            );
+            for step in reads {
+                let by_status = [
+                    "outbox_pending",
+                    "outbox_in_flight",
+                    "outbox_dead",
+                    "outbox_coalesce",
+                ]
+                .iter()
+                .any(|index| {
+                    step.contains(&format!("INDEX {index} "))
+                        || step.ends_with(&format!("INDEX {index}"))
+                });
+                assert!(by_status, "{name}: {step} (plan {steps:?})");
+            }
+        }
+    }
+
+    /// The deadline sweep (every second) reads only the sagas that are due, from their due
+    /// index, and a listing by status reads that status's sagas: neither reads every order.
+    #[test]
+    fn saga_listings_read_their_index() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let conn = migrated(&dir);
+        let now = Some(Timestamp::from_unix_micros(1));
+        for table in ["orders", "returns"] {
+            for (q, index) in [
+                (
+                    OrderQuery {
+                        due_before: now,
+                        ..OrderQuery::default()
+                    },
+                    "due",
+                ),
+                (
+                    OrderQuery {
+                        status: Some("exception".into()),
+                        ..OrderQuery::default()
+                    },
+                    "status",
+                ),
+            ] {
+                let steps = plan(&conn, &orders::saga_listing(table, &q));
+                let wanted = format!("SEARCH {table} USING INDEX {table}_{index} (");
+                assert!(
+                    steps.iter().any(|s| s.starts_with(&wanted)),
+                    "{table} by {index}: {steps:?}"
+                );
+            }
         }
     }
 

@@ -123,10 +123,9 @@ impl PgStore {
 
     pub(crate) async fn sagas(&self, t: SagaTable, q: OrderQuery) -> Result<Vec<OrderRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM {} WHERE ($1::text IS NULL OR status = $1) \
-             AND ($2::text IS NULL OR channel = $2) AND ($3::bigint IS NULL OR updated_at < $3) \
-             AND ($5::bigint IS NULL OR until <= $5) ORDER BY updated_at, id LIMIT $4",
-            t.table
+            "SELECT {COLUMNS} FROM {} WHERE {} ORDER BY updated_at, id LIMIT $4",
+            t.table,
+            q.conditions(|n, ty| format!("${n}::{ty}"))
         )))
         .bind(&q.status)
         .bind(&q.channel)

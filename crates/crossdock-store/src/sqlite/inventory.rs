@@ -1015,6 +1015,17 @@ impl SqliteStore {
     }
 }
 
+/// How many actions of a target are open (pending or in flight), and a channel's due listings
+/// that no open action carries: each status named apart, so that both read the outbox's
+/// partial indexes (migration 11), never a target's finished actions.
+pub(super) const OPEN_ACTIONS: &str = "SELECT (SELECT count(*) FROM outbox WHERE target = ?1 AND status = 'pending') \
+     + (SELECT count(*) FROM outbox WHERE target = ?1 AND status = 'in_flight')";
+pub(super) const DUE_LISTINGS: &str = "SELECT channel_sku, sku, available, published, rank, version \
+     FROM channel_availability WHERE channel = ?1 AND due_at IS NOT NULL AND due_at <= ?2 \
+     AND (queued_action IS NULL OR queued_action NOT IN (SELECT id FROM outbox WHERE target = ?4 \
+     AND status = 'pending' UNION ALL SELECT id FROM outbox WHERE target = ?4 AND status = 'in_flight')) \
+     ORDER BY rank, due_at LIMIT ?3";
+
 /// A channel's due listings (zero-outs, then decreases, then increases past their hold; oldest
 /// first), how many of `target`'s actions are open, and when the next held increase falls due.
 fn due_listings(
@@ -1025,18 +1036,11 @@ fn due_listings(
     now: Timestamp,
 ) -> Result<AvailabilityDue> {
     let open: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM outbox WHERE status IN ('pending', 'in_flight') AND target = ?1",
-        )
+        .prepare_cached(OPEN_ACTIONS)
         .and_then(|mut s| s.query_row([target], |r| r.get(0)))
         .map_err(db("count open actions"))?;
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT channel_sku, sku, available, published, rank, version FROM channel_availability \
-             WHERE channel = ?1 AND due_at IS NOT NULL AND due_at <= ?2 \
-             AND (queued_action IS NULL OR queued_action NOT IN (SELECT id FROM outbox WHERE target = ?4 \
-             AND status IN ('pending', 'in_flight'))) ORDER BY rank, due_at LIMIT ?3",
-        )
+        .prepare_cached(DUE_LISTINGS)
         .map_err(db("read due listings"))?;
     let rows = stmt
         .query_map(

@@ -110,12 +110,7 @@ impl SqliteStore {
     pub(crate) async fn sagas(&self, t: SagaTable, q: OrderQuery) -> Result<Vec<OrderRow>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM {} WHERE (?1 IS NULL OR status = ?1) \
-                     AND (?2 IS NULL OR channel = ?2) AND (?3 IS NULL OR updated_at < ?3) \
-                     AND (?5 IS NULL OR until <= ?5) ORDER BY updated_at, id LIMIT ?4",
-                    t.table
-                ))
+                .prepare_cached(&saga_listing(t.table, &q))
                 .map_err(db("list orders"))?;
             let rows = stmt
                 .query_map(
@@ -134,6 +129,14 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The statement listing the sagas of `table` that `q` asks for, oldest update first.
+pub(super) fn saga_listing(table: &str, q: &OrderQuery) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM {table} WHERE {} ORDER BY updated_at, id LIMIT ?4",
+        q.conditions(|n, _| format!("?{n}"))
+    )
 }
 
 /// Records an order or return unless it was taken before, inside the caller's transaction.
