@@ -112,7 +112,7 @@ async fn migrate_applies_the_schema_once(db: TestDb) {
     let version = if db.url.starts_with("postgres") {
         9
     } else {
-        10
+        11
     };
     assert!(
         out.contains(&format!("schema is current (version {version})")),
