@@ -169,33 +169,21 @@ fn time_at(f: &mut Fields<'_>, name: &'static str) -> Option<Timestamp> {
 
 /// Every member a movement's `data` may have, borrowed from its text. Read by
 /// [`Movement::read`]; a text with an escape, a member no movement has or one named twice is
-/// refused here and left to [`Movement::parse`].
+/// refused here and left to [`Movement::parse`]. An absent member reads as `None`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Members<'a> {
-    #[serde(default)]
     sku: Option<&'a str>,
-    #[serde(default)]
     location: Option<&'a str>,
-    #[serde(default)]
     from: Option<&'a str>,
-    #[serde(default)]
     to: Option<&'a str>,
-    #[serde(default)]
     quantity: Option<i64>,
-    #[serde(default)]
     delta: Option<i64>,
-    #[serde(default)]
     reason: Option<&'a str>,
-    #[serde(default)]
     on_hand: Option<i64>,
-    #[serde(default)]
     allocated: Option<i64>,
-    #[serde(default)]
     as_of: Option<&'a str>,
-    #[serde(default)]
     reference: Option<&'a str>,
-    #[serde(default)]
     order_id: Option<&'a str>,
 }
 
@@ -411,7 +399,7 @@ impl Movement {
             return None;
         }
         let movement = match kind {
-            "inventory.received" | "inventory.shipped" | "inventory.returned" => {
+            _ if shipment => {
                 Movement::goods(kind, sku()?, location(m.location)?, within(m.quantity, 1)?)
             }
             "inventory.adjusted" => Movement::Adjusted {

@@ -70,6 +70,13 @@ pub struct InboxQuery {
     pub limit: usize,
 }
 
+impl InboxQuery {
+    /// The `WHERE` clause for the status filter, parameter 2 (see [`conditions`]).
+    pub(crate) fn conditions(&self, param: impl Fn(usize, &str) -> String) -> String {
+        conditions(&[(self.status.is_some(), 2, "text", "status = #")], param)
+    }
+}
+
 /// What happened to one event of an append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendResult {
@@ -878,27 +885,42 @@ pub struct OrderQuery {
 
 impl OrderQuery {
     /// The `WHERE` clause for the filters this query has: parameter 1 the status, 2 the
-    /// channel, 3 the update time, 5 the deadline, each written by `param` (its number and SQL
-    /// type); a filter not given reads as its parameter being null. Written for the filters
-    /// given, because `(?1 IS NULL OR status = ?1)` is served by no index: the deadline sweep,
-    /// every second, read every order and return there was.
+    /// channel, 3 the update time, 5 the deadline (see [`conditions`]).
     pub(crate) fn conditions(&self, param: impl Fn(usize, &str) -> String) -> String {
-        let term = |given: bool, n: usize, ty: &str, condition: &str| {
-            let p = param(n, ty);
-            if given {
+        conditions(
+            &[
+                (self.status.is_some(), 1, "text", "status = #"),
+                (self.channel.is_some(), 2, "text", "channel = #"),
+                (self.updated_before.is_some(), 3, "bigint", "updated_at < #"),
+                (self.due_before.is_some(), 5, "bigint", "until <= #"),
+            ],
+            param,
+        )
+    }
+}
+
+/// A `WHERE` clause written for the filters a listing has: each `(given, parameter number, SQL
+/// type, condition)` reads as its condition (`#` its parameter) when given, and as its
+/// parameter being null otherwise; `param` writes a parameter as the backend does. Written so
+/// because `(?1 IS NULL OR status = ?1)` is served by no index: the deadline sweep, every
+/// second, read every order and return there was, and the inbox listed by status every
+/// message kept.
+pub(crate) fn conditions(
+    filters: &[(bool, usize, &str, &str)],
+    param: impl Fn(usize, &str) -> String,
+) -> String {
+    let terms: Vec<String> = filters
+        .iter()
+        .map(|(given, n, ty, condition)| {
+            let p = param(*n, ty);
+            if *given {
                 condition.replace('#', &p)
             } else {
                 format!("{p} IS NULL")
             }
-        };
-        [
-            term(self.status.is_some(), 1, "text", "status = #"),
-            term(self.channel.is_some(), 2, "text", "channel = #"),
-            term(self.updated_before.is_some(), 3, "bigint", "updated_at < #"),
-            term(self.due_before.is_some(), 5, "bigint", "until <= #"),
-        ]
-        .join(" AND ")
-    }
+        })
+        .collect();
+    terms.join(" AND ")
 }
 
 /// A line of money to post to the ERP: a shipped order line (a positive amount) or a received

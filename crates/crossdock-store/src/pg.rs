@@ -170,19 +170,13 @@ impl PgStore {
     }
 
     pub(crate) async fn inbox_list(&self, q: InboxQuery) -> Result<Vec<InboxRecord>> {
-        // Written for the filter given: `($2 IS NULL OR status = $2)` is served by no index.
-        let status = if q.status.is_some() {
-            "status = $2"
-        } else {
-            "$2::text IS NULL"
-        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             concat!(
                 "SELECT ",
                 inbox_columns!(),
                 " FROM inbox WHERE {} AND id > $1 ORDER BY id LIMIT $3"
             ),
-            status
+            q.conditions(|n, ty| format!("${n}::{ty}"))
         )))
         .bind(q.after_id)
         .bind(q.status.map(InboxStatus::as_str))

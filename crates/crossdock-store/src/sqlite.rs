@@ -140,22 +140,17 @@ fn sqlite_path(database: &str) -> &str {
         .unwrap_or(database)
 }
 
-/// The statement listing the inbox after an id, of one status when `by_status` (read from the
-/// status index: every inbound message is kept, so the few rejected ones are not found by
-/// reading all the others — and each one's body, which lies before its status).
-fn inbox_listing(by_status: bool) -> String {
-    let status = if by_status {
-        "status = ?2"
-    } else {
-        "?2 IS NULL"
-    };
+/// The statement listing the inbox after an id, of one status when the query names one (read
+/// from the status index: every inbound message is kept, so the few rejected ones are not found
+/// by reading all the others — and each one's body, which lies before its status).
+fn inbox_listing(q: &InboxQuery) -> String {
     format!(
         concat!(
             "SELECT ",
             inbox_columns!(),
             " FROM inbox WHERE {} AND id > ?1 ORDER BY id LIMIT ?3"
         ),
-        status
+        q.conditions(|n, _| format!("?{n}"))
     )
 }
 
@@ -461,7 +456,7 @@ impl SqliteStore {
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let status = q.status.map(InboxStatus::as_str);
             let mut stmt = conn
-                .prepare_cached(&inbox_listing(status.is_some()))
+                .prepare_cached(&inbox_listing(&q))
                 .map_err(db("list inbox"))?;
             let rows = stmt
                 .query_map(params![q.after_id, status, limit], inbox_row)
@@ -1965,7 +1960,11 @@ mod tests {
     fn inbox_listing_by_status_reads_its_index() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let conn = migrated(&dir);
-        let steps = plan(&conn, &inbox_listing(true));
+        let q = InboxQuery {
+            status: Some(InboxStatus::Rejected),
+            ..InboxQuery::default()
+        };
+        let steps = plan(&conn, &inbox_listing(&q));
         assert!(
             steps
                 .iter()
